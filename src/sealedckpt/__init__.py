@@ -1,0 +1,43 @@
+"""sealedckpt: encrypted, signed, pickle-free checkpoints for PyTorch.
+
+``import sealedckpt`` does not import torch; only ``save`` and ``load`` do.
+"""
+
+from .api import inspect, load, save, verify
+from .container import PublicInfo, Signer, VerifyResult
+from .crypto import SigningKey, SymmetricKey, VerifyKey
+from .errors import (
+    DecryptionError,
+    DeviceError,
+    FormatError,
+    IntegrityError,
+    NoKeyError,
+    SealedCkptError,
+    SignatureError,
+    UnsafePayloadError,
+    UnsupportedTypeError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DecryptionError",
+    "DeviceError",
+    "FormatError",
+    "IntegrityError",
+    "NoKeyError",
+    "PublicInfo",
+    "SealedCkptError",
+    "SignatureError",
+    "Signer",
+    "SigningKey",
+    "SymmetricKey",
+    "UnsafePayloadError",
+    "UnsupportedTypeError",
+    "VerifyKey",
+    "VerifyResult",
+    "inspect",
+    "load",
+    "save",
+    "verify",
+]

@@ -1,0 +1,163 @@
+"""The public entry points: save, load, inspect, verify."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
+
+from . import container
+from .atomic import atomic_write
+from .container import PublicInfo, VerifyResult
+from .crypto import SigningKey, SymmetricKey, VerifyKey
+from .errors import FormatError, NoKeyError, SealedCkptError
+
+if TYPE_CHECKING:
+    from .serialize import MapLocation
+
+PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+KeyLike = Union[SymmetricKey, bytes, bytearray, memoryview]
+
+
+def _as_key(k: object) -> SymmetricKey:
+    if isinstance(k, SymmetricKey):
+        return k
+    if isinstance(k, (bytes, bytearray, memoryview)):
+        try:
+            return SymmetricKey(k)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+    raise TypeError(f"a key must be a SymmetricKey or 32 raw bytes, not {type(k).__name__}")
+
+
+def _keys(key: KeyLike | Sequence[KeyLike] | None) -> list[SymmetricKey]:
+    if key is None:
+        return default_keys()
+    if isinstance(key, (SymmetricKey, bytes, bytearray, memoryview)):
+        return [_as_key(key)]
+    keys = [_as_key(k) for k in key]
+    if not keys:
+        raise TypeError("key=[] names no key")
+    return keys
+
+
+def default_keys() -> list[SymmetricKey]:
+    """The keys used when ``key=None``. No keystore is configured yet in this release."""
+    raise NoKeyError(
+        "no key given and no default key is set",
+        hint="pass key=sealedckpt.SymmetricKey (keep its bytes in a secret store)",
+    )
+
+
+def _signers(sign_with: SigningKey | Sequence[SigningKey] | None) -> list[SigningKey]:
+    if sign_with is None:
+        return []
+    if isinstance(sign_with, SigningKey):
+        return [sign_with]
+    out = list(sign_with)
+    if not all(isinstance(s, SigningKey) for s in out):
+        raise TypeError("sign_with must be a SigningKey or a list of them")
+    return out
+
+
+def _trusted(trusted_signers: VerifyKey | Sequence[VerifyKey] | None) -> list[VerifyKey] | None:
+    if trusted_signers is None:
+        return None
+    if isinstance(trusted_signers, VerifyKey):
+        return [trusted_signers]
+    out = list(trusted_signers)
+    if not all(isinstance(v, VerifyKey) for v in out):
+        raise TypeError("trusted_signers must be VerifyKey objects (use SigningKey.public)")
+    return out
+
+
+@contextlib.contextmanager
+def _reading(f: PathOrFile) -> Iterator[BinaryIO]:
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, "rb") as fh:
+            yield fh
+    else:
+        yield f
+
+
+@contextlib.contextmanager
+def _typed_errors() -> Iterator[None]:
+    """Belt and braces: a parser slip must still surface as a SealedCkptError."""
+    try:
+        yield
+    except SealedCkptError:
+        raise
+    except (ValueError, KeyError, IndexError, OverflowError, struct.error) as exc:
+        raise FormatError(f"malformed sealed checkpoint ({type(exc).__name__})") from exc
+
+
+def save(
+    obj: Any,
+    f: PathOrFile,
+    *,
+    key: KeyLike | Sequence[KeyLike] | None = None,
+    sign_with: SigningKey | Sequence[SigningKey] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Seal ``obj`` (a whole training checkpoint) into ``f``, like ``torch.save``.
+
+    A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
+    directory). ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
+    """
+    from .serialize import plan_payload
+
+    keys = _keys(key)
+    signers = _signers(sign_with)
+    plan = plan_payload(obj)
+    if isinstance(f, (str, os.PathLike)):
+        with atomic_write(f) as out:
+            container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata)
+    else:
+        container.seal(f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata)
+        flush = getattr(f, "flush", None)
+        if flush is not None:
+            flush()
+
+
+def load(
+    f: PathOrFile,
+    *,
+    key: KeyLike | Sequence[KeyLike] | None = None,
+    map_location: MapLocation = None,
+    trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None,
+    require_signature: bool | None = None,
+) -> Any:
+    """Open a sealed checkpoint, like ``torch.load``; never unpickles anything.
+
+    Every chunk is authenticated (and, under a signature policy, checked against the
+    signed digests) before any object is returned.
+    """
+    keys = _keys(key)
+    trusted = _trusted(trusted_signers)
+    if require_signature is False and trusted is not None:
+        raise TypeError("trusted_signers given with require_signature=False")
+    with _reading(f) as fh, _typed_errors():
+        reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        from .serialize import decode_payload
+
+        return decode_payload(reader, map_location)
+
+
+def inspect(f: PathOrFile) -> PublicInfo:
+    """Public facts from the header, without a key (and without importing torch).
+
+    Signatures listed here are NOT verified; use :func:`verify`.
+    """
+    with _reading(f) as fh, _typed_errors():
+        return container.read_public_info(fh)
+
+
+def verify(f: PathOrFile, *, trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None) -> VerifyResult:
+    """Check every signature and every chunk digest without a decryption key.
+
+    With ``trusted_signers``, at least one signature must be by one of them.
+    """
+    with _reading(f) as fh, _typed_errors():
+        return container.verify_file(fh, _trusted(trusted_signers))

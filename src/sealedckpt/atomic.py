@@ -1,0 +1,78 @@
+"""Crash-safe replacement of a file: the path holds either the old file or the whole new one."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from typing import BinaryIO
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[BinaryIO]:
+    """Write to an unnamed (O_TMPFILE) or hidden temp file in the same directory, fsync, rename.
+
+    On any exception, or if the process dies, ``path`` keeps its previous content. With O_TMPFILE
+    (Linux, most local filesystems) a killed process leaves no temp file behind at all.
+    """
+    target = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(target)
+    fd = -1
+    named: str | None = None
+    tmpfile_flag = getattr(os, "O_TMPFILE", 0)
+    if tmpfile_flag:
+        try:
+            fd = os.open(directory, tmpfile_flag | os.O_WRONLY | os.O_CLOEXEC, mode)
+        except OSError:
+            fd = -1
+    if fd < 0:
+        named = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    link_name: str | None = None
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            yield f  # type: ignore[misc]
+        os.fsync(fd)
+        if named is None:
+            link_name = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+            os.link(f"/proc/self/fd/{fd}", link_name, follow_symlinks=True)
+            os.replace(link_name, target)
+            link_name = None
+        else:
+            os.chmod(named, mode & ~_umask())
+            os.replace(named, target)
+            named = None
+        _fsync_dir(directory)
+    finally:
+        os.close(fd)
+        for leftover in (named, link_name):
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)

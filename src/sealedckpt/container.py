@@ -1,0 +1,589 @@
+"""The sealed container: key slots, chunked STREAM encryption, header MAC, signatures.
+
+Works on bytes and buffers only (no torch). ``seal`` streams a payload given as memoryview
+segments; ``open_sealed`` authenticates the header, the slots and the signatures and returns
+a :class:`SealedReader` that decrypts chunks into caller-provided buffers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from . import crypto
+from . import format as fmt
+from .crypto import ChunkCipher, SigningKey, SymmetricKey, VerifyKey
+from .errors import DecryptionError, FormatError, IntegrityError, SignatureError
+from .sniff import HEAD_SIZE, TAIL_SIZE, refuse_unsealed
+
+_ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
+_SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
+_SLOT_AAD = b"sealedckpt/v1 symmetric slot\x00"
+
+Region = tuple[int, memoryview]  # (payload offset, destination buffer)
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# --- reading files ---------------------------------------------------------------------------
+
+
+class _Source:
+    """Positional reads from a path-backed fd or from any seekable binary file object."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        try:
+            fd = f.fileno()
+            os.fstat(fd)
+            self._fd = fd
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fd = None
+        try:
+            if not f.seekable():
+                raise FormatError("sealedckpt.load needs a seekable file", hint="pass a path or read it into io.BytesIO")
+            self.size = f.seek(0, io.SEEK_END)
+        except (AttributeError, OSError) as exc:
+            raise FormatError("sealedckpt.load needs a seekable file") from exc
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        n = len(buf)
+        if self._fd is not None:
+            got = 0
+            while got < n:
+                k = os.preadv(self._fd, [buf[got:]], offset + got)
+                if k == 0:
+                    break
+                got += k
+            return got
+        with self._lock:
+            self._f.seek(offset)
+            got = 0
+            while got < n:
+                k = self._f.readinto(buf[got:])  # type: ignore[attr-defined]
+                if not k:
+                    break
+                got += k
+            return got
+
+    def read(self, offset: int, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.read_into(offset, memoryview(buf))
+        return bytes(buf[:got])
+
+    def read_exact(self, offset: int, n: int, what: str) -> bytes:
+        data = self.read(offset, n)
+        if len(data) != n:
+            raise IntegrityError(f"file truncated inside the {what}")
+        return data
+
+
+# --- header --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    content_bytes: bytes
+    content: fmt.Content
+    slots: list[fmt.Slot]
+    authenticated: bytes  # preamble || content || slots section: what the header MAC covers
+    mac: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.authenticated) + fmt.MAC_SIZE
+
+    @property
+    def trailer_offset(self) -> int:
+        return self.size + self.content.ciphertext_len
+
+
+def _read_header(src: _Source) -> Header:
+    head = src.read(0, HEAD_SIZE)
+    if not head.startswith(fmt.MAGIC):
+        tail = src.read(max(0, src.size - TAIL_SIZE), TAIL_SIZE)
+        refuse_unsealed(head, tail)
+    preamble = src.read_exact(0, fmt.PREAMBLE_SIZE, "preamble")
+    content_len = fmt.parse_preamble(preamble)
+    content_bytes = src.read_exact(fmt.PREAMBLE_SIZE, content_len, "content header")
+    content = fmt.parse_content(content_bytes)
+    pos = fmt.PREAMBLE_SIZE + content_len
+    slots_len_raw = src.read_exact(pos, 4, "key slots")
+    (slots_len,) = struct.unpack("<I", slots_len_raw)
+    if not 2 <= slots_len <= fmt.MAX_SLOTS_LEN:
+        raise FormatError(f"key slot section length {slots_len} outside 2..{fmt.MAX_SLOTS_LEN}")
+    slots_bytes = src.read_exact(pos + 4, slots_len, "key slots")
+    slots = fmt.parse_slots(slots_bytes)
+    pos += 4 + slots_len
+    mac = src.read_exact(pos, fmt.MAC_SIZE, "header MAC")
+    authenticated = preamble + content_bytes + slots_len_raw + slots_bytes
+    return Header(content_bytes, content, slots, authenticated, mac)
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A signature that verified: who signed (public key) and when (seconds since epoch)."""
+
+    public_key: VerifyKey
+    signed_at: int
+    trusted: bool
+
+    @property
+    def key_id(self) -> str:
+        return self.public_key.key_id
+
+
+def content_root(content_bytes: bytes, n_chunks: int, table: bytes) -> bytes:
+    """The digest every signature signs: the content header and every chunk's SHA-256."""
+    return crypto.sha256(
+        _ROOT_DOMAIN + struct.pack("<I", len(content_bytes)) + content_bytes + struct.pack("<Q", n_chunks) + table
+    )
+
+
+def signed_message(public_key: bytes, signed_at: int, root: bytes) -> bytes:
+    return _SIG_DOMAIN + public_key + struct.pack("<Q", signed_at) + root
+
+
+@dataclass(frozen=True)
+class Trailer:
+    table: bytes  # n_chunks * 32 bytes, empty when unsigned
+    signers: list[Signer]
+    root: bytes | None  # None when unsigned
+
+
+def _read_trailer(src: _Source, header: Header, trusted: Sequence[VerifyKey]) -> Trailer:
+    c = header.content
+    off = header.trailer_offset
+    if src.size < off + 2:
+        raise IntegrityError("file truncated: the payload or the trailer is incomplete")
+    (count,) = struct.unpack("<H", src.read_exact(off, 2, "trailer"))
+    if count > fmt.MAX_SIGNATURES:
+        raise FormatError(f"{count} signatures (cap {fmt.MAX_SIGNATURES})")
+    expected = off + fmt.trailer_len(count, c.n_chunks)
+    if src.size < expected:
+        raise IntegrityError("file truncated inside the signature trailer")
+    if src.size > expected:
+        raise IntegrityError(f"{src.size - expected} bytes of trailing data after the end of the file")
+    if count == 0:
+        return Trailer(b"", [], None)
+    table = src.read_exact(off + 2, c.n_chunks * fmt.DIGEST_SIZE, "chunk digest table")
+    entries = fmt.parse_signature_entries(
+        src.read_exact(off + 2 + len(table), count * fmt.SIG_ENTRY_SIZE, "signatures"), count
+    )
+    root = content_root(header.content_bytes, c.n_chunks, table)
+    trusted_raw = {k.to_bytes() for k in trusted}
+    signers = []
+    for e in entries:
+        vk = VerifyKey(e.public_key)
+        if not vk.verify(e.signature, signed_message(e.public_key, e.signed_at, root)):
+            raise SignatureError(f"signature by key {vk.key_id} does not verify: the file or the signature was altered")
+        signers.append(Signer(vk, e.signed_at, e.public_key in trusted_raw))
+    return Trailer(table, signers, root)
+
+
+def _apply_policy(trailer: Trailer, trusted: Sequence[VerifyKey] | None, require: bool | None) -> bool:
+    """Enforce the signature policy; True when chunk digests must be checked."""
+    must = bool(require) or trusted is not None
+    if not must:
+        return False
+    if not trailer.signers:
+        raise SignatureError("the file is not signed, but a trusted signature is required")
+    if not trusted:
+        raise SignatureError("a signature is required but no trusted signers were given", hint="pass trusted_signers=[VerifyKey, ...]")
+    if not any(s.trusted for s in trailer.signers):
+        ids = ", ".join(s.key_id for s in trailer.signers)
+        raise SignatureError(f"signed only by untrusted keys ({ids})")
+    return True
+
+
+# --- opening -------------------------------------------------------------------------------
+
+
+def _open_slots(header: Header, keys: Sequence[SymmetricKey]) -> bytes:
+    if not keys:
+        raise DecryptionError("no key given to open the file")
+    aad = _SLOT_AAD + header.content.salt
+    sym = [fmt.SymmetricSlot.parse(s.body) for s in header.slots if s.type == fmt.SLOT_SYMMETRIC]
+    by_id = {k.key_id_bytes: k for k in keys}
+    tampered = False
+    # Slots whose key-id hint names one of our keys first; then every symmetric slot with
+    # every key, since the hint is unauthenticated until the header MAC is checked.
+    for slot in sym:
+        k = by_id.get(slot.key_id)
+        if k is not None:
+            dek = crypto.unwrap_dek(k, slot.nonce, slot.wrapped, aad)
+            if dek is not None:
+                return dek
+            tampered = True
+    for slot in sym:
+        for k in keys:
+            if by_id.get(slot.key_id) is k:
+                continue
+            dek = crypto.unwrap_dek(k, slot.nonce, slot.wrapped, aad)
+            if dek is not None:
+                return dek
+    if tampered:
+        raise IntegrityError("the key slot for the given key does not open: the header was modified")
+    ids = ", ".join(s.key_id.hex() for s in sym) or "none"
+    raise DecryptionError(
+        f"none of the {len(keys)} key(s) given opens this file (symmetric slots for key ids: {ids})"
+    )
+
+
+class SealedReader:
+    """An authenticated, opened sealed file. Chunks are verified as they are decrypted."""
+
+    def __init__(self, src: _Source, header: Header, dek: bytes, trailer: Trailer, check_digests: bool) -> None:
+        self._src = src
+        self.header = header
+        self.content = header.content
+        self.trailer = trailer
+        self._cipher = ChunkCipher(crypto.derive_file_keys(dek, header.content.salt).payload_key)
+        self._check_digests = check_digests
+
+    @property
+    def signers(self) -> list[Signer]:
+        return self.trailer.signers
+
+    def _chunk_offset(self, i: int) -> int:
+        return self.header.size + i * (self.content.chunk_size + fmt.TAG_SIZE)
+
+    def _decrypt_chunk(self, i: int, ct_buf: memoryview, out: memoryview) -> None:
+        c = self.content
+        plen = c.plain_len(i)
+        ct = ct_buf[: plen + fmt.TAG_SIZE]
+        if self._src.read_into(self._chunk_offset(i), ct) != len(ct):
+            raise IntegrityError(f"file truncated inside chunk {i}")
+        if self._check_digests:
+            want = self.trailer.table[i * fmt.DIGEST_SIZE : (i + 1) * fmt.DIGEST_SIZE]
+            if not crypto.equal(crypto.sha256(ct), want):
+                raise IntegrityError(f"chunk {i} does not match its signed digest")
+        if not self._cipher.decrypt_into(i, i == c.n_chunks - 1, ct, out[:plen]):
+            raise IntegrityError(f"chunk {i} of {c.n_chunks} failed authentication (tampered, reordered or spliced)")
+
+    def read_prefix(self, n: int) -> bytes:
+        """Decrypt and return the first ``n`` payload bytes (used to read the payload's own header)."""
+        c = self.content
+        if n > c.payload_len:
+            raise FormatError("payload shorter than its own header claims")
+        out = bytearray(n)
+        ct = memoryview(bytearray(c.chunk_size + fmt.TAG_SIZE))
+        plain = memoryview(bytearray(c.chunk_size))
+        pos = 0
+        i = 0
+        while pos < n:
+            self._decrypt_chunk(i, ct, plain)
+            take = min(n - pos, c.plain_len(i))
+            out[pos : pos + take] = plain[:take]
+            pos += take
+            i += 1
+        return bytes(out)
+
+    def decrypt_regions(self, regions: Sequence[Region], workers: int | None = None) -> None:
+        """Decrypt every chunk; bytes under a region land in it, the rest are checked and dropped.
+
+        Regions are sorted, non-overlapping ``(payload_offset, buffer)`` pairs. Raises on the first
+        chunk that fails; the caller must then discard every region's buffer.
+        """
+        c = self.content
+        plan = _RegionIndex(regions)
+        workers = workers or default_workers()
+        local = threading.local()
+
+        def job(i: int) -> None:
+            bufs = getattr(local, "bufs", None)
+            if bufs is None:
+                bufs = (memoryview(bytearray(c.chunk_size + fmt.TAG_SIZE)), memoryview(bytearray(c.chunk_size)))
+                local.bufs = bufs
+            start = i * c.chunk_size
+            plen = c.plain_len(i)
+            direct = plan.covering(start, plen)
+            if direct is not None:
+                self._decrypt_chunk(i, bufs[0], direct)
+                return
+            self._decrypt_chunk(i, bufs[0], bufs[1])
+            for dst, src_off, n in plan.pieces(start, plen):
+                dst[:] = bufs[1][src_off : src_off + n]
+
+        n = c.n_chunks
+        if workers <= 1 or n <= 1:
+            for i in range(n):
+                job(i)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-open") as pool:
+            futures = [pool.submit(job, i) for i in range(n)]
+            try:
+                for fut in futures:
+                    fut.result()
+            finally:
+                for fut in futures:
+                    fut.cancel()
+
+
+class _RegionIndex:
+    def __init__(self, regions: Sequence[Region]) -> None:
+        self._starts = [r[0] for r in regions]
+        self._regions = list(regions)
+        for (a, ma), (b, _) in zip(regions, regions[1:], strict=False):
+            if a + len(ma) > b:
+                raise ValueError("regions overlap or are unsorted")
+
+    def _first(self, start: int) -> int:
+        import bisect
+
+        return max(0, bisect.bisect_right(self._starts, start) - 1)
+
+    def covering(self, start: int, n: int) -> memoryview | None:
+        """A view of one region holding all of ``[start, start+n)``, if one does."""
+        if not self._regions:
+            return None
+        off, mv = self._regions[self._first(start)]
+        if off <= start and start + n <= off + len(mv):
+            return mv[start - off : start - off + n]
+        return None
+
+    def pieces(self, start: int, n: int) -> Iterator[tuple[memoryview, int, int]]:
+        """(destination view, offset within chunk, length) for each region overlapping the chunk."""
+        end = start + n
+        j = self._first(start)
+        while j < len(self._regions):
+            off, mv = self._regions[j]
+            if off >= end:
+                break
+            lo, hi = max(start, off), min(end, off + len(mv))
+            if lo < hi:
+                yield mv[lo - off : hi - off], lo - start, hi - lo
+            j += 1
+
+
+def open_sealed(
+    f: BinaryIO,
+    keys: Sequence[SymmetricKey],
+    *,
+    trusted_signers: Sequence[VerifyKey] | None = None,
+    require_signature: bool | None = None,
+) -> SealedReader:
+    """Authenticate header, key slot, key commitment, header MAC and signature policy."""
+    src = _Source(f)
+    header = _read_header(src)
+    dek = _open_slots(header, keys)
+    fk = crypto.derive_file_keys(dek, header.content.salt)
+    if not crypto.equal(fk.commitment, header.content.commitment):
+        raise IntegrityError("key commitment does not match: the header was modified or forged")
+    if not crypto.equal(crypto.header_mac(fk.header_mac_key, header.authenticated), header.mac):
+        raise IntegrityError("header MAC does not verify: the header or a key slot was modified")
+    trailer = _read_trailer(src, header, trusted_signers or ())
+    check = _apply_policy(trailer, trusted_signers, require_signature)
+    return SealedReader(src, header, dek, trailer, check)
+
+
+# --- keyless views -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicInfo:
+    """What anyone can read from a sealed file without a key. Signers here are NOT verified."""
+
+    version: int
+    payload_type: str
+    chunk_size: int
+    payload_len: int
+    file_size: int
+    metadata: dict[str, str]
+    key_slots: list[dict[str, str]]
+    signatures: list[dict[str, object]]
+
+
+def read_public_info(f: BinaryIO) -> PublicInfo:
+    src = _Source(f)
+    header = _read_header(src)
+    slots = []
+    for s in header.slots:
+        if s.type == fmt.SLOT_SYMMETRIC:
+            slots.append({"type": "symmetric", "key_id": fmt.SymmetricSlot.parse(s.body).key_id.hex()})
+        else:
+            slots.append({"type": f"unknown-{s.type}"})
+    sigs: list[dict[str, object]] = []
+    off = header.trailer_offset
+    if src.size >= off + 2:
+        (count,) = struct.unpack("<H", src.read(off, 2))
+        if count <= fmt.MAX_SIGNATURES and src.size == off + fmt.trailer_len(count, header.content.n_chunks):
+            base = off + 2 + (header.content.n_chunks * fmt.DIGEST_SIZE if count else 0)
+            for e in fmt.parse_signature_entries(src.read(base, count * fmt.SIG_ENTRY_SIZE), count):
+                sigs.append({"key_id": VerifyKey(e.public_key).key_id, "signed_at": e.signed_at})
+    c = header.content
+    return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    signers: list[Signer]
+    root: bytes
+    metadata: dict[str, str]
+
+
+def verify_file(f: BinaryIO, trusted_signers: Sequence[VerifyKey] | None) -> VerifyResult:
+    """Check signatures and every chunk's digest without any decryption key."""
+    src = _Source(f)
+    header = _read_header(src)
+    trailer = _read_trailer(src, header, trusted_signers or ())
+    if not trailer.signers or trailer.root is None:
+        raise SignatureError("the file is not signed: nothing to verify without a key")
+    if trusted_signers is not None:
+        _apply_policy(trailer, trusted_signers, True)
+    c = header.content
+    buf = memoryview(bytearray(c.chunk_size + fmt.TAG_SIZE))
+    for i in range(c.n_chunks):
+        ct = buf[: c.plain_len(i) + fmt.TAG_SIZE]
+        if src.read_into(header.size + i * (c.chunk_size + fmt.TAG_SIZE), ct) != len(ct):
+            raise IntegrityError(f"file truncated inside chunk {i}")
+        if not crypto.equal(crypto.sha256(ct), trailer.table[i * 32 : (i + 1) * 32]):
+            raise IntegrityError(f"chunk {i} does not match its signed digest")
+    return VerifyResult(trailer.signers, trailer.root, dict(c.metadata))
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealSummary:
+    bytes_written: int
+    key_ids: list[str]
+    signer_ids: list[str]
+    root: bytes | None
+
+
+def _chunk_pieces(segments: Iterable[memoryview], chunk_size: int) -> Iterator[list[memoryview]]:
+    """Group the payload's segments into chunk-sized lists of views (no copying here)."""
+    pieces: list[memoryview] = []
+    have = 0
+    yielded = False
+    for seg in segments:
+        mv = seg.cast("B") if seg.format != "B" or seg.ndim != 1 else seg
+        pos = 0
+        while pos < len(mv):
+            take = min(chunk_size - have, len(mv) - pos)
+            pieces.append(mv[pos : pos + take])
+            have += take
+            pos += take
+            if have == chunk_size:
+                yield pieces
+                pieces, have, yielded = [], 0, True
+    if pieces or not yielded:
+        yield pieces  # the final partial chunk, or the single empty chunk of an empty payload
+
+
+def seal(
+    out: BinaryIO,
+    payload_len: int,
+    segments: Iterable[memoryview],
+    *,
+    keys: Sequence[SymmetricKey],
+    signers: Sequence[SigningKey] = (),
+    metadata: dict[str, str] | None = None,
+    chunk_log2: int = fmt.DEFAULT_CHUNK_LOG2,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+    now: Callable[[], float] = time.time,
+    workers: int | None = None,
+) -> SealSummary:
+    """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``."""
+    if not keys:
+        raise ValueError("at least one key is needed to seal")
+    if len({k.key_id for k in keys}) != len(keys):
+        raise ValueError("the same key was given twice")
+    if len({s.key_id for s in signers}) != len(signers):
+        raise ValueError("the same signing key was given twice")
+    dek = random_bytes(crypto.KEY_SIZE)
+    salt = random_bytes(fmt.SALT_SIZE)
+    fk = crypto.derive_file_keys(dek, salt)
+    content = fmt.Content(fmt.PAYLOAD_SAFETENSORS, chunk_log2, payload_len, salt, fk.commitment, dict(metadata or {}))
+    content_bytes = fmt.build_content(content)
+    aad = _SLOT_AAD + salt
+    slots = []
+    for k in keys:
+        nonce = random_bytes(12)
+        slots.append(fmt.SymmetricSlot(k.key_id_bytes, nonce, crypto.wrap_dek(k, dek, nonce, aad)).build())
+    authenticated = fmt.build_preamble(len(content_bytes)) + content_bytes + fmt.build_slots(slots)
+    out.write(authenticated)
+    out.write(crypto.header_mac(fk.header_mac_key, authenticated))
+    written = len(authenticated) + fmt.MAC_SIZE
+
+    cipher = ChunkCipher(fk.payload_key)
+    n = content.n_chunks
+    cs = content.chunk_size
+    digests: list[bytes] = [b""] * n if signers else []
+    workers = workers or default_workers()
+    window = 2 * workers
+    bufs = [(memoryview(bytearray(cs)), memoryview(bytearray(cs + fmt.TAG_SIZE))) for _ in range(min(window, n))]
+
+    def job(i: int, plain: memoryview, ct: memoryview) -> memoryview:
+        cipher.encrypt_into(i, i == n - 1, plain, ct)
+        if signers:
+            digests[i] = crypto.sha256(ct)
+        return ct
+
+    pending: deque[Future[memoryview]] = deque()
+    total = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-seal") as pool:
+        try:
+            for i, pieces in enumerate(_chunk_pieces(segments, cs)):
+                if i >= n:
+                    raise ValueError("payload is longer than declared")
+                if len(pending) == window:
+                    ct_done = pending.popleft().result()
+                    out.write(ct_done)
+                    written += len(ct_done)
+                plain_buf, ct_buf = bufs[i % len(bufs)]
+                plen = sum(len(p) for p in pieces)
+                total += plen
+                if plen != content.plain_len(i):
+                    raise ValueError("payload is shorter than declared")
+                if len(pieces) == 1:
+                    plain = pieces[0]
+                else:
+                    pos = 0
+                    for p in pieces:
+                        plain_buf[pos : pos + len(p)] = p
+                        pos += len(p)
+                    plain = plain_buf[:plen]
+                pending.append(pool.submit(job, i, plain, ct_buf[: plen + fmt.TAG_SIZE]))
+            while pending:
+                ct_done = pending.popleft().result()
+                out.write(ct_done)
+                written += len(ct_done)
+        finally:
+            for fut in pending:
+                fut.cancel()
+    if total != payload_len:
+        raise ValueError(f"payload is {total} bytes, declared {payload_len}")
+
+    root = None
+    entries = []
+    if signers:
+        table = b"".join(digests)
+        root = content_root(content_bytes, n, table)
+        signed_at = int(now())
+        for s in signers:
+            pub = s.public.to_bytes()
+            entries.append(fmt.SignatureEntry(fmt.SIG_ED25519, pub, signed_at, s.sign(signed_message(pub, signed_at, root))))
+    else:
+        table = b""
+    trailer = fmt.build_trailer(table, entries)
+    out.write(trailer)
+    written += len(trailer)
+    return SealSummary(written, [k.key_id for k in keys], [s.key_id for s in signers], root)

@@ -1,0 +1,283 @@
+"""Cryptographic primitives and key types: the only module that imports ``cryptography``.
+
+Constructions (see docs/FORMAT.md §4): HKDF-SHA256 (RFC 5869) for per-file subkeys and
+the key commitment, AES-256-GCM (NIST SP 800-38D) for key wrapping and for payload
+chunks with STREAM nonces (Hoang, Reyhanitabar, Rogaway, Vizár 2015; as in age and
+Tink's AES-GCM-HKDF streaming AEAD), HMAC-SHA256 for the header MAC, Ed25519 (RFC 8032)
+for signatures, SHA-256 for chunk digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+RandomBytes = Callable[[int], bytes]
+
+KEY_SIZE = 32
+TAG_SIZE = 16
+NONCE_SIZE = 12
+SALT_SIZE = 32
+DIGEST_SIZE = 32
+ED25519_SIG_SIZE = 64
+ED25519_PUB_SIZE = 32
+KEY_ID_SIZE = 8
+
+_KEY_ID_SYMMETRIC = b"sealedckpt/v1 key-id symmetric\x00"
+_KEY_ID_ED25519 = b"sealedckpt/v1 key-id ed25519\x00"
+_INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
+_INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
+
+
+def _forbid_pickle(obj: object) -> NoReturn:
+    raise TypeError(f"{type(obj).__name__} holds a secret and cannot be pickled or copied")
+
+
+def _coerce_key_bytes(data: bytes | bytearray | memoryview, what: str) -> bytes:
+    raw = bytes(data)
+    if len(raw) != KEY_SIZE:
+        raise ValueError(f"{what} must be exactly {KEY_SIZE} bytes, got {len(raw)}")
+    return raw
+
+
+class SymmetricKey:
+    """A 256-bit secret key. Its ``key_id`` is a public 16-hex-digit fingerprint."""
+
+    __slots__ = ("_key", "_key_id")
+
+    def __init__(self, key: bytes | bytearray | memoryview) -> None:
+        self._key = _coerce_key_bytes(key, "a SymmetricKey")
+        self._key_id = hashlib.sha256(_KEY_ID_SYMMETRIC + self._key).digest()[:KEY_ID_SIZE]
+
+    @classmethod
+    def generate(cls) -> SymmetricKey:
+        return cls(os.urandom(KEY_SIZE))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SymmetricKey:
+        return cls(data)
+
+    def to_bytes(self) -> bytes:
+        return self._key
+
+    def __bytes__(self) -> bytes:
+        return self._key
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id.hex()
+
+    @property
+    def key_id_bytes(self) -> bytes:
+        return self._key_id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SymmetricKey):
+            return NotImplemented
+        return hmac.compare_digest(self._key, other._key)
+
+    def __hash__(self) -> int:
+        return hash(self._key_id)
+
+    def __repr__(self) -> str:
+        return f"SymmetricKey(key_id={self.key_id!r})"
+
+    __reduce__ = _forbid_pickle
+    __copy__ = _forbid_pickle
+
+
+class VerifyKey:
+    """An Ed25519 public key that checks signatures."""
+
+    __slots__ = ("_pub", "_raw", "_key_id")
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        raw = bytes(data)
+        if len(raw) != ED25519_PUB_SIZE:
+            raise ValueError(f"a VerifyKey must be exactly {ED25519_PUB_SIZE} bytes, got {len(raw)}")
+        try:
+            self._pub = Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError as exc:  # pragma: no cover - every 32-byte string loads today
+            raise ValueError("not an Ed25519 public key") from exc
+        self._raw = raw
+        self._key_id = hashlib.sha256(_KEY_ID_ED25519 + raw).digest()[:KEY_ID_SIZE]
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> VerifyKey:
+        return cls(data)
+
+    def to_bytes(self) -> bytes:
+        return self._raw
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id.hex()
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True if ``signature`` is this key's Ed25519 signature over ``message``."""
+        try:
+            self._pub.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, VerifyKey):
+            return NotImplemented
+        return self._raw == other._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return f"VerifyKey(key_id={self.key_id!r})"
+
+
+class SigningKey:
+    """An Ed25519 private key (stored as its 32-byte seed)."""
+
+    __slots__ = ("_priv", "_seed", "_public")
+
+    def __init__(self, seed: bytes | bytearray | memoryview) -> None:
+        self._seed = _coerce_key_bytes(seed, "a SigningKey seed")
+        self._priv = Ed25519PrivateKey.from_private_bytes(self._seed)
+        self._public = VerifyKey(self._priv.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(os.urandom(KEY_SIZE))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SigningKey:
+        return cls(data)
+
+    def to_bytes(self) -> bytes:
+        return self._seed
+
+    def __bytes__(self) -> bytes:
+        return self._seed
+
+    @property
+    def public(self) -> VerifyKey:
+        return self._public
+
+    @property
+    def key_id(self) -> str:
+        return self._public.key_id
+
+    def sign(self, message: bytes) -> bytes:
+        return self._priv.sign(message)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SigningKey):
+            return NotImplemented
+        return hmac.compare_digest(self._seed, other._seed)
+
+    def __hash__(self) -> int:
+        return hash(self._public)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(key_id={self.key_id!r})"
+
+    __reduce__ = _forbid_pickle
+    __copy__ = _forbid_pickle
+
+
+@dataclass(frozen=True, repr=False)
+class FileKeys:
+    """Subkeys of one file, derived from its data key (DEK) and salt."""
+
+    payload_key: bytes
+    commitment: bytes
+    header_mac_key: bytes
+
+    def __repr__(self) -> str:
+        return "FileKeys(<secret>)"
+
+
+def derive_file_keys(dek: bytes, salt: bytes) -> FileKeys:
+    """HKDF-SHA256(ikm=DEK, salt, info) -> payload key || key commitment || header MAC key."""
+    out = HKDF(algorithm=hashes.SHA256(), length=96, salt=salt, info=_INFO_FILE_KEYS).derive(dek)
+    return FileKeys(out[:32], out[32:64], out[64:96])
+
+
+def header_mac(mac_key: bytes, data: bytes) -> bytes:
+    return hmac.new(mac_key, data, hashlib.sha256).digest()
+
+
+def equal(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison."""
+    return hmac.compare_digest(a, b)
+
+
+def sha256(data: bytes | bytearray | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _wrap_key(key: SymmetricKey) -> AESGCM:
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO_WRAP).derive(key.to_bytes())
+    return AESGCM(wk)
+
+
+def wrap_dek(key: SymmetricKey, dek: bytes, nonce: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM(wrap key, nonce, DEK, aad) -> 48 bytes of ciphertext and tag."""
+    return _wrap_key(key).encrypt(nonce, dek, aad)
+
+
+def unwrap_dek(key: SymmetricKey, nonce: bytes, wrapped: bytes, aad: bytes) -> bytes | None:
+    """The DEK, or None when this key does not open the slot."""
+    try:
+        return _wrap_key(key).decrypt(nonce, wrapped, aad)
+    except InvalidTag:
+        return None
+
+
+def stream_nonce(index: int, final: bool) -> bytes:
+    """STREAM nonce: 11-byte big-endian chunk counter || 1-byte final flag."""
+    return index.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+
+class ChunkCipher:
+    """AES-256-GCM over payload chunks, encrypting and decrypting into caller buffers."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, payload_key: bytes) -> None:
+        self._aead = AESGCM(payload_key)
+
+    def encrypt_into(self, index: int, final: bool, plaintext: memoryview | bytes, out: memoryview) -> None:
+        self._aead.encrypt_into(stream_nonce(index, final), plaintext, None, out)
+
+    def decrypt_into(self, index: int, final: bool, ciphertext: memoryview | bytes, out: memoryview) -> bool:
+        """Decrypt into ``out``; False (and ``out`` zeroed) if the tag does not verify."""
+        try:
+            self._aead.decrypt_into(stream_nonce(index, final), ciphertext, None, out)
+        except InvalidTag:
+            out[:] = bytes(len(out))
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return "ChunkCipher(<secret>)"
+
+    __reduce__ = _forbid_pickle
+
+
+def new_random_bytes() -> RandomBytes:
+    return os.urandom

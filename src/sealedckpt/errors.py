@@ -1,0 +1,63 @@
+"""The one error family raised by sealedckpt.
+
+Every failure on the load path is a :class:`SealedCkptError`; callers never see a raw
+``ValueError``, ``KeyError`` or ``cryptography.exceptions.InvalidTag`` from us.
+"""
+
+from __future__ import annotations
+
+
+class SealedCkptError(Exception):
+    """Root of every error sealedckpt raises on purpose."""
+
+    #: A short, actionable suggestion shown by the CLI as ``hint: ...``.
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} (hint: {self.hint})" if self.hint else base
+
+
+class FormatError(SealedCkptError):
+    """Not a sealed checkpoint, or one whose structure is malformed."""
+
+
+class IntegrityError(SealedCkptError):
+    """The file was tampered with, truncated, reordered or spliced."""
+
+
+class DecryptionError(SealedCkptError):
+    """No key slot in the file opens with the keys given."""
+
+
+class NoKeyError(DecryptionError):
+    """No key was given and no default key is configured."""
+
+
+class SignatureError(SealedCkptError):
+    """A signature is missing, invalid, or not from a trusted signer."""
+
+
+class UnsafePayloadError(SealedCkptError):
+    """The input is a pickle, torch.save zip, TorchScript or tar archive: refused."""
+
+
+class DeviceError(SealedCkptError):
+    """A tensor cannot be placed on the requested (or recorded) device."""
+
+
+class UnsupportedTypeError(SealedCkptError, TypeError):
+    """An object handed to ``save`` cannot be stored without pickle.
+
+    ``path`` names where it sits inside the checkpoint, e.g. ``optimizer.state.3.foo``.
+    """
+
+    def __init__(self, path: str, message: str, *, hint: str | None = None) -> None:
+        self.path = path
+        where = path if path else "<root>"
+        super().__init__(f"cannot store {where}: {message}", hint=hint)

@@ -1,0 +1,312 @@
+"""Byte layout of a sealed checkpoint (docs/FORMAT.md): parsing and building, no crypto.
+
+Every length read from a file is checked against a cap before it is used.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .errors import FormatError, IntegrityError
+
+MAGIC = b"\x89SCKPT\r\n"
+VERSION = 1
+PREAMBLE_SIZE = 16  # magic[8] version[1] reserved[3] content_len[4]
+
+PAYLOAD_SAFETENSORS = 1
+
+# Caps (docs/FORMAT.md §6).
+MAX_CONTENT_LEN = 1 << 20
+MAX_SLOTS_LEN = 1 << 18
+MAX_SLOTS = 64
+MAX_META_ENTRIES = 1024
+MAX_META_KEY = 256
+MAX_META_VALUE = 1 << 16
+MIN_CHUNK_LOG2 = 16
+MAX_CHUNK_LOG2 = 24
+DEFAULT_CHUNK_LOG2 = 22
+MAX_CHUNKS = 1 << 22
+MAX_SIGNATURES = 16
+
+SALT_SIZE = 32
+COMMIT_SIZE = 32
+MAC_SIZE = 32
+TAG_SIZE = 16
+DIGEST_SIZE = 32
+KEY_ID_SIZE = 8
+
+SLOT_SYMMETRIC = 1
+SYMMETRIC_SLOT_BODY = KEY_ID_SIZE + 12 + 32 + TAG_SIZE  # key_id, nonce, wrapped DEK + tag
+
+SIG_ED25519 = 1
+SIG_ENTRY_SIZE = 1 + 32 + 8 + 64  # type, public key, signed_at, signature
+
+_CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")  # payload_type chunk_log2 reserved payload_len salt commit n_meta
+
+
+@dataclass(frozen=True)
+class Content:
+    """The signed part of the header."""
+
+    payload_type: int
+    chunk_log2: int
+    payload_len: int
+    salt: bytes
+    commitment: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def chunk_size(self) -> int:
+        return 1 << self.chunk_log2
+
+    @property
+    def n_chunks(self) -> int:
+        return chunk_count(self.payload_len, self.chunk_size)
+
+    def plain_len(self, index: int) -> int:
+        """Plaintext length of chunk ``index``."""
+        if index < self.n_chunks - 1:
+            return self.chunk_size
+        return self.payload_len - (self.n_chunks - 1) * self.chunk_size
+
+    @property
+    def ciphertext_len(self) -> int:
+        return self.payload_len + self.n_chunks * TAG_SIZE
+
+
+@dataclass(frozen=True)
+class Slot:
+    type: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class SymmetricSlot:
+    key_id: bytes
+    nonce: bytes
+    wrapped: bytes
+
+    @classmethod
+    def parse(cls, body: bytes) -> SymmetricSlot:
+        if len(body) != SYMMETRIC_SLOT_BODY:
+            raise FormatError(f"symmetric key slot body is {len(body)} bytes, expected {SYMMETRIC_SLOT_BODY}")
+        return cls(body[:8], body[8:20], body[20:])
+
+    def build(self) -> Slot:
+        return Slot(SLOT_SYMMETRIC, self.key_id + self.nonce + self.wrapped)
+
+
+@dataclass(frozen=True)
+class SignatureEntry:
+    type: int
+    public_key: bytes
+    signed_at: int
+    signature: bytes
+
+    def build(self) -> bytes:
+        return (
+            bytes([self.type])
+            + self.public_key
+            + struct.pack("<Q", self.signed_at)
+            + self.signature
+        )
+
+
+def chunk_count(payload_len: int, chunk_size: int) -> int:
+    """Number of chunks: at least one (an empty payload is one empty final chunk)."""
+    return max(1, -(-payload_len // chunk_size))
+
+
+def max_payload_len(chunk_log2: int) -> int:
+    return MAX_CHUNKS << chunk_log2
+
+
+# --- building -----------------------------------------------------------------------------
+
+
+def build_content(c: Content) -> bytes:
+    if not MIN_CHUNK_LOG2 <= c.chunk_log2 <= MAX_CHUNK_LOG2:
+        raise ValueError("chunk_log2 out of range")
+    if c.payload_len > max_payload_len(c.chunk_log2):
+        raise ValueError("payload too large for this chunk size")
+    items = _canonical_metadata(c.metadata)
+    parts = [
+        _CONTENT_FIXED.pack(
+            c.payload_type, c.chunk_log2, 0, c.payload_len, c.salt, c.commitment, len(items)
+        )
+    ]
+    for k, v in items:
+        parts.append(struct.pack("<H", len(k)) + k + struct.pack("<I", len(v)) + v)
+    out = b"".join(parts)
+    if len(out) > MAX_CONTENT_LEN:
+        raise ValueError(f"public metadata too large: header would be {len(out)} bytes (cap {MAX_CONTENT_LEN})")
+    return out
+
+
+def _canonical_metadata(metadata: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    if len(metadata) > MAX_META_ENTRIES:
+        raise ValueError(f"at most {MAX_META_ENTRIES} public metadata entries")
+    items = []
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("public metadata must be dict[str, str]")
+        kb, vb = k.encode("utf-8"), v.encode("utf-8")
+        if not 1 <= len(kb) <= MAX_META_KEY:
+            raise ValueError(f"metadata key must be 1..{MAX_META_KEY} bytes of UTF-8: {k!r}")
+        if len(vb) > MAX_META_VALUE:
+            raise ValueError(f"metadata value for {k!r} exceeds {MAX_META_VALUE} bytes")
+        items.append((kb, vb))
+    items.sort()
+    return items
+
+
+def build_preamble(content_len: int) -> bytes:
+    return MAGIC + bytes([VERSION, 0, 0, 0]) + struct.pack("<I", content_len)
+
+
+def build_slots(slots: list[Slot]) -> bytes:
+    if not 1 <= len(slots) <= MAX_SLOTS:
+        raise ValueError(f"a file needs 1..{MAX_SLOTS} key slots, got {len(slots)}")
+    body = struct.pack("<H", len(slots)) + b"".join(
+        bytes([s.type]) + struct.pack("<H", len(s.body)) + s.body for s in slots
+    )
+    if len(body) > MAX_SLOTS_LEN:
+        raise ValueError("key slots too large")
+    return struct.pack("<I", len(body)) + body
+
+
+def build_trailer(table: bytes, signatures: list[SignatureEntry]) -> bytes:
+    if len(signatures) > MAX_SIGNATURES:
+        raise ValueError(f"at most {MAX_SIGNATURES} signatures")
+    head = struct.pack("<H", len(signatures))
+    if not signatures:
+        return head
+    return head + table + b"".join(s.build() for s in signatures)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def parse_preamble(data: bytes) -> int:
+    """Check magic and version; return the content length."""
+    if len(data) < PREAMBLE_SIZE:
+        raise IntegrityError("file truncated inside the preamble")
+    if data[:8] != MAGIC:
+        raise FormatError("not a sealed checkpoint (bad magic)")
+    if data[8] != VERSION:
+        raise FormatError(
+            f"unsupported sealed checkpoint version {data[8]} (this sealedckpt reads version {VERSION})",
+            hint="upgrade sealedckpt",
+        )
+    if data[9:12] != b"\x00\x00\x00":
+        raise FormatError("reserved preamble bytes are not zero")
+    (content_len,) = struct.unpack_from("<I", data, 12)
+    if not _CONTENT_FIXED.size <= content_len <= MAX_CONTENT_LEN:
+        raise FormatError(f"content header length {content_len} outside {_CONTENT_FIXED.size}..{MAX_CONTENT_LEN}")
+    return int(content_len)
+
+
+def parse_content(data: bytes) -> Content:
+    if len(data) < _CONTENT_FIXED.size:
+        raise FormatError("content header too short")
+    ptype, log2, reserved, payload_len, salt, commit, n_meta = _CONTENT_FIXED.unpack_from(data, 0)
+    if ptype != PAYLOAD_SAFETENSORS:
+        raise FormatError(f"unknown payload type {ptype}")
+    if not MIN_CHUNK_LOG2 <= log2 <= MAX_CHUNK_LOG2:
+        raise FormatError(f"chunk size 2**{log2} outside 2**{MIN_CHUNK_LOG2}..2**{MAX_CHUNK_LOG2}")
+    if reserved != 0:
+        raise FormatError("reserved content bytes are not zero")
+    if payload_len > max_payload_len(log2):
+        raise FormatError(f"payload length {payload_len} exceeds the cap for this chunk size")
+    if n_meta > MAX_META_ENTRIES:
+        raise FormatError(f"{n_meta} metadata entries (cap {MAX_META_ENTRIES})")
+    pos = _CONTENT_FIXED.size
+    meta: dict[str, str] = {}
+    prev: bytes | None = None
+    for _ in range(n_meta):
+        klen = _u16(data, pos, "metadata key length")
+        pos += 2
+        if not 1 <= klen <= MAX_META_KEY:
+            raise FormatError(f"metadata key length {klen} outside 1..{MAX_META_KEY}")
+        kb = _take(data, pos, klen, "metadata key")
+        pos += klen
+        vlen = _u32(data, pos, "metadata value length")
+        pos += 4
+        if vlen > MAX_META_VALUE:
+            raise FormatError(f"metadata value length {vlen} exceeds {MAX_META_VALUE}")
+        vb = _take(data, pos, vlen, "metadata value")
+        pos += vlen
+        if prev is not None and kb <= prev:
+            raise FormatError("metadata keys are not strictly increasing (duplicate or unsorted)")
+        prev = kb
+        meta[_utf8(kb, "metadata key")] = _utf8(vb, "metadata value")
+    if pos != len(data):
+        raise FormatError(f"{len(data) - pos} unexpected bytes after the metadata")
+    return Content(ptype, log2, payload_len, salt, commit, meta)
+
+
+def parse_slots(data: bytes) -> list[Slot]:
+    n = _u16(data, 0, "slot count")
+    if not 1 <= n <= MAX_SLOTS:
+        raise FormatError(f"{n} key slots (need 1..{MAX_SLOTS})")
+    pos = 2
+    slots = []
+    for _ in range(n):
+        stype = _take(data, pos, 1, "slot type")[0]
+        blen = _u16(data, pos + 1, "slot length")
+        body = _take(data, pos + 3, blen, "slot body")
+        pos += 3 + blen
+        if stype == 0:
+            raise FormatError("slot type 0 is reserved")
+        if stype == SLOT_SYMMETRIC:
+            SymmetricSlot.parse(body)  # exact length check even for slots we may not open
+        slots.append(Slot(stype, body))
+    if pos != len(data):
+        raise FormatError(f"{len(data) - pos} unexpected bytes after the key slots")
+    return slots
+
+
+def parse_signature_entries(data: bytes, count: int) -> list[SignatureEntry]:
+    if len(data) != count * SIG_ENTRY_SIZE:
+        raise FormatError("signature block has the wrong length")
+    out: list[SignatureEntry] = []
+    seen: set[bytes] = set()
+    for i in range(count):
+        e = data[i * SIG_ENTRY_SIZE : (i + 1) * SIG_ENTRY_SIZE]
+        if e[0] != SIG_ED25519:
+            raise FormatError(f"unknown signature type {e[0]}")
+        pub = e[1:33]
+        if pub in seen:
+            raise FormatError("two signatures by the same key")
+        seen.add(pub)
+        (signed_at,) = struct.unpack_from("<Q", e, 33)
+        out.append(SignatureEntry(e[0], pub, int(signed_at), e[41:105]))
+    return out
+
+
+def trailer_len(n_signatures: int, n_chunks: int) -> int:
+    if n_signatures == 0:
+        return 2
+    return 2 + n_chunks * DIGEST_SIZE + n_signatures * SIG_ENTRY_SIZE
+
+
+def _take(data: bytes, pos: int, n: int, what: str) -> bytes:
+    if pos + n > len(data):
+        raise FormatError(f"{what} runs past the end of its section")
+    return data[pos : pos + n]
+
+
+def _u16(data: bytes, pos: int, what: str) -> int:
+    return int(struct.unpack("<H", _take(data, pos, 2, what))[0])
+
+
+def _u32(data: bytes, pos: int, what: str) -> int:
+    return int(struct.unpack("<I", _take(data, pos, 4, what))[0])
+
+
+def _utf8(b: bytes, what: str) -> str:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{what} is not valid UTF-8") from None

@@ -1,0 +1,146 @@
+"""The plaintext payload: a safetensors file, built and parsed strictly (no torch here).
+
+Parsing follows the safetensors rules: 8-byte little-endian header length, a JSON object
+with no duplicate keys, known dtypes, non-negative integer shapes, and data offsets that
+are contiguous from 0 with no gap or overlap and cover the data section exactly, with
+``end - begin == numel * itemsize``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import FormatError
+
+MAX_HEADER_LEN = 100_000_000
+ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+STRUCTURE_KEY = "sealedckpt.structure"
+VERSION_KEY = "sealedckpt.version"
+STRUCTURE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the start of the data section
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class Layout:
+    header: bytes  # the 8-byte length prefix and the padded JSON header
+    entries: list[Entry]
+
+    @property
+    def data_start(self) -> int:
+        return len(self.header)
+
+    @property
+    def payload_len(self) -> int:
+        return self.data_start + (self.entries[-1].end if self.entries else 0)
+
+
+def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]], metadata: dict[str, str]) -> Layout:
+    """Lay out ``(name, dtype, shape, nbytes)`` entries back to back, in the order given."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    entries = []
+    pos = 0
+    for name, dtype, shape, nbytes in specs:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
+        entries.append(Entry(name, dtype, shape, pos, pos + nbytes))
+        pos += nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % 8)
+    return Layout(struct.pack("<Q", len(raw)) + raw, entries)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise FormatError(f"duplicate key {k!r} in the payload header")
+        out[k] = v
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise FormatError(f"non-standard JSON constant {name} in the payload")
+
+
+def strict_json(raw: bytes | str, what: str) -> Any:
+    """Parse JSON rejecting duplicate keys, NaN/Infinity literals, bad UTF-8 and deep nesting."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except FormatError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FormatError(f"{what} is not valid JSON: {type(exc).__name__}") from None
+
+
+def header_len(prefix: bytes, payload_len: int) -> int:
+    """Length of the JSON header from the payload's first 8 bytes, capped and bounded."""
+    if payload_len < 8 or len(prefix) < 8:
+        raise FormatError("payload too short to be a safetensors file")
+    (n,) = struct.unpack_from("<Q", prefix, 0)
+    if n < 2 or n > MAX_HEADER_LEN or 8 + n > payload_len:
+        raise FormatError(f"payload header length {n} out of bounds")
+    return int(n)
+
+
+def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]]:
+    """Validate a safetensors JSON header against a data section of ``data_len`` bytes."""
+    if not raw.startswith(b"{"):
+        raise FormatError("payload header does not start with '{'")
+    obj = strict_json(raw.rstrip(b" "), "payload header")
+    if not isinstance(obj, dict):
+        raise FormatError("payload header is not a JSON object")
+    meta = obj.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise FormatError("payload __metadata__ must map strings to strings")
+    entries = []
+    for name, info in obj.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"payload entry {name!r} must have exactly dtype, shape and data_offsets")
+        dtype, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in ITEMSIZE:
+            raise FormatError(f"payload entry {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape) or len(shape) > 64:
+            raise FormatError(f"payload entry {name!r} has an invalid shape")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_uint(o) for o in offs) and offs[0] <= offs[1]):
+            raise FormatError(f"payload entry {name!r} has invalid data_offsets")
+        numel = 1
+        for d in shape:
+            numel *= d
+            if numel * ITEMSIZE[dtype] > data_len:
+                raise FormatError(f"payload entry {name!r}: shape exceeds the data section")
+        if offs[1] - offs[0] != numel * ITEMSIZE[dtype]:
+            raise FormatError(f"payload entry {name!r}: byte length does not match shape and dtype")
+        entries.append(Entry(name, dtype, tuple(shape), offs[0], offs[1]))
+    entries.sort(key=lambda e: (e.begin, e.end))
+    pos = 0
+    for e in entries:
+        if e.begin != pos:
+            raise FormatError(f"payload entry {e.name!r} overlaps or leaves a gap (begins at {e.begin}, expected {pos})")
+        pos = e.end
+    if pos != data_len:
+        raise FormatError(f"payload data section is {data_len} bytes but entries cover {pos}")
+    return meta, entries
+
+
+def _is_uint(x: object) -> bool:
+    return type(x) is int and 0 <= x < (1 << 63)

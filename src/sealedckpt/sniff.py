@@ -1,0 +1,80 @@
+"""Recognise what a non-sealed input is, by content only (never by file name)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from .errors import FormatError, UnsafePayloadError
+from .format import MAGIC
+
+#: How many leading bytes :func:`refuse_unsealed` wants to see.
+HEAD_SIZE = 1024
+#: How many trailing bytes it wants (a zip's end-of-central-directory record lives there).
+TAIL_SIZE = 65536 + 22
+
+_PICKLE_PROTO0_FIRST = set(b"(}])cNIJKLMFSVUXTGhjq0123456789abdelrstu.")
+
+
+def refuse_unsealed(head: bytes, tail: bytes) -> None:
+    """Raise the right error for an input that does not start with the sealed magic.
+
+    Anything that is not a sealed checkpoint is refused: pickles, zips (``torch.save``,
+    TorchScript), tar archives and ``.npy`` files with :class:`UnsafePayloadError`, a plain
+    safetensors file with :class:`FormatError`. Nothing here ever parses the payload.
+    """
+    if head.startswith(MAGIC):
+        return
+    if len(head) == 0:
+        raise FormatError("not a sealed checkpoint: the file is empty")
+    convert = "sealedckpt seal --allow-pickle IN -o OUT (only for a file you trust)"
+    if head[0] == 0x80 and len(head) > 1 and head[1] <= 5:
+        raise UnsafePayloadError(
+            f"refusing a pickle (protocol {head[1]}): it can run arbitrary code when loaded; "
+            "this includes legacy torch.save files",
+            hint=f"convert a trusted legacy file explicitly: {convert}",
+        )
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")) or b"PK\x05\x06" in tail:
+        kind = "TorchScript archive" if b"constants.pkl" in head or b"code/" in head else "torch.save zip"
+        raise UnsafePayloadError(
+            f"refusing a zip archive (looks like a {kind}): it holds pickled data",
+            hint=f"convert a trusted torch.save file explicitly: {convert}",
+        )
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        raise UnsafePayloadError(
+            "refusing a tar archive (legacy torch.save tar format holds pickles)",
+            hint=f"convert a trusted legacy file explicitly: {convert}",
+        )
+    if head.startswith(b"\x93NUMPY"):
+        raise UnsafePayloadError(
+            "refusing a numpy .npy file (it may hold pickled objects)",
+            hint="load it with numpy.load(allow_pickle=False) and save it with sealedckpt.save",
+        )
+    if _looks_like_safetensors(head):
+        raise FormatError(
+            "this is a plain (unencrypted, unsigned) safetensors file, not a sealed checkpoint",
+            hint="seal it: sealedckpt seal IN.safetensors -o OUT.sealed",
+        )
+    if head[0] in _PICKLE_PROTO0_FIRST and tail.rstrip(b"\n").endswith(b"."):
+        raise UnsafePayloadError(
+            "refusing what looks like a protocol 0/1 pickle: it can run arbitrary code when loaded",
+            hint=f"convert a trusted legacy file explicitly: {convert}",
+        )
+    raise UnsafePayloadError(
+        "not a sealed checkpoint (unknown content); sealedckpt.load only opens sealed files",
+        hint="seal the checkpoint with sealedckpt.save or `sealedckpt seal`",
+    )
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack_from("<Q", head, 0)
+    if not 2 <= n <= 100_000_000 or head[8:9] != b"{":
+        return False
+    if n + 8 <= len(head):
+        try:
+            return isinstance(json.loads(head[8 : 8 + n]), dict)
+        except ValueError:
+            return False
+    return True
