@@ -6,7 +6,7 @@ growth measured in fresh processes, and sealedckpt's speed ratio to each peer
 (ratio = peer_time / sealed_time, so 1.8x means sealedckpt is 1.8 times as fast).
 
     .venv/bin/python benchmarks/bench_save_load.py                # fp32, bf16, small; warm+fresh
-    .venv/bin/python benchmarks/bench_save_load.py --quick        # smoke run
+    .venv/bin/python benchmarks/bench_save_load.py --quick        # smoke run (~40-70 s)
     .venv/bin/python benchmarks/bench_save_load.py --sets fp32 --mode fresh --json out.json
 
 A method is one small function registered in ``build_methods``: a save is
@@ -23,6 +23,10 @@ Settings:
          reset through /proc/self/clear_refs when the kernel allows it). For loads the
          baseline is the RSS after imports; for saves it also includes the input
          state_dict, read from a raw dump without any overshoot.
+         Every fresh run costs ~1.3 s of `import torch` on top, so --quick does
+         1 fresh run per method (--fresh-runs overrides).
+Peak RSS comes only from fresh runs; "RSS/ckpt" divides it by the size of the file
+the method reads (loads) or writes (saves).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, str
     """
     try:
         return fn(*args, **kwargs), ""
-    except Exception as exc:  # noqa: BLE001 - see docstring
+    except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
 
 
@@ -133,11 +137,9 @@ def _import_key(cls: type, how: dict[str, str]) -> Any:
 
 def _encode(via: str, importer: str, value: object) -> dict[str, str] | None:
     if isinstance(value, str):
-        return {"via": via, "importer": importer, "type": "str",
-                "data": base64.b64encode(value.encode()).decode()}
+        return {"via": via, "importer": importer, "type": "str", "data": base64.b64encode(value.encode()).decode()}
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"via": via, "importer": importer, "type": "bytes",
-                "data": base64.b64encode(bytes(value)).decode()}
+        return {"via": via, "importer": importer, "type": "bytes", "data": base64.b64encode(bytes(value)).decode()}
     return None
 
 
@@ -153,8 +155,7 @@ def _candidates(key: Any) -> Iterator[dict[str, str]]:
                     yield how
     pickled, error = attempt(pickle.dumps, key)
     if not error:
-        yield {"via": "pickle", "importer": "", "type": "bytes",
-               "data": base64.b64encode(pickled).decode()}
+        yield {"via": "pickle", "importer": "", "type": "bytes", "data": base64.b64encode(pickled).decode()}
 
 
 def _tiny_roundtrip(work: Path, save_kw: dict[str, Any], load_kw: dict[str, Any]) -> bool:
@@ -164,8 +165,9 @@ def _tiny_roundtrip(work: Path, save_kw: dict[str, Any], load_kw: dict[str, Any]
     _, error = attempt(SEALED.save, {"x": x}, str(path), **save_kw)
     out, error = (None, error) if error else attempt(SEALED.load, str(path), **load_kw)
     path.unlink(missing_ok=True)
-    ok, _ = attempt(lambda: bool(torch.equal(out["x"], x)))
-    return not error and bool(ok)
+    if error or not isinstance(out, dict) or not isinstance(out.get("x"), torch.Tensor):
+        return False
+    return bool(torch.equal(out["x"], x))
 
 
 def export_keys(keys: Keys, work: Path) -> tuple[Path | None, str]:
@@ -182,8 +184,9 @@ def export_keys(keys: Keys, work: Path) -> tuple[Path | None, str]:
         pub, error = attempt(lambda h=how: _import_key(type(keys.signer), h).public)
         if error:
             continue
-        if _tiny_roundtrip(work, {"key": keys.key, "sign_with": keys.signer},
-                           {"key": keys.key, "trusted_signers": [pub]}):
+        if _tiny_roundtrip(
+            work, {"key": keys.key, "sign_with": keys.signer}, {"key": keys.key, "trusted_signers": [pub]}
+        ):
             sig_how = how
             break
     if sym_how is None or sig_how is None:
@@ -192,15 +195,15 @@ def export_keys(keys: Keys, work: Path) -> tuple[Path | None, str]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"key": sym_how, "signer": sig_how}, f)
-    return path, (f"keys passed via {sym_how['via']}/{sym_how['importer']} and "
-                  f"{sig_how['via']}/{sig_how['importer']}")
+    return path, (f"keys passed via {sym_how['via']}/{sym_how['importer']} and {sig_how['via']}/{sig_how['importer']}")
 
 
 def read_keys(path: Path) -> Keys:
     assert SEALED is not None
     spec = json.loads(path.read_text())
-    return Keys(key=_import_key(SEALED.SymmetricKey, spec["key"]),
-                signer=_import_key(SEALED.SigningKey, spec["signer"]))
+    return Keys(
+        key=_import_key(SEALED.SymmetricKey, spec["key"]), signer=_import_key(SEALED.SigningKey, spec["signer"])
+    )
 
 
 # --------------------------------------------------------------------------- methods
@@ -251,7 +254,7 @@ def load_readinto(path: Path) -> object:
     with open(path, "rb", buffering=0) as f:
         n = os.fstat(f.fileno()).st_size
         buf = torch.empty(n, dtype=torch.uint8).numpy()
-        view = memoryview(buf)
+        view = buf.data
         got = 0
         while got < n:
             r = f.readinto(view[got:])
@@ -282,8 +285,7 @@ def build_methods(keys: Keys | None) -> list[Method]:
         ]
     methods += [
         Method("torch.load", "load", load_torch, reads="torch.save"),
-        Method("safetensors.load_file+clone", "load", load_safetensors,
-               reads="safetensors.save_file"),
+        Method("safetensors.load_file+clone", "load", load_safetensors, reads="safetensors.save_file"),
     ]
     if SEALED is not None and keys is not None:
         sealed = SEALED
@@ -296,11 +298,9 @@ def build_methods(keys: Keys | None) -> list[Method]:
 
         methods += [
             Method("sealed.load", "load", load_sealed, reads="sealed.save", sealed=True),
-            Method("sealed.load+verify", "load", load_verified, reads="sealed.save+sign",
-                   sealed=True),
+            Method("sealed.load+verify", "load", load_verified, reads="sealed.save+sign", sealed=True),
         ]
-    bound_reads = "sealed.save" if SEALED is not None and keys is not None \
-        else "safetensors.save_file"
+    bound_reads = "sealed.save" if SEALED is not None and keys is not None else "safetensors.save_file"
     methods.append(Method("readinto (bound)", "load", load_readinto, reads=bound_reads, bound=True))
     return methods
 
@@ -373,7 +373,7 @@ def write_raw(sd: StateDict, path: Path) -> None:
         for name, t in sd.items():
             n = t.numel() * t.element_size()
             index.append([name, str(t.dtype).removeprefix("torch."), list(t.shape), offset, n])
-            f.write(memoryview(_as_bytes(t)))
+            f.write(_as_bytes(t).data)
             offset += n
     path.with_suffix(".index.json").write_text(json.dumps(index))
 
@@ -382,9 +382,9 @@ def read_raw(path: Path) -> StateDict:
     index = json.loads(path.with_suffix(".index.json").read_text())
     sd: StateDict = {}
     with open(path, "rb", buffering=0) as f:
-        for name, dtype, shape, offset, n in index:
+        for name, dtype, shape, _offset, n in index:
             buf = torch.empty(n, dtype=torch.uint8)
-            view = memoryview(buf.numpy())
+            view = buf.numpy().data
             got = 0
             while got < n:
                 r = f.readinto(view[got:])
@@ -472,21 +472,30 @@ def run_warm(m: Method, ds: str, sd: StateDict, files: dict[str, Path], runs: in
     return res
 
 
-def run_fresh(m: Method, ds: str, files: dict[str, Path], raw: Path | None,
-              keys_file: Path | None, runs: int, timeout: float) -> Result:
+def run_fresh(
+    m: Method, ds: str, files: dict[str, Path], raw: Path | None, keys_file: Path | None, runs: int, timeout: float
+) -> Result:
     res = Result(ds, m.name, m.op, "fresh")
     path = files[m.name] if m.op == "save" else files[m.reads]
-    spec = {"method": m.name, "path": str(path), "raw": str(raw) if raw else None,
-            "keys": str(keys_file) if keys_file else None}
+    spec = {
+        "method": m.name,
+        "path": str(path),
+        "raw": str(raw) if raw else None,
+        "keys": str(keys_file) if keys_file else None,
+    }
     if m.op == "load":
         _warm_read(path)
     for _ in range(runs):
         if m.op == "save":
             _unlink(path)
         try:
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
-                                   json.dumps(spec)], capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             res.error = f"child timed out after {timeout:.0f} s"
             return res
@@ -495,7 +504,7 @@ def run_fresh(m: Method, ds: str, files: dict[str, Path], raw: Path | None,
             tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
             res.error = f"child exit {proc.returncode}: {tail}"[:500]
             return res
-        rep = json.loads(lines[-1][len(CHILD_MARKER):])
+        rep = json.loads(lines[-1][len(CHILD_MARKER) :])
         if rep.get("error"):
             res.error = rep["error"]
             return res
@@ -524,9 +533,16 @@ def child_main(spec_json: str) -> int:
     hwm = _status_kb("VmHWM") * 1024
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     del out
-    report = {"time_s": dt, "rss_before": rss_before, "vm_hwm": hwm, "hwm_reset": hwm_reset,
-              "peak_rss_growth": hwm - rss_before, "ru_maxrss_before": maxrss_before,
-              "ru_maxrss_after": maxrss_after, "error": error or None}
+    report = {
+        "time_s": dt,
+        "rss_before": rss_before,
+        "vm_hwm": hwm,
+        "hwm_reset": hwm_reset,
+        "peak_rss_growth": hwm - rss_before,
+        "ru_maxrss_before": maxrss_before,
+        "ru_maxrss_after": maxrss_after,
+        "error": error or None,
+    }
     print(CHILD_MARKER + json.dumps(report), flush=True)
     return 0
 
@@ -541,10 +557,11 @@ def machine_facts(work: Path) -> dict[str, Any]:
         except OSError:
             return ""
 
-    mem_kb = next((int(ln.split()[1]) for ln in read("/proc/meminfo").splitlines()
-                   if ln.startswith("MemTotal:")), 0)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in read("/proc/cpuinfo").splitlines()
-                if ln.startswith("model name")), platform.processor())
+    mem_kb = next((int(ln.split()[1]) for ln in read("/proc/meminfo").splitlines() if ln.startswith("MemTotal:")), 0)
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in read("/proc/cpuinfo").splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
     disk = shutil.disk_usage(work)
     return {
         "cpu": cpu,
@@ -566,21 +583,28 @@ def machine_facts(work: Path) -> dict[str, Any]:
 
 
 def _f(x: float | None, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
+    """format(x, fmt), or a '-' of the same width when there is no figure."""
+    return format(x, fmt) if x is not None else "-".rjust(int(fmt.split(".")[0]))
 
 
-def print_table(ds: str, info: dict[str, Any], results: list[Result], methods: list[Method],
-                out: Any = sys.stdout) -> list[dict[str, Any]]:
+def print_table(
+    ds: str, info: dict[str, Any], results: list[Result], methods: list[Method], out: Any = sys.stdout
+) -> list[dict[str, Any]]:
     nbytes: int = info["logical_bytes"]
     sizes: dict[str, int] = info["file_bytes"]
     by = {(r.method, r.mode): r for r in results}
     p = print
-    p(f"\n== {ds}: {info['tensors']:,} tensors, {nbytes:,} B logical "
-      f"({nbytes / 1e9:.3f} GB; GB/s below = logical bytes / median time) ==", file=out)
+    p(
+        f"\n== {ds}: {info['tensors']:,} tensors, {nbytes:,} B logical "
+        f"({nbytes / 1e9:.3f} GB; GB/s below = logical bytes / median time) ==",
+        file=out,
+    )
     for name, size in sizes.items():
         p(f"   checkpoint {name:<24} {size:>15,} B", file=out)
-    head = (f"{'op':<5} {'method':<28} {'warm s':>9} {'GB/s':>7} {'fresh s':>9} {'GB/s':>7} "
-            f"{'peak RSS MiB':>13} {'RSS/ckpt':>9}")
+    head = (
+        f"{'op':<5} {'method':<28} {'warm s':>9} {'GB/s':>7} {'fresh s':>9} {'GB/s':>7} "
+        f"{'peak RSS MiB':>13} {'RSS/ckpt':>9}"
+    )
     p(head, file=out)
     p("-" * len(head), file=out)
     for m in methods:
@@ -589,11 +613,14 @@ def print_table(ds: str, info: dict[str, Any], results: list[Result], methods: l
         ft = fr.median if fr else None
         rss = fr.peak_rss if fr else None
         ckpt = sizes.get(m.name if m.op == "save" else m.reads)
-        p(f"{m.op:<5} {m.name:<28} {_f(wt, '9.4f')} {_f(nbytes / wt / 1e9 if wt else None, '7.2f')} "
-          f"{_f(ft, '9.4f')} {_f(nbytes / ft / 1e9 if ft else None, '7.2f')} "
-          f"{_f(rss / 2**20 if rss is not None else None, '13.1f')} "
-          f"{_f(rss / ckpt if rss is not None and ckpt else None, '8.2f')}"
-          f"{'x' if rss is not None and ckpt else ''}", file=out)
+        p(
+            f"{m.op:<5} {m.name:<28} {_f(wt, '9.4f')} {_f(nbytes / wt / 1e9 if wt else None, '7.2f')} "
+            f"{_f(ft, '9.4f')} {_f(nbytes / ft / 1e9 if ft else None, '7.2f')} "
+            f"{_f(rss / 2**20 if rss is not None else None, '13.1f')} "
+            f"{_f(rss / ckpt if rss is not None and ckpt else None, '8.2f')}"
+            f"{'x' if rss is not None and ckpt else ''}",
+            file=out,
+        )
         for r in (w, fr):
             if r is not None and r.error:
                 p(f"      ! {r.mode}: {r.error}", file=out)
@@ -607,8 +634,7 @@ def print_table(ds: str, info: dict[str, Any], results: list[Result], methods: l
                 st = sr.median if sr else None
                 pt = pr.median if pr else None
                 if st and pt:
-                    ratios.append({"sealed": s.name, "peer": peer.name, "mode": mode,
-                                   "ratio": pt / st})
+                    ratios.append({"sealed": s.name, "peer": peer.name, "mode": mode, "ratio": pt / st})
                     parts.append(f"{pt / st:.2f}x {mode}")
             if parts:
                 p(f"   {s.name} / {peer.name} = {', '.join(parts)}", file=out)
@@ -618,8 +644,10 @@ def print_table(ds: str, info: dict[str, Any], results: list[Result], methods: l
         ckpt = sizes.get(s.reads)
         if rss is not None and ckpt:
             ok = "OK" if rss <= RSS_TARGET * ckpt else "OVER TARGET"
-            p(f"   target: {s.name} peak RSS {rss:,} B = {rss / ckpt:.2f}x checkpoint "
-              f"(<= {RSS_TARGET}x): {ok}", file=out)
+            p(
+                f"   target: {s.name} peak RSS {rss:,} B = {rss / ckpt:.2f}x checkpoint (<= {RSS_TARGET}x): {ok}",
+                file=out,
+            )
     out.flush()
     return ratios
 
@@ -630,8 +658,9 @@ def print_table(ds: str, info: dict[str, Any], results: list[Result], methods: l
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--runs", type=int, default=None, help="timed runs per method (default 5)")
-    ap.add_argument("--fresh-runs", type=int, default=None,
-                    help="fresh-process runs per method (default --runs; 1 with --quick)")
+    ap.add_argument(
+        "--fresh-runs", type=int, default=None, help="fresh-process runs per method (default --runs; 1 with --quick)"
+    )
     ap.add_argument("--size-gb", type=float, default=None, help="fp32 set size (default 1.0)")
     ap.add_argument("--small-n", type=int, default=None, help="tensors in 'small' (20000)")
     ap.add_argument("--sets", default="fp32,bf16,small", help="comma list of fp32,bf16,small")
@@ -639,9 +668,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--methods", default="", help="comma list: run only these methods")
     ap.add_argument("--dir", default=None, help="where the temp dir goes (default /tmp)")
     ap.add_argument("--json", default=None, metavar="OUT", help="write all raw figures here")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke mode: 0.05 GB, 2,000 small tensors, 3 warm runs and "
-                         "1 fresh run per method (each fresh run pays ~1.3 s of torch import)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke mode: 0.05 GB, 2,000 small tensors, 3 warm runs and "
+        "1 fresh run per method (each fresh run pays ~1.3 s of torch import)",
+    )
     ap.add_argument("--child-timeout", type=float, default=900.0)
     args = ap.parse_args(argv)
     args.runs = args.runs or (3 if args.quick else 5)
@@ -663,8 +695,10 @@ def main(argv: list[str]) -> int:
     print("== machine ==")
     for k, v in facts.items():
         print(f"   {k:<14} {v}")
-    print(f"   runs={args.runs} fresh_runs={args.fresh_runs} modes={','.join(modes)} sets={','.join(sets)} "
-          f"size_gb={args.size_gb} small_n={args.small_n} seed={SEED}")
+    print(
+        f"   runs={args.runs} fresh_runs={args.fresh_runs} modes={','.join(modes)} sets={','.join(sets)} "
+        f"size_gb={args.size_gb} small_n={args.small_n} seed={SEED}"
+    )
 
     keys: Keys | None = None
     keys_file: Path | None = None
@@ -672,8 +706,7 @@ def main(argv: list[str]) -> int:
         print(f"!! sealedckpt skipped: {SEALED_NOTE}")
     else:
         sealed = SEALED
-        keys, error = attempt(lambda: Keys(key=sealed.SymmetricKey.generate(),
-                                           signer=sealed.SigningKey.generate()))
+        keys, error = attempt(lambda: Keys(key=sealed.SymmetricKey.generate(), signer=sealed.SigningKey.generate()))
         if error:
             print(f"!! sealedckpt skipped: cannot generate keys: {error}")
         if keys is not None and "fresh" in modes:
@@ -682,8 +715,7 @@ def main(argv: list[str]) -> int:
     methods = build_methods(keys)
     if args.methods:
         wanted = {s.strip() for s in args.methods.split(",")}
-        methods = [m for m in methods if m.name in wanted or m.name in
-                   {w.reads for w in methods if w.name in wanted}]
+        methods = [m for m in methods if m.name in wanted or m.name in {w.reads for w in methods if w.name in wanted}]
     report: dict[str, Any] = {"machine": facts, "args": vars(args), "datasets": {}}
     try:
         for ds in sets:
@@ -695,19 +727,20 @@ def main(argv: list[str]) -> int:
                 "build_s": time.perf_counter() - t0,
                 "file_bytes": {},
             }
-            print(f"\n-- {ds}: built {info['tensors']:,} tensors, {info['logical_bytes']:,} B "
-                  f"in {info['build_s']:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"\n-- {ds}: built {info['tensors']:,} tensors, {info['logical_bytes']:,} B in {info['build_s']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             raw: Path | None = None
             if "fresh" in modes:
                 raw = work / f"{ds}.raw"
                 write_raw(sd, raw)
-            files = {m.name: work / f"{ds}-{m.name.replace('+', '_')}{m.suffix}"
-                     for m in methods if m.op == "save"}
+            files = {m.name: work / f"{ds}-{m.name.replace('+', '_')}{m.suffix}" for m in methods if m.op == "save"}
             results: list[Result] = []
             for m in methods:
                 if m.op == "load" and not files[m.reads].exists():
-                    results.append(Result(ds, m.name, m.op, modes[0],
-                                          error=f"no {m.reads} file to read"))
+                    results.append(Result(ds, m.name, m.op, modes[0], error=f"no {m.reads} file to read"))
                     continue
                 for mode in modes:
                     print(f"   {ds} {m.op} {m.name} [{mode}] ...", file=sys.stderr, flush=True)
@@ -716,8 +749,7 @@ def main(argv: list[str]) -> int:
                     elif m.sealed and keys_file is None:
                         r = Result(ds, m.name, m.op, mode, error="keys cannot reach a child")
                     else:
-                        r = run_fresh(m, ds, files, raw, keys_file, args.fresh_runs,
-                                      args.child_timeout)
+                        r = run_fresh(m, ds, files, raw, keys_file, args.fresh_runs, args.child_timeout)
                     results.append(r)
                     gc.collect()
                 if m.op == "save" and files[m.name].exists():
@@ -725,8 +757,7 @@ def main(argv: list[str]) -> int:
             ratios = print_table(ds, info, results, methods)
             report["datasets"][ds] = {
                 "info": info,
-                "results": [asdict(r) | {"median_s": r.median, "peak_rss_bytes": r.peak_rss}
-                            for r in results],
+                "results": [asdict(r) | {"median_s": r.median, "peak_rss_bytes": r.peak_rss} for r in results],
                 "ratios": ratios,
             }
             del sd

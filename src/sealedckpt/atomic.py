@@ -35,21 +35,53 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+_LINKABLE: dict[int, bool] = {}
+
+
+def tmpfile_supported(directory: str) -> bool:
+    """Whether O_TMPFILE files in ``directory`` can be linked into place (probed once per device)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return False
+    try:
+        dev = os.stat(directory).st_dev
+    except OSError:
+        return False
+    if dev not in _LINKABLE:
+        ok = False
+        try:
+            fd = os.open(directory, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            probe = os.path.join(directory, f".sealedckpt-probe.{secrets.token_hex(6)}")
+            try:
+                os.link(f"/proc/self/fd/{fd}", probe, follow_symlinks=True)
+                os.unlink(probe)
+                ok = True
+            except OSError:
+                ok = False
+            finally:
+                os.close(fd)
+        _LINKABLE[dev] = ok
+    return _LINKABLE[dev]
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[BinaryIO]:
     """Write to an unnamed (O_TMPFILE) or hidden temp file in the same directory, fsync, rename.
 
-    On any exception, or if the process dies, ``path`` keeps its previous content. With O_TMPFILE
-    (Linux, most local filesystems) a killed process leaves no temp file behind at all.
+    On any exception, or if the process dies, ``path`` keeps its previous content, and an
+    exception leaves no temp file. With a linkable O_TMPFILE (Linux, most local filesystems) a
+    killed process leaves nothing either; elsewhere it can leave a hidden ``.NAME.*.tmp`` file.
     """
     target = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(target)
     fd = -1
     named: str | None = None
-    tmpfile_flag = getattr(os, "O_TMPFILE", 0)
-    if tmpfile_flag:
+    if tmpfile_supported(directory):
         try:
-            fd = os.open(directory, tmpfile_flag | os.O_WRONLY | os.O_CLOEXEC, mode)
+            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
         except OSError:
             fd = -1
     if fd < 0:

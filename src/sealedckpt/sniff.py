@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 from .errors import FormatError, UnsafePayloadError
@@ -14,6 +15,12 @@ HEAD_SIZE = 1024
 TAIL_SIZE = 65536 + 22
 
 _PICKLE_PROTO0_FIRST = set(b"(}])cNIJKLMFSVUXTGhjq0123456789abdelrstu.")
+# Opcode shapes that open protocol 0/1 pickles: GLOBAL "c<module>\n<name>\n", MARK+DICT/LIST,
+# EMPTY_DICT/LIST + BINPUT, INT/NONE+POP prefixes. A heuristic for the message only: unknown
+# content is refused either way.
+_PICKLE_PROTO0 = re.compile(
+    rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n|\A\((dp|lp|t|i|c)|\A[}\]]q\x00|\A(N0|I-?\d+\n)"
+)
 
 
 def refuse_unsealed(head: bytes, tail: bytes) -> None:
@@ -55,7 +62,7 @@ def refuse_unsealed(head: bytes, tail: bytes) -> None:
             "this is a plain (unencrypted, unsigned) safetensors file, not a sealed checkpoint",
             hint="seal it: sealedckpt seal IN.safetensors -o OUT.sealed",
         )
-    if head[0] in _PICKLE_PROTO0_FIRST and tail.rstrip(b"\n").endswith(b"."):
+    if head[0] in _PICKLE_PROTO0_FIRST and (tail.rstrip(b"\n").endswith(b".") or _PICKLE_PROTO0.search(head)):
         raise UnsafePayloadError(
             "refusing what looks like a protocol 0/1 pickle: it can run arbitrary code when loaded",
             hint=f"convert a trusted legacy file explicitly: {convert}",

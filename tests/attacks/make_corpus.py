@@ -217,6 +217,12 @@ def _pickle_p0_int_prefix(marker: Path) -> bytes:
     return b"I1\n0" + pickle.dumps(OpenGadget(marker), protocol=0)
 
 
+def _pickle_p0_trailing_junk(marker: Path) -> bytes:
+    # Protocol 0 gadget followed by bytes after STOP: unpicklers ignore them, so
+    # the file does not end with "." (defeats an "ends with STOP" heuristic).
+    return pickle.dumps({"state_dict": OpenGadget(marker)}, protocol=0) + b"\x00" * 8 + b"trailing junk\n"
+
+
 # --------------------------------------------------------------------------
 # Container helpers
 # --------------------------------------------------------------------------
@@ -299,9 +305,7 @@ def _legacy_tar(marker: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _tar_member(tar, "sys_info", pickle.dumps(sys_info, protocol=2))
-        _tar_member(
-            tar, "pickle", pickle.dumps({"evil": OpenGadget(marker)}, protocol=2)
-        )
+        _tar_member(tar, "pickle", pickle.dumps({"evil": OpenGadget(marker)}, protocol=2))
         _tar_member(tar, "storages", pickle.dumps(0, protocol=2))
         _tar_member(tar, "tensors", pickle.dumps(0, protocol=2))
     return buf.getvalue()
@@ -410,14 +414,8 @@ def payload_specs() -> list[_Spec]:
     """(payload id, looks_like, description, builder) for every payload."""
     specs: list[_Spec] = []
     for proto in range(6):
-        specs.append(
-            (
-                f"pickle_p{proto}_gadget",
-                "pickle",
-                f"raw pickle protocol {proto}: io.open(marker, 'w') via __reduce__",
-            )
-            + (_raw(proto),)
-        )
+        desc = f"raw pickle protocol {proto}: io.open(marker, 'w') via __reduce__"
+        specs.append((f"pickle_p{proto}_gadget", "pickle", desc, _raw(proto)))
     specs += [
         (
             "pickle_p0_dict_gadget",
@@ -454,6 +452,12 @@ def payload_specs() -> list[_Spec]:
             "pickle",
             "protocol 0 gadget behind an INT+POP prefix (starts with 'I1')",
             _pickle_p0_int_prefix,
+        ),
+        (
+            "pickle_p0_trailing_junk",
+            "pickle",
+            "protocol 0 gadget followed by junk after STOP (file does not end with '.')",
+            _pickle_p0_trailing_junk,
         ),
         (
             "pickle_builtins_open",
@@ -585,9 +589,7 @@ def _case_name(payload_id: str, suffix: str) -> str:
 
 def case_names() -> list[str]:
     """All case names, without building anything (for test parametrization)."""
-    return [
-        _case_name(pid, sfx) for pid, *_ in payload_specs() for sfx in FILE_SUFFIXES
-    ]
+    return [_case_name(pid, sfx) for pid, *_ in payload_specs() for sfx in FILE_SUFFIXES]
 
 
 def make_corpus(out_dir: Path, marker: Path) -> list[Case]:
@@ -619,9 +621,7 @@ def main(argv: list[str]) -> int:
         seen.add(case.payload)
         head = case.path.read_bytes()[:16].hex()
         print(f"{case.payload:32} {case.looks_like:12} {head}  {case.description}")
-    print(
-        f"{len(cases)} files ({len(seen)} payloads x {len(FILE_SUFFIXES)} names) in {out_dir}; marker={marker}"
-    )
+    print(f"{len(cases)} files ({len(seen)} payloads x {len(FILE_SUFFIXES)} names) in {out_dir}; marker={marker}")
     return 0
 
 

@@ -77,25 +77,19 @@ def _refusal(label: str, fn, marker: Path) -> BaseException:
             result = fn()
         except sealedckpt.SealedCkptError as exc:
             return exc
-        except Exception as exc:  # noqa: BLE001 - report anything else as a failure
+        except Exception as exc:  # anything else is a failure too
             pytest.fail(
                 f"{label}: raised {type(exc).__module__}.{type(exc).__qualname__}, not a SealedCkptError: {exc!r}"
             )
         pytest.fail(f"{label}: returned {type(result).__name__} instead of raising")
     finally:
-        assert not marker.exists(), (
-            f"{label}: payload was executed (marker {marker} exists)"
-        )
+        assert not marker.exists(), f"{label}: payload was executed (marker {marker} exists)"
 
 
 def _check_class(label: str, exc: BaseException, case: Case) -> None:
     must, must_not = _expected_error(case)
-    assert isinstance(exc, must), (
-        f"{label}: expected {must.__name__}, got {type(exc).__name__}: {exc}"
-    )
-    assert not isinstance(exc, must_not), (
-        f"{label}: {type(exc).__name__} must not be a {must_not.__name__}: {exc}"
-    )
+    assert isinstance(exc, must), f"{label}: expected {must.__name__}, got {type(exc).__name__}: {exc}"
+    assert not isinstance(exc, must_not), f"{label}: {type(exc).__name__} must not be a {must_not.__name__}: {exc}"
 
 
 def _check_message(label: str, exc: BaseException, case: Case) -> None:
@@ -177,20 +171,14 @@ def test_never_unpickles(corpus, key, payload, monkeypatch):
         class Trap(base):
             def __init__(self, *args, **kwargs):
                 calls.append(what)
-                raise AssertionError(
-                    f"sealedckpt constructed {what} on untrusted input"
-                )
+                raise AssertionError(f"sealedckpt constructed {what} on untrusted input")
 
         return Trap
 
     monkeypatch.setattr(pickle, "load", tripwire("pickle.load"))
     monkeypatch.setattr(pickle, "loads", tripwire("pickle.loads"))
-    monkeypatch.setattr(
-        pickle, "Unpickler", trap_class("pickle.Unpickler", pickle.Unpickler)
-    )
-    monkeypatch.setattr(
-        pickle, "_Unpickler", trap_class("pickle._Unpickler", pickle._Unpickler)
-    )
+    monkeypatch.setattr(pickle, "Unpickler", trap_class("pickle.Unpickler", pickle.Unpickler))
+    monkeypatch.setattr(pickle, "_Unpickler", trap_class("pickle._Unpickler", pickle._Unpickler))
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch, "load", tripwire("torch.load"))
     monkeypatch.setattr(torch.jit, "load", tripwire("torch.jit.load"))
@@ -259,9 +247,7 @@ def test_corpus_covers_every_suffix(corpus):
     _marker, cases = corpus
     by_payload: dict[str, set[str]] = {}
     for case in cases.values():
-        by_payload.setdefault(case.payload, set()).add(
-            case.path.name[len(case.payload) :]
-        )
+        by_payload.setdefault(case.payload, set()).add(case.path.name[len(case.payload) :])
     assert set(by_payload) == set(PAYLOAD_IDS)
     assert all(sfx == set(FILE_SUFFIXES) for sfx in by_payload.values())
 

@@ -1,0 +1,41 @@
+"""Shared test helpers: bitwise comparison of nested checkpoint objects."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def assert_same(a: Any, b: Any, path: str = "") -> None:
+    """Equal types and values all the way down; tensors bitwise, with dtype, shape and strides."""
+    assert type(a) is type(b), f"{path}: {type(a)} != {type(b)}"
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert a.stride() == b.stride(), f"{path}: strides {a.stride()} != {b.stride()}"
+        assert a.requires_grad == b.requires_grad, path
+        if a.device.type != "meta":
+            assert torch.equal(a.view(torch.uint8) if a.dtype.itemsize == 1 else a.detach().contiguous().view(-1).view(torch.uint8),
+                               b.view(torch.uint8) if b.dtype.itemsize == 1 else b.detach().contiguous().view(-1).view(torch.uint8)), path
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), path
+    elif isinstance(a, (dict, OrderedDict)):
+        assert list(a.keys()) == list(b.keys()), path
+        for ka in a:
+            assert type(ka) is type(next(k for k in b if k == ka)), f"{path}: key type of {ka!r}"
+            assert_same(a[ka], b[ka], f"{path}.{ka}")
+        if isinstance(a, OrderedDict):
+            assert getattr(a, "_metadata", None) == getattr(b, "_metadata", None), f"{path}._metadata"
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}.{i}")
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b), path
+    elif isinstance(a, float):
+        assert a == b and math.copysign(1, a) == math.copysign(1, b), path
+    else:
+        assert a == b, path
