@@ -263,7 +263,13 @@ class SealedReader:
     def _chunk_offset(self, i: int) -> int:
         return self.header.size + i * (self.content.chunk_size + fmt.TAG_SIZE)
 
-    def _decrypt_chunk(self, i: int, ct_buf: memoryview, out: memoryview) -> None:
+    def _scratch(self) -> memoryview:
+        """A buffer for one chunk's ciphertext and tag, no larger than the largest chunk."""
+        c = self.content
+        return memoryview(bytearray(min(c.chunk_size, c.payload_len) + fmt.TAG_SIZE))
+
+    def _decrypt_chunk(self, i: int, ct_buf: memoryview, out: memoryview | None = None) -> memoryview:
+        """Read, check and decrypt chunk ``i`` into ``out`` (or in place); return the plaintext view."""
         c = self.content
         plen = c.plain_len(i)
         ct = ct_buf[: plen + fmt.TAG_SIZE]
@@ -273,8 +279,10 @@ class SealedReader:
             want = self.trailer.table[i * fmt.DIGEST_SIZE : (i + 1) * fmt.DIGEST_SIZE]
             if not crypto.equal(crypto.sha256(ct), want):
                 raise IntegrityError(f"chunk {i} does not match its signed digest")
-        if not self._cipher.decrypt_into(i, i == c.n_chunks - 1, ct, out[:plen]):
+        plain = ct[:plen] if out is None else out[:plen]
+        if not self._cipher.decrypt_into(i, i == c.n_chunks - 1, ct, plain):
             raise IntegrityError(f"chunk {i} of {c.n_chunks} failed authentication (tampered, reordered or spliced)")
+        return plain
 
     def read_prefix(self, n: int) -> bytes:
         """Decrypt and return the first ``n`` payload bytes (used to read the payload's own header)."""
@@ -282,13 +290,12 @@ class SealedReader:
         if n > c.payload_len:
             raise FormatError("payload shorter than its own header claims")
         out = bytearray(n)
-        ct = memoryview(bytearray(c.chunk_size + fmt.TAG_SIZE))
-        plain = memoryview(bytearray(c.chunk_size))
+        buf = self._scratch()
         pos = 0
         i = 0
         while pos < n:
-            self._decrypt_chunk(i, ct, plain)
-            take = min(n - pos, c.plain_len(i))
+            plain = self._decrypt_chunk(i, buf)
+            take = min(n - pos, len(plain))
             out[pos : pos + take] = plain[:take]
             pos += take
             i += 1
@@ -298,30 +305,31 @@ class SealedReader:
         """Decrypt every chunk; bytes under a region land in it, the rest are checked and dropped.
 
         Regions are sorted, non-overlapping ``(payload_offset, buffer)`` pairs. Raises on the first
-        chunk that fails; the caller must then discard every region's buffer.
+        chunk that fails; the caller must then discard every region's buffer. A chunk that lies
+        inside one region is decrypted straight into it; one that spans regions is decrypted in
+        place in a per-thread scratch buffer and its pieces copied out.
         """
         c = self.content
         plan = _RegionIndex(regions)
-        workers = workers or default_workers()
         local = threading.local()
 
         def job(i: int) -> None:
-            bufs = getattr(local, "bufs", None)
-            if bufs is None:
-                bufs = (memoryview(bytearray(c.chunk_size + fmt.TAG_SIZE)), memoryview(bytearray(c.chunk_size)))
-                local.bufs = bufs
+            buf = getattr(local, "buf", None)
+            if buf is None:
+                buf = local.buf = self._scratch()
             start = i * c.chunk_size
             plen = c.plain_len(i)
             direct = plan.covering(start, plen)
             if direct is not None:
-                self._decrypt_chunk(i, bufs[0], direct)
+                self._decrypt_chunk(i, buf, direct)
                 return
-            self._decrypt_chunk(i, bufs[0], bufs[1])
-            for dst, src_off, n in plan.pieces(start, plen):
-                dst[:] = bufs[1][src_off : src_off + n]
+            plain = self._decrypt_chunk(i, buf)
+            for dst, src_off, k in plan.pieces(start, plen):
+                dst[:] = plain[src_off : src_off + k]
 
         n = c.n_chunks
-        if workers <= 1 or n <= 1:
+        workers = min(workers or default_workers(), n)
+        if workers <= 1:
             for i in range(n):
                 job(i)
             return
@@ -525,11 +533,13 @@ def seal(
 
     cipher = ChunkCipher(fk.payload_key)
     n = content.n_chunks
-    cs = content.chunk_size
     digests: list[bytes] = [b""] * n if signers else []
-    workers = workers or default_workers()
-    window = 2 * workers
-    bufs = [(memoryview(bytearray(cs)), memoryview(bytearray(cs + fmt.TAG_SIZE))) for _ in range(min(window, n))]
+    workers = min(workers or default_workers(), n)
+    # One buffer per chunk in flight: a chunk made of several pieces is gathered into it and
+    # encrypted in place; a chunk inside one segment is encrypted from the caller's memory.
+    window = workers + 1
+    bufsize = min(content.chunk_size, payload_len) + fmt.TAG_SIZE
+    bufs = [memoryview(bytearray(bufsize)) for _ in range(min(window, n))]
 
     def job(i: int, plain: memoryview, ct: memoryview) -> memoryview:
         cipher.encrypt_into(i, i == n - 1, plain, ct)
@@ -539,36 +549,43 @@ def seal(
 
     pending: deque[Future[memoryview]] = deque()
     total = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-seal") as pool:
-        try:
-            for i, pieces in enumerate(_chunk_pieces(segments, cs)):
-                if i >= n:
-                    raise ValueError("payload is longer than declared")
-                if len(pending) == window:
-                    ct_done = pending.popleft().result()
-                    out.write(ct_done)
-                    written += len(ct_done)
-                plain_buf, ct_buf = bufs[i % len(bufs)]
-                plen = sum(len(p) for p in pieces)
-                total += plen
-                if plen != content.plain_len(i):
-                    raise ValueError("payload is shorter than declared")
-                if len(pieces) == 1:
-                    plain = pieces[0]
-                else:
-                    pos = 0
-                    for p in pieces:
-                        plain_buf[pos : pos + len(p)] = p
-                        pos += len(p)
-                    plain = plain_buf[:plen]
-                pending.append(pool.submit(job, i, plain, ct_buf[: plen + fmt.TAG_SIZE]))
-            while pending:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-seal") if workers > 1 else None
+    try:
+        for i, pieces in enumerate(_chunk_pieces(segments, content.chunk_size)):
+            if i >= n:
+                raise ValueError("payload is longer than declared")
+            if len(pending) == len(bufs):
                 ct_done = pending.popleft().result()
                 out.write(ct_done)
                 written += len(ct_done)
-        finally:
-            for fut in pending:
-                fut.cancel()
+            plen = sum(len(p) for p in pieces)
+            total += plen
+            if plen != content.plain_len(i):
+                raise ValueError("payload is shorter than declared")
+            ct = bufs[i % len(bufs)][: plen + fmt.TAG_SIZE]
+            if len(pieces) == 1:
+                plain = pieces[0]
+            else:
+                pos = 0
+                for p in pieces:
+                    ct[pos : pos + len(p)] = p
+                    pos += len(p)
+                plain = ct[:plen]
+            if pool is None:
+                fut: Future[memoryview] = Future()
+                fut.set_result(job(i, plain, ct))
+            else:
+                fut = pool.submit(job, i, plain, ct)
+            pending.append(fut)
+        while pending:
+            ct_done = pending.popleft().result()
+            out.write(ct_done)
+            written += len(ct_done)
+    finally:
+        for fut in pending:
+            fut.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True)
     if total != payload_len:
         raise ValueError(f"payload is {total} bytes, declared {payload_len}")
 

@@ -1,0 +1,1184 @@
+"""Deterministic generator of the sealed container v1 test vectors.
+
+Usage: ``python tests/vectors/generate.py [OUT_DIR]`` (default: this folder). It writes one
+``<name>.sealed`` file per case and one manifest, ``vectors.json``, that lists every case:
+the file's SHA-256, the (test-only!) symmetric keys and trusted signer public keys to load it
+with, and what loading must do: succeed with a described value, or raise a named error.
+
+Everything is fixed: randomness comes from a SHA-256 counter-mode DRBG seeded per case, the
+clock is ``NOW``, and every key is derived from ``SEED``. Running the generator twice gives
+byte-identical output; ``tests/test_vectors.py`` checks that against the committed files.
+
+Valid files come from ``sealedckpt.container.seal``. Invalid ones are made by parsing a valid
+file with the small, independent implementation of the byte layout below and changing one
+thing, then re-encrypting chunks, re-MACing the header or re-signing with the known DEK and
+signing keys wherever needed, so that each file fails exactly at the check it targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import io
+import json
+import math
+import struct
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from sealedckpt import SigningKey, SymmetricKey, container
+from sealedckpt.serialize import plan_payload
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = "vectors.json"
+SEED = b"sealedckpt/v1 test vectors"
+NOW = 1_700_000_000  # signed_at of every signature
+CHUNK_LOG2 = 16
+CS = 1 << CHUNK_LOG2
+SMALL_TENSOR = 64  # tensors with more elements are described by a digest, not by their values
+
+# --- the format, restated independently of the library (docs/FORMAT.md) ----------------------
+
+MAGIC = b"\x89SCKPT\r\n"
+TAG = 16
+SLOT_AAD = b"sealedckpt/v1 symmetric slot\x00"
+ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
+SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
+INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
+INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
+CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")
+SIG_ENTRY = struct.Struct("<B32sQ64s")
+
+
+def u16(n: int) -> bytes:
+    return struct.pack("<H", n)
+
+
+def u32(n: int) -> bytes:
+    return struct.pack("<I", n)
+
+
+def u64(n: int) -> bytes:
+    return struct.pack("<Q", n)
+
+
+def sha256(b: bytes) -> bytes:
+    return hashlib.sha256(b).digest()
+
+
+def flip(b: bytes, i: int, mask: int = 0x01) -> bytes:
+    return b[:i] + bytes([b[i] ^ mask]) + b[i + 1 :]
+
+
+def n_chunks(payload_len: int, chunk_log2: int) -> int:
+    return max(1, -(-payload_len // (1 << chunk_log2)))
+
+
+class Drbg:
+    """SHA-256(seed || counter) stream: the fixed ``random_bytes`` of one case."""
+
+    def __init__(self, label: str) -> None:
+        self._seed = sha256(SEED + b"/drbg/" + label.encode())
+        self._ctr = 0
+        self._buf = b""
+
+    def __call__(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            self._buf += sha256(self._seed + self._ctr.to_bytes(8, "big"))
+            self._ctr += 1
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+def _secret(name: str) -> bytes:
+    return sha256(SEED + b"/key/" + name.encode())
+
+
+KEY_A = SymmetricKey(_secret("symmetric A"))
+KEY_B = SymmetricKey(_secret("symmetric B"))
+KEY_WRONG = SymmetricKey(_secret("symmetric wrong"))
+SIGNER_1 = SigningKey(_secret("ed25519 signer 1"))
+SIGNER_2 = SigningKey(_secret("ed25519 signer 2"))
+SIGNER_EVIL = SigningKey(_secret("ed25519 untrusted"))
+
+
+@dataclass(frozen=True)
+class FileKeys:
+    payload: bytes
+    commitment: bytes
+    mac: bytes
+
+
+def file_keys(dek: bytes, salt: bytes) -> FileKeys:
+    out = HKDF(algorithm=hashes.SHA256(), length=96, salt=salt, info=INFO_FILE_KEYS).derive(dek)
+    return FileKeys(out[:32], out[32:64], out[64:])
+
+
+def stream_nonce(i: int, final: bool) -> bytes:
+    return i.to_bytes(11, "big") + bytes([1 if final else 0])
+
+
+def encrypt_chunk(fk: FileKeys, i: int, final: bool, plain: bytes) -> bytes:
+    return AESGCM(fk.payload).encrypt(stream_nonce(i, final), plain, None)
+
+
+def decrypt_chunk(fk: FileKeys, i: int, final: bool, ct: bytes) -> bytes:
+    return AESGCM(fk.payload).decrypt(stream_nonce(i, final), ct, None)
+
+
+def unwrap(key: SymmetricKey, salt: bytes, body: bytes) -> bytes:
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_WRAP).derive(key.to_bytes())
+    return AESGCM(wk).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
+
+
+def content_root(content: bytes, count: int, table: bytes) -> bytes:
+    return sha256(ROOT_DOMAIN + u32(len(content)) + content + u64(count) + table)
+
+
+def sig_entry(signer: SigningKey, root: bytes, *, claim: bytes | None = None, signed_at: int = NOW) -> bytes:
+    """A trailer signature entry; ``claim`` puts another public key in the entry."""
+    pub = claim if claim is not None else signer.public.to_bytes()
+    sig = signer.sign(SIG_DOMAIN + pub + u64(signed_at) + root)
+    return SIG_ENTRY.pack(1, pub, signed_at, sig)
+
+
+@dataclass
+class Content:
+    payload_type: int
+    chunk_log2: int
+    reserved: int
+    payload_len: int
+    salt: bytes
+    commitment: bytes
+    meta: list[tuple[bytes, bytes]]
+
+    @classmethod
+    def parse(cls, b: bytes) -> Content:
+        ptype, log2, res, plen, salt, commit, n = CONTENT_FIXED.unpack_from(b, 0)
+        pos, meta = CONTENT_FIXED.size, []
+        for _ in range(n):
+            (kl,) = struct.unpack_from("<H", b, pos)
+            k = b[pos + 2 : pos + 2 + kl]
+            pos += 2 + kl
+            (vl,) = struct.unpack_from("<I", b, pos)
+            meta.append((k, b[pos + 4 : pos + 4 + vl]))
+            pos += 4 + vl
+        assert pos == len(b)
+        return cls(ptype, log2, res, plen, salt, commit, meta)
+
+    def build(self) -> bytes:
+        head = CONTENT_FIXED.pack(
+            self.payload_type,
+            self.chunk_log2,
+            self.reserved,
+            self.payload_len,
+            self.salt,
+            self.commitment,
+            len(self.meta),
+        )
+        return head + b"".join(u16(len(k)) + k + u32(len(v)) + v for k, v in self.meta)
+
+
+@dataclass
+class Sealed:
+    """A sealed file split into its parts; ``to_bytes`` puts them back together."""
+
+    preamble: bytes
+    content: bytes
+    slots: list[tuple[int, bytes]]
+    mac: bytes
+    chunks: list[bytes]
+    trailer: bytes
+    dek: bytes = b""
+    payload: bytes = b""
+
+    @classmethod
+    def parse(cls, data: bytes) -> Sealed:
+        assert data[:8] == MAGIC
+        (clen,) = struct.unpack_from("<I", data, 12)
+        content = data[16 : 16 + clen]
+        c = Content.parse(content)
+        pos = 16 + clen
+        (slen,) = struct.unpack_from("<I", data, pos)
+        sec = data[pos + 4 : pos + 4 + slen]
+        (count,) = struct.unpack_from("<H", sec, 0)
+        slots, sp = [], 2
+        for _ in range(count):
+            (t, bl) = struct.unpack_from("<BH", sec, sp)
+            slots.append((t, sec[sp + 3 : sp + 3 + bl]))
+            sp += 3 + bl
+        assert sp == len(sec)
+        pos += 4 + slen
+        mac = data[pos : pos + 32]
+        pos += 32
+        chunks = []
+        n = n_chunks(c.payload_len, c.chunk_log2)
+        for i in range(n):
+            plen = min(1 << c.chunk_log2, c.payload_len - i * (1 << c.chunk_log2))
+            chunks.append(data[pos : pos + plen + TAG])
+            pos += plen + TAG
+        return cls(data[:16], content, slots, mac, chunks, data[pos:])
+
+    @property
+    def c(self) -> Content:
+        return Content.parse(self.content)
+
+    @property
+    def fk(self) -> FileKeys:
+        return file_keys(self.dek, self.c.salt)
+
+    def slots_section(self, count: int | None = None) -> bytes:
+        body = u16(len(self.slots) if count is None else count)
+        body += b"".join(bytes([t]) + u16(len(b)) + b for t, b in self.slots)
+        return u32(len(body)) + body
+
+    def authenticated(self) -> bytes:
+        return self.preamble + self.content + self.slots_section()
+
+    def to_bytes(self) -> bytes:
+        return self.authenticated() + self.mac + b"".join(self.chunks) + self.trailer
+
+    # -- edits that keep everything else consistent --
+
+    def set_content(self, c: Content, *, content_len: int | None = None) -> None:
+        self.content = c.build()
+        n = len(self.content) if content_len is None else content_len
+        self.preamble = self.preamble[:12] + u32(n)
+
+    def remac(self) -> None:
+        self.mac = hmac.new(self.fk.mac, self.authenticated(), hashlib.sha256).digest()
+
+    def plaintexts(self) -> list[bytes]:
+        fk, n = self.fk, len(self.chunks)
+        return [decrypt_chunk(fk, i, i == n - 1, ct) for i, ct in enumerate(self.chunks)]
+
+    def table(self) -> bytes:
+        return b"".join(sha256(ct) for ct in self.chunks)
+
+    def sign(self, *signers: SigningKey, table: bytes | None = None) -> None:
+        table = self.table() if table is None else table
+        root = content_root(self.content, len(self.chunks), table)
+        self.trailer = u16(len(signers)) + table + b"".join(sig_entry(s, root) for s in signers)
+
+
+def seal(
+    name: str,
+    payload: bytes,
+    *,
+    keys: Sequence[SymmetricKey] = (KEY_A,),
+    signers: Sequence[SigningKey] = (),
+    metadata: dict[str, str] | None = None,
+) -> Sealed:
+    """Seal ``payload`` with the library (fixed randomness and clock) and cross-check the result."""
+    out = io.BytesIO()
+    container.seal(
+        out, len(payload), [memoryview(payload)], keys=list(keys), signers=list(signers), metadata=metadata,
+        chunk_log2=CHUNK_LOG2, random_bytes=Drbg(name), now=lambda: NOW, workers=1,
+    )  # fmt: skip
+    data = out.getvalue()
+    s = Sealed.parse(data)
+    s.dek = Drbg(name)(32)  # the first draw of seal() is the DEK
+    s.payload = payload
+    # The independent reading of the layout must agree with the library's output.
+    assert s.to_bytes() == data
+    c = s.c
+    assert s.fk.commitment == c.commitment and c.payload_len == len(payload)
+    assert all(unwrap(k, c.salt, body) == s.dek for k, (_, body) in zip(keys, s.slots, strict=True))
+    mac = s.mac
+    s.remac()
+    assert s.mac == mac
+    assert b"".join(s.plaintexts()) == payload
+    if signers:
+        trailer = s.trailer
+        s.sign(*signers)
+        assert s.trailer == trailer
+    else:
+        assert s.trailer == u16(0)
+    return s
+
+
+# --- payloads ------------------------------------------------------------------------------
+
+
+def obj_payload(obj: Any) -> bytes:
+    plan = plan_payload(obj)
+    data = b"".join(bytes(seg) for seg in plan.segments())
+    assert len(data) == plan.payload_len
+    return data
+
+
+def st_payload(header: dict[str, Any] | bytes, data: bytes = b"") -> bytes:
+    """Safetensors framing around a JSON header (given as an object or as raw bytes)."""
+    raw = header if isinstance(header, bytes) else json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % 8)
+    return u64(len(raw)) + raw + data
+
+
+def st_meta(structure: Any, *, raw: str | None = None) -> dict[str, str]:
+    text = raw if raw is not None else json.dumps(structure, separators=(",", ":"))
+    return {"sealedckpt.version": "1", "sealedckpt.structure": text}
+
+
+def tensor_ref(
+    entry: str, dtype: str, shape: list[int], stride: list[int] | None = None, offset: int = 0
+) -> dict[str, Any]:
+    if stride is None:
+        stride = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    return {
+        "t": "tensor",
+        "e": entry,
+        "dtype": dtype,
+        "shape": shape,
+        "stride": stride,
+        "offset": offset,
+        "device": "cpu",
+    }
+
+
+F32_DATA = struct.pack("<4f", 1.0, -2.0, 0.5, 3.25)
+
+
+def handmade(structure: Any = None, entries: dict[str, Any] | None = None, data: bytes = F32_DATA, **kw: Any) -> bytes:
+    """A hand-written payload: by default one F32[4] entry ``w`` and the structure {"w": tensor}."""
+    if entries is None:
+        entries = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    if structure is None:
+        structure = {"t": "dict", "v": [["w", tensor_ref("w", "F32", [4])]]}
+    return st_payload({"__metadata__": st_meta(structure, **kw), **entries}, data)
+
+
+def small_obj() -> dict[str, Any]:
+    return {
+        "weight": torch.arange(6, dtype=torch.float32).reshape(2, 3) / 4 - 0.5,
+        "bias": torch.tensor([0.25, -1.0, 2.0]),
+        "step": 7,
+    }
+
+
+def blob_obj(label: str, payload_len: int) -> tuple[dict[str, Any], bytes]:
+    """{"blob": uint8 tensor} whose plan is exactly ``payload_len`` bytes, with DRBG contents."""
+    n = payload_len - 256
+    for _ in range(4):
+        obj = {"blob": torch.frombuffer(bytearray(Drbg(label + "/blob")(n)), dtype=torch.uint8)}
+        got = plan_payload(obj).payload_len
+        if got == payload_len:
+            return obj, obj_payload(obj)
+        n += payload_len - got
+    raise AssertionError("could not size the blob")
+
+
+def checkpoint_obj() -> dict[Any, Any]:
+    embed = torch.arange(12, dtype=torch.float32).reshape(4, 3) * 0.5 - 1.0
+    model: OrderedDict[str, Any] = OrderedDict()
+    model["embed.weight"] = embed
+    model["lm_head.weight"] = embed  # tied
+    model["embed.view"] = embed[1:3, ::2]  # a strided view into the same storage
+    model["norm.weight"] = torch.ones(3, dtype=torch.bfloat16)
+    model["norm.bias"] = torch.tensor([0.0, -0.0, 1.5], dtype=torch.float16)
+    model["mask"] = torch.tensor([True, False, True])
+    model["pos"] = torch.arange(4, dtype=torch.int64) - 2
+    model._metadata = OrderedDict([("", {"version": 1}), ("embed", {"version": 2})])  # type: ignore[attr-defined]
+    return {
+        "model": model,
+        "optimizer": {
+            "state": {
+                0: {"step": torch.tensor(10.0), "exp_avg": torch.full((4, 3), 0.125)},
+                1: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(3, dtype=torch.float16)},
+            },
+            "param_groups": [
+                {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "foreach": None, "params": [0, 1]}
+            ],
+        },
+        "epoch": 3,
+        "best_loss": float("nan"),
+        "history": [float("inf"), float("-inf"), 0.5, -0.0],
+        "rng_state": b"\x00\x01\xfe\xff",
+        "done": True,
+        "note": None,
+        "tags": ("a", 1, 2.5),
+        (1, "x"): "tuple key",
+        2.5: "float key",
+        None: "none key",
+        "dtype": torch.float16,
+        "device": torch.device("cpu"),
+        "size": torch.Size([2, 3]),
+        "np": np.arange(4, dtype=np.int32),
+        "np_scalar": np.float64(1.5),
+        "param": torch.nn.Parameter(torch.tensor([1.0, 2.0])),
+    }
+
+
+# --- describing loaded values as JSON ------------------------------------------------------
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)
+    return x
+
+
+def describe(obj: Any, storages: dict[int, int] | None = None) -> Any:
+    """A JSON description of a loaded object, exact enough for bitwise comparison.
+
+    Tensors record dtype, shape, stride, storage offset, which storage they view (numbered in
+    order of first appearance, so tied tensors share a number) and their bytes (as hex and as a
+    value list when small, else as a SHA-256).
+    """
+    if storages is None:
+        storages = {}
+    t = type(obj)
+    if obj is None:
+        return {"none": None}
+    if t in (bool, int, str):
+        return {t.__name__: obj}
+    if t is float:
+        return {"float": obj.hex()}
+    if t is bytes:
+        return {"bytes": obj.hex()}
+    if t is list:
+        return {"list": [describe(v, storages) for v in obj]}
+    if t is tuple:
+        return {"tuple": [describe(v, storages) for v in obj]}
+    if t in (dict, OrderedDict):
+        out: dict[str, Any] = {
+            "dict" if t is dict else "odict": [[describe(k, storages), describe(v, storages)] for k, v in obj.items()]
+        }
+        if hasattr(obj, "_metadata"):
+            out["meta"] = describe(obj._metadata, storages)
+        return out
+    if t is torch.dtype:
+        return {"torch.dtype": str(obj)}
+    if t is torch.device:
+        return {"torch.device": str(obj)}
+    if t is torch.Size:
+        return {"torch.Size": list(obj)}
+    if t in (torch.Tensor, torch.nn.Parameter):
+        raw = obj.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        d: dict[str, Any] = {
+            "dtype": str(obj.dtype).removeprefix("torch."),
+            "shape": list(obj.shape),
+            "stride": list(obj.stride()),
+            "offset": obj.storage_offset(),
+            "storage": storages.setdefault(obj.untyped_storage().data_ptr(), len(storages)),
+            "requires_grad": obj.requires_grad,
+        }
+        if obj.numel() <= SMALL_TENSOR:
+            d["values"] = _jsonable(obj.detach().tolist())
+            d["hex"] = raw.hex()
+        else:
+            d["sha256"] = hashlib.sha256(raw).hexdigest()
+        return {"parameter" if t is torch.nn.Parameter else "tensor": d}
+    if t is np.ndarray:
+        return {"ndarray": {"dtype": obj.dtype.str, "shape": list(obj.shape), "hex": obj.tobytes().hex()}}
+    if isinstance(obj, np.generic):
+        return {"npscalar": {"dtype": obj.dtype.str, "hex": obj.tobytes().hex()}}
+    raise TypeError(f"cannot describe {t!r}")
+
+
+# --- cases ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    data: bytes
+    why: str
+    error: str | None = None  # expected error class name; None: loads
+    keys: Sequence[SymmetricKey] = (KEY_A,)
+    trusted: Sequence[SigningKey] | None = None
+    value: Any = None  # the saved object, for valid cases
+    payload: bytes = b""
+    metadata: dict[str, str] = field(default_factory=dict)
+    signers: Sequence[tuple[SigningKey, bool]] = ()  # (signer, trusted), for valid cases
+    xfail: str | None = None
+
+
+CASES: list[Callable[[], Case]] = []
+
+
+def case(fn: Callable[[], Case]) -> Callable[[], Case]:
+    CASES.append(fn)
+    return fn
+
+
+def valid(name: str, s: Sealed, why: str, value: Any, **kw: Any) -> Case:
+    return Case(name, s.to_bytes(), why, value=value, payload=s.payload, **kw)
+
+
+def bad(name: str, s: Sealed | bytes, error: str, why: str, **kw: Any) -> Case:
+    return Case(name, s if isinstance(s, bytes) else s.to_bytes(), why, error=error, **kw)
+
+
+def small(name: str, **kw: Any) -> Sealed:
+    return seal(name, obj_payload(small_obj()), **kw)
+
+
+# valid files
+
+
+@case
+def valid_unsigned() -> Case:
+    s = small("valid_unsigned")
+    return valid("valid_unsigned", s, "unsigned file, one key slot", small_obj())
+
+
+@case
+def valid_two_keys() -> Case:
+    s = small("valid_two_keys", keys=(KEY_A, KEY_B))
+    return valid("valid_two_keys", s, "two key slots; either key alone opens it", small_obj(), keys=(KEY_A, KEY_B))
+
+
+@case
+def valid_signed() -> Case:
+    s = small("valid_signed", signers=(SIGNER_1,))
+    return valid(
+        "valid_signed", s, "signed by a trusted key, loaded under a signature policy", small_obj(),
+        trusted=(SIGNER_1,), signers=((SIGNER_1, True),),
+    )  # fmt: skip
+
+
+@case
+def valid_countersigned() -> Case:
+    s = small("valid_countersigned", signers=(SIGNER_1, SIGNER_2))
+    return valid(
+        "valid_countersigned", s, "two signatures; only the counter-signer is trusted", small_obj(),
+        trusted=(SIGNER_2,), signers=((SIGNER_1, False), (SIGNER_2, True)),
+    )  # fmt: skip
+
+
+@case
+def valid_public_metadata() -> Case:
+    meta = {"arch": "tiny-mlp", "step": "7", "z\u00fcrich": "\u2713 caf\u00e9", "empty": ""}
+    s = small("valid_public_metadata", metadata=meta)
+    return valid("valid_public_metadata", s, "public metadata (sorted, UTF-8)", small_obj(), metadata=meta)
+
+
+@case
+def valid_multichunk() -> Case:
+    obj, payload = blob_obj("valid_multichunk", 2 * CS + 300)
+    s = seal("valid_multichunk", payload, signers=(SIGNER_1,))
+    assert len(s.chunks) == 3
+    return valid(
+        "valid_multichunk", s, "three chunks, the last partial; signed, so the table has three digests", obj,
+        trusted=(SIGNER_1,), signers=((SIGNER_1, True),),
+    )  # fmt: skip
+
+
+@case
+def valid_two_full_chunks() -> Case:
+    obj, payload = blob_obj("valid_two_full_chunks", 2 * CS)
+    s = seal("valid_two_full_chunks", payload)
+    assert len(s.chunks) == 2 and len(s.chunks[1]) == CS + TAG
+    return valid("valid_two_full_chunks", s, "payload exactly two full chunks: the last is full and final", obj)
+
+
+@case
+def valid_grease_slot() -> Case:
+    s = small("valid_grease_slot")
+    s.slots.insert(0, (0x7A, Drbg("valid_grease_slot/grease")(40)))
+    s.remac()
+    return valid("valid_grease_slot", s, "an unknown slot type 0x7a before the real slot is skipped", small_obj())
+
+
+@case
+def valid_checkpoint() -> Case:
+    s = seal("valid_checkpoint", obj_payload(checkpoint_obj()))
+    return valid(
+        "valid_checkpoint", s,
+        "checkpoint-like object: int/tuple/float/None dict keys, tuple, nan/inf, None, bool, bytes, "
+        "OrderedDict with _metadata, tied tensors and a view, dtype/device/Size, numpy, Parameter",
+        checkpoint_obj(),
+    )  # fmt: skip
+
+
+@case
+def valid_handmade_payload() -> Case:
+    s = seal("valid_handmade_payload", handmade())
+    value = {"w": torch.frombuffer(bytearray(F32_DATA), dtype=torch.float32)}
+    return valid(
+        "valid_handmade_payload", s, "hand-written safetensors payload (the framing of payload_* cases)", value
+    )
+
+
+# preamble and content
+
+
+@case
+def bad_magic() -> Case:
+    s = small("bad_magic")
+    s.preamble = flip(s.preamble, 5)  # "\x89SCKPT" -> "\x89SCKQT"
+    return bad("bad_magic", s, "UnsafePayloadError", "wrong magic: sniff refuses unknown content")
+
+
+@case
+def version_2() -> Case:
+    s = small("version_2")
+    s.preamble = s.preamble[:8] + b"\x02" + s.preamble[9:]
+    s.remac()
+    return bad("version_2", s, "FormatError", "format version 2 (header re-MACed)")
+
+
+@case
+def preamble_reserved_set() -> Case:
+    s = small("preamble_reserved_set")
+    s.preamble = s.preamble[:10] + b"\x01" + s.preamble[11:]
+    s.remac()
+    return bad("preamble_reserved_set", s, "FormatError", "reserved preamble byte set (header re-MACed)")
+
+
+@case
+def content_len_over_cap() -> Case:
+    s = small("content_len_over_cap")
+    s.set_content(s.c, content_len=(1 << 20) + 1)
+    s.remac()
+    return bad("content_len_over_cap", s, "FormatError", "content_len 2**20+1 exceeds the cap")
+
+
+@case
+def content_len_under_min() -> Case:
+    s = small("content_len_under_min")
+    s.set_content(s.c, content_len=CONTENT_FIXED.size - 1)
+    s.remac()
+    return bad("content_len_under_min", s, "FormatError", "content_len 77 is below the fixed content size 78")
+
+
+@case
+def truncated_preamble() -> Case:
+    data = small("truncated_preamble").to_bytes()[:12]
+    return bad("truncated_preamble", data, "IntegrityError", "file ends inside the preamble (magic intact)")
+
+
+@case
+def truncated_content() -> Case:
+    data = small("truncated_content").to_bytes()[:56]
+    return bad("truncated_content", data, "IntegrityError", "file ends inside the content header")
+
+
+def _chunk_log2_case(name: str, log2: int) -> Case:
+    s = small(name)
+    c = s.c
+    assert len(s.payload) < 1 << 15  # one chunk either way: only the range check can catch it
+    c.chunk_log2 = log2
+    s.set_content(c)
+    s.remac()
+    return bad(name, s, "FormatError", f"chunk_log2 {log2} outside 16..24 (header re-MACed)")
+
+
+@case
+def chunk_log2_15() -> Case:
+    return _chunk_log2_case("chunk_log2_15", 15)
+
+
+@case
+def chunk_log2_25() -> Case:
+    return _chunk_log2_case("chunk_log2_25", 25)
+
+
+@case
+def payload_len_over_cap() -> Case:
+    s = small("payload_len_over_cap")
+    c = s.c
+    c.payload_len = (1 << 22 << 16) + 1
+    s.set_content(c)
+    s.remac()
+    return bad("payload_len_over_cap", s, "FormatError", "payload_len above 2**22 chunks of 2**16 (header re-MACed)")
+
+
+@case
+def content_reserved_set() -> Case:
+    s = small("content_reserved_set")
+    c = s.c
+    c.reserved = 1
+    s.set_content(c)
+    s.remac()
+    return bad("content_reserved_set", s, "FormatError", "reserved u16 in the content set (header re-MACed)")
+
+
+def _meta_case(name: str, meta: list[tuple[bytes, bytes]], why: str) -> Case:
+    s = small(name, metadata={"a": "1"})
+    c = s.c
+    c.meta = meta
+    s.set_content(c)
+    s.remac()
+    return bad(name, s, "FormatError", why + " (header re-MACed)")
+
+
+@case
+def meta_unsorted() -> Case:
+    return _meta_case("meta_unsorted", [(b"b", b"1"), (b"a", b"2")], "metadata keys out of order")
+
+
+@case
+def meta_duplicate_key() -> Case:
+    return _meta_case("meta_duplicate_key", [(b"a", b"1"), (b"a", b"2")], "metadata key repeated")
+
+
+@case
+def meta_non_utf8() -> Case:
+    return _meta_case("meta_non_utf8", [(b"a", b"\xff\xfe")], "metadata value is not UTF-8")
+
+
+# key slots
+
+
+@case
+def zero_slots() -> Case:
+    s = small("zero_slots")
+    s.slots = []
+    s.remac()
+    return bad("zero_slots", s, "FormatError", "slot count 0 (header re-MACed)")
+
+
+@case
+def slots_65() -> Case:
+    s = small("slots_65")
+    rnd = Drbg("slots_65/extra")
+    s.slots += [(0x7A, rnd(16)) for _ in range(64)]
+    s.remac()
+    return bad("slots_65", s, "FormatError", "65 key slots, cap 64 (header re-MACed)")
+
+
+@case
+def symmetric_slot_67() -> Case:
+    s = small("symmetric_slot_67")
+    t, body = s.slots[0]
+    s.slots[0] = (t, body[:67])
+    s.remac()
+    return bad("symmetric_slot_67", s, "FormatError", "symmetric slot body of 67 bytes, must be 68 (header re-MACed)")
+
+
+@case
+def slot_type_0() -> Case:
+    s = small("slot_type_0")
+    s.slots.insert(0, (0, Drbg("slot_type_0/body")(68)))
+    s.remac()
+    return bad("slot_type_0", s, "FormatError", "slot type 0 is reserved (header re-MACed)")
+
+
+@case
+def wrong_key() -> Case:
+    s = small("wrong_key")
+    return bad("wrong_key", s, "DecryptionError", "no slot opens with the given key", keys=(KEY_WRONG,))
+
+
+@case
+def key_id_hint_altered() -> Case:
+    s = small("key_id_hint_altered")
+    t, body = s.slots[0]
+    s.slots[0] = (t, flip(body, 0))
+    return bad("key_id_hint_altered", s, "IntegrityError", "key-id hint changed: slot still opens, header MAC fails")
+
+
+@case
+def header_mac_flipped() -> Case:
+    s = small("header_mac_flipped")
+    s.mac = flip(s.mac, 31)
+    return bad("header_mac_flipped", s, "IntegrityError", "one bit of the header MAC flipped")
+
+
+@case
+def commitment_wrong() -> Case:
+    s = small("commitment_wrong")
+    c = s.c
+    c.commitment = flip(c.commitment, 0)
+    s.set_content(c)
+    s.remac()
+    return bad("commitment_wrong", s, "IntegrityError", "key commitment altered, header MAC recomputed")
+
+
+# chunks
+
+
+@case
+def chunk_tag_flipped() -> Case:
+    s = small("chunk_tag_flipped")
+    s.chunks[0] = flip(s.chunks[0], len(s.chunks[0]) - 1)
+    return bad("chunk_tag_flipped", s, "IntegrityError", "one bit of the chunk's GCM tag flipped")
+
+
+@case
+def chunk_body_flipped() -> Case:
+    s = small("chunk_body_flipped")
+    s.chunks[0] = flip(s.chunks[0], 0)
+    return bad("chunk_body_flipped", s, "IntegrityError", "one bit of the chunk ciphertext flipped")
+
+
+@case
+def chunks_swapped() -> Case:
+    _, payload = blob_obj("chunks_swapped", 2 * CS)
+    s = seal("chunks_swapped", payload)
+    s.chunks = [s.chunks[1], s.chunks[0]]
+    return bad("chunks_swapped", s, "IntegrityError", "two full chunks swapped")
+
+
+@case
+def chunk_spliced() -> Case:
+    s = small("chunk_spliced")
+    other = small("chunk_spliced/other")  # same key, same payload, another DEK
+    s.chunks[0] = other.chunks[0]
+    return bad("chunk_spliced", s, "IntegrityError", "chunk taken from another file sealed with the same key")
+
+
+@case
+def last_chunk_not_final() -> Case:
+    s = small("last_chunk_not_final")
+    s.chunks[0] = encrypt_chunk(s.fk, 0, False, s.payload)
+    return bad("last_chunk_not_final", s, "IntegrityError", "only chunk re-encrypted without the final flag")
+
+
+@case
+def nonlast_chunk_final() -> Case:
+    _, payload = blob_obj("nonlast_chunk_final", CS + 200)
+    s = seal("nonlast_chunk_final", payload)
+    s.chunks[0] = encrypt_chunk(s.fk, 0, True, payload[:CS])
+    return bad("nonlast_chunk_final", s, "IntegrityError", "chunk 0 of 2 re-encrypted with the final flag")
+
+
+@case
+def extra_empty_final_chunk() -> Case:
+    _, payload = blob_obj("extra_empty_final_chunk", CS)
+    s = seal("extra_empty_final_chunk", payload)
+    s.chunks = [encrypt_chunk(s.fk, 0, False, payload), encrypt_chunk(s.fk, 1, True, b"")]
+    # payload_len pins the chunk count, so the reader looks for the trailer where the appended
+    # chunk starts and reads its tag's first two bytes as sig_count. Keep that count above the
+    # cap of 16, so the expected error does not silently change if the bytes ever do.
+    (count,) = struct.unpack_from("<H", s.chunks[1], 0)
+    assert count > 16, count
+    return bad(
+        "extra_empty_final_chunk", s, "FormatError",
+        "full chunk re-encrypted as non-final, empty final chunk appended: its tag is read as sig_count > 16",
+    )  # fmt: skip
+
+
+@case
+def truncated_mid_chunk() -> Case:
+    s = small("truncated_mid_chunk")
+    data = s.to_bytes()
+    cut = len(s.authenticated()) + 32 + len(s.chunks[0]) // 2
+    return bad("truncated_mid_chunk", data[:cut], "IntegrityError", "file ends in the middle of the only chunk")
+
+
+@case
+def truncated_chunk_boundary() -> Case:
+    _, payload = blob_obj("truncated_chunk_boundary", CS + 200)
+    s = seal("truncated_chunk_boundary", payload)
+    s.chunks = s.chunks[:1]
+    s.trailer = b""
+    return bad("truncated_chunk_boundary", s, "IntegrityError", "file ends right after chunk 0 of 2")
+
+
+@case
+def trailing_garbage() -> Case:
+    s = small("trailing_garbage")
+    s.trailer += b"\x00garbage"
+    return bad("trailing_garbage", s, "IntegrityError", "bytes after the trailer")
+
+
+# trailer and signatures
+
+
+@case
+def sig_count_without_signature() -> Case:
+    s = small("sig_count_without_signature", signers=(SIGNER_1,))
+    s.trailer = s.trailer[: 2 + 32 * len(s.chunks)]
+    return bad(
+        "sig_count_without_signature", s, "IntegrityError", "sig_count 1 and the chunk table, but no signature entry",
+        trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def signature_bytes_flipped() -> Case:
+    s = small("signature_bytes_flipped", signers=(SIGNER_1,))
+    s.trailer = flip(s.trailer, len(s.trailer) - 1)
+    return bad(
+        "signature_bytes_flipped", s, "SignatureError", "one bit of the Ed25519 signature flipped", trusted=(SIGNER_1,)
+    )
+
+
+@case
+def signature_other_root() -> Case:
+    s = small("signature_other_root", signers=(SIGNER_1,))
+    table = s.table()
+    other = content_root(s.content, len(s.chunks), flip(table, 0))
+    s.trailer = u16(1) + table + sig_entry(SIGNER_1, other)
+    return bad(
+        "signature_other_root",
+        s,
+        "SignatureError",
+        "valid signature by the trusted key over a different root",
+        trusted=(SIGNER_1,),
+    )
+
+
+@case
+def chunk_table_altered() -> Case:
+    s = small("chunk_table_altered", signers=(SIGNER_1,))
+    s.trailer = flip(s.trailer, 2)
+    return bad(
+        "chunk_table_altered",
+        s,
+        "SignatureError",
+        "chunk digest table entry altered: the root no longer verifies",
+        trusted=(SIGNER_1,),
+    )
+
+
+@case
+def chunk_table_altered_resigned() -> Case:
+    s = small("chunk_table_altered_resigned", signers=(SIGNER_1,))
+    s.sign(SIGNER_1, table=flip(s.table(), 0))
+    return bad(
+        "chunk_table_altered_resigned", s, "IntegrityError",
+        "trusted key signed a wrong chunk digest: the per-chunk digest check catches it", trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def signature_wrong_pubkey() -> Case:
+    s = small("signature_wrong_pubkey", signers=(SIGNER_1,))
+    root = content_root(s.content, len(s.chunks), s.table())
+    s.trailer = u16(1) + s.table() + sig_entry(SIGNER_EVIL, root, claim=SIGNER_1.public.to_bytes())
+    return bad(
+        "signature_wrong_pubkey", s, "SignatureError", "entry names the trusted public key but another key signed it",
+        trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def duplicate_signer() -> Case:
+    s = small("duplicate_signer", signers=(SIGNER_1,))
+    s.sign(SIGNER_1, SIGNER_1)
+    return bad("duplicate_signer", s, "FormatError", "two signature entries by the same key", trusted=(SIGNER_1,))
+
+
+@case
+def unsigned_with_policy() -> Case:
+    s = small("unsigned_with_policy")
+    return bad(
+        "unsigned_with_policy", s, "SignatureError", "unsigned file loaded with trusted signers", trusted=(SIGNER_1,)
+    )
+
+
+@case
+def untrusted_signer() -> Case:
+    s = small("untrusted_signer", signers=(SIGNER_EVIL,))
+    return bad(
+        "untrusted_signer", s, "SignatureError", "validly signed, but only by an untrusted key", trusted=(SIGNER_1,)
+    )
+
+
+# payloads inside a correctly sealed container
+
+
+def _payload_case(name: str, payload: bytes, why: str) -> Case:
+    return bad(name, seal(name, payload), "FormatError", why)
+
+
+@case
+def payload_header_len_past_end() -> Case:
+    p = handmade()
+    p = u64(len(p) - 7) + p[8:]
+    return _payload_case("payload_header_len_past_end", p, "safetensors header length runs past the payload")
+
+
+@case
+def payload_header_not_json() -> Case:
+    return _payload_case(
+        "payload_header_not_json", st_payload(b"{not json}", F32_DATA), "safetensors header is not JSON"
+    )
+
+
+@case
+def payload_duplicate_json_key() -> Case:
+    e = b'"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}'
+    meta = json.dumps({"__metadata__": st_meta({"t": "dict", "v": [["w", tensor_ref("w", "F32", [4])]]})})
+    raw = meta[:-1].encode() + b"," + e + b"," + e + b"}"
+    return _payload_case(
+        "payload_duplicate_json_key", st_payload(raw, F32_DATA), "entry name repeated in the JSON header"
+    )
+
+
+def _two_entries(name: str, a: list[int], b: list[int], data_len: int, why: str) -> Case:
+    entries = {
+        "a": {"dtype": "U8", "shape": [a[1] - a[0]], "data_offsets": a},
+        "b": {"dtype": "U8", "shape": [b[1] - b[0]], "data_offsets": b},
+    }
+    structure = {
+        "t": "dict",
+        "v": [["a", tensor_ref("a", "U8", [a[1] - a[0]])], ["b", tensor_ref("b", "U8", [b[1] - b[0]])]],
+    }
+    return _payload_case(name, handmade(structure, entries, bytes(range(data_len))), why)
+
+
+@case
+def payload_offsets_overlap() -> Case:
+    return _two_entries("payload_offsets_overlap", [0, 8], [4, 12], 12, "entries [0,8) and [4,12) overlap")
+
+
+@case
+def payload_offsets_gap() -> Case:
+    return _two_entries("payload_offsets_gap", [0, 4], [8, 12], 12, "gap between entries [0,4) and [8,12)")
+
+
+@case
+def payload_offsets_not_zero() -> Case:
+    entries = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [4, 20]}}
+    return _payload_case(
+        "payload_offsets_not_zero",
+        handmade(entries=entries, data=bytes(4) + F32_DATA),
+        "first entry starts at 4, not 0",
+    )
+
+
+@case
+def payload_size_mismatch() -> Case:
+    entries = {"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}
+    return _payload_case("payload_size_mismatch", handmade(entries=entries), "16 bytes for F32[3] (12 expected)")
+
+
+@case
+def payload_unknown_dtype() -> Case:
+    entries = {"w": {"dtype": "C64", "shape": [2], "data_offsets": [0, 16]}}
+    return _payload_case("payload_unknown_dtype", handmade(entries=entries), "unknown safetensors dtype C64")
+
+
+@case
+def payload_missing_structure() -> Case:
+    entries = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    p = st_payload({"__metadata__": {"sealedckpt.version": "1"}, **entries}, F32_DATA)
+    return _payload_case("payload_missing_structure", p, "__metadata__ lacks sealedckpt.structure")
+
+
+@case
+def payload_structure_missing_entry() -> Case:
+    structure = {"t": "dict", "v": [["w", tensor_ref("nope", "F32", [4])]]}
+    return _payload_case(
+        "payload_structure_missing_entry", handmade(structure), "structure names entry 'nope' that is not there"
+    )
+
+
+@case
+def payload_view_out_of_bounds() -> Case:
+    structure = {"t": "dict", "v": [["w", tensor_ref("w", "F32", [4], [1], 1)]]}
+    return _payload_case(
+        "payload_view_out_of_bounds", handmade(structure), "F32[4] view at offset 1 of a 4-element storage"
+    )
+
+
+@case
+def payload_noncanonical_base64() -> Case:
+    structure = {"t": "dict", "v": [["b", {"t": "bytes", "v": "QR=="}], ["w", tensor_ref("w", "F32", [4])]]}
+    return _payload_case(
+        "payload_noncanonical_base64", handmade(structure), "bytes node 'QR==' (canonical form is 'QQ==')"
+    )
+
+
+@case
+def payload_structure_too_deep() -> Case:
+    raw = "[" * 1000 + "]" * 1000
+    return _payload_case("payload_structure_too_deep", handmade(raw=raw), "structure nested 1000 lists deep")
+
+
+@case
+def payload_bool_byte_2() -> Case:
+    entries = {"m": {"dtype": "BOOL", "shape": [4], "data_offsets": [0, 4]}}
+    structure = {"t": "dict", "v": [["m", tensor_ref("m", "BOOL", [4])]]}
+    return _payload_case(
+        "payload_bool_byte_2", handmade(structure, entries, b"\x00\x01\x02\x01"), "bool tensor holds byte 2"
+    )
+
+
+@case
+def payload_structure_depth_101() -> Case:
+    raw = "[" * 150 + "]" * 150
+    return _payload_case(
+        "payload_structure_depth_101", handmade(raw=raw), "structure nested 150 lists deep (limit 100)"
+    )
+
+
+# --- writing -------------------------------------------------------------------------------
+
+#: Cases where the library does not (yet) behave as the format says: name -> reason.
+XFAIL: dict[str, str] = {}
+
+
+def _hexkeys(keys: Sequence[SymmetricKey]) -> list[str]:
+    return [k.to_bytes().hex() for k in keys]
+
+
+def manifest_entry(c: Case) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": c.name,
+        "file": c.name + ".sealed",
+        "sha256": hashlib.sha256(c.data).hexdigest(),
+        "size": len(c.data),
+        "keys": _hexkeys(c.keys),
+        "trusted_signers": None if c.trusted is None else [s.public.to_bytes().hex() for s in c.trusted],
+        "why": c.why,
+    }
+    if c.error is None:
+        entry["expect"] = {
+            "ok": True,
+            "payload_len": len(c.payload),
+            "payload_sha256": hashlib.sha256(c.payload).hexdigest(),
+            "metadata": c.metadata,
+            "signers": [
+                {"public_key": s.public.to_bytes().hex(), "signed_at": NOW, "trusted": t} for s, t in c.signers
+            ],
+            "value": describe(c.value),
+        }
+    else:
+        entry["expect"] = {"error": c.error}
+    reason = c.xfail or XFAIL.get(c.name)
+    if reason:
+        entry["xfail"] = reason
+    return entry
+
+
+def build_cases() -> list[Case]:
+    cases = [fn() for fn in CASES]
+    names = [c.name for c in cases]
+    assert len(set(names)) == len(names), "duplicate case name"
+    return cases
+
+
+def generate(out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = build_cases()
+    for c in cases:
+        (out_dir / (c.name + ".sealed")).write_bytes(c.data)
+    manifest = {
+        "description": "sealedckpt container v1 test vectors; generated by generate.py. Keys are test-only.",
+        "format_version": 1,
+        "cases": [manifest_entry(c) for c in cases],
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir", nargs="?", type=Path, default=HERE)
+    args = ap.parse_args(argv)
+    m = generate(args.out_dir)
+    total = sum(c["size"] for c in m["cases"])
+    print(f"wrote {len(m['cases'])} cases ({total} bytes) to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
