@@ -172,13 +172,14 @@ def _read_trailer(src: _Source, header: Header, trusted: Sequence[VerifyKey]) ->
     if src.size < off + 2:
         raise IntegrityError("file truncated: the payload or the trailer is incomplete")
     (count,) = struct.unpack("<H", src.read_exact(off, 2, "trailer"))
-    if count > fmt.MAX_SIGNATURES:
-        raise FormatError(f"{count} signatures (cap {fmt.MAX_SIGNATURES})")
+    # Length first: an appended chunk or a cut shows up as a length mismatch, whatever it holds.
     expected = off + fmt.trailer_len(count, c.n_chunks)
     if src.size < expected:
         raise IntegrityError("file truncated inside the signature trailer")
     if src.size > expected:
         raise IntegrityError(f"{src.size - expected} bytes of trailing data after the end of the file")
+    if count > fmt.MAX_SIGNATURES:
+        raise FormatError(f"{count} signatures (cap {fmt.MAX_SIGNATURES})")
     if count == 0:
         return Trailer(b"", [], None)
     table = src.read_exact(off + 2, c.n_chunks * fmt.DIGEST_SIZE, "chunk digest table")

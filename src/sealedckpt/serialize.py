@@ -419,10 +419,7 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
         if e.nbytes:
             regions.append((data_start + e.begin, memoryview(buf.numpy()).cast("B")))
     reader.decrypt_regions(regions, workers)
-    for ref in dec.tensor_refs:
-        buf = buffers.get(ref["e"])
-        if ref["dtype"] == "BOOL" and buf is not None and bool((buf > 1).any()):
-            raise FormatError(f"bool tensor in payload entry {ref['e']!r} holds bytes other than 0 and 1")
+    _check_bools(dec, buffers)
 
     bases: dict[str, torch.Tensor] = {}
     for name, e in entries.items():
@@ -432,6 +429,18 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
         else:
             bases[name] = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
     return _build(structure, bases, buffers)
+
+
+def _check_bools(dec: _Decoder, buffers: dict[str, torch.Tensor]) -> None:
+    """torch and numpy require bool bytes to be 0 or 1: check every byte a bool view covers."""
+    for ref in dec.tensor_refs:
+        buf = buffers.get(ref["e"])
+        if ref["dtype"] == "BOOL" and buf is not None and math.prod(ref["shape"]) > 0:
+            if bool((buf.as_strided(ref["shape"], ref["stride"], ref["offset"]) > 1).any()):
+                raise FormatError(f"bool tensor over payload entry {ref['e']!r} holds bytes other than 0 and 1")
+    for ref in dec.array_refs:
+        if _np_dtype(ref["dtype"]).kind == "b" and bool((buffers[ref["e"]] > 1).any()):
+            raise FormatError(f"bool array in payload entry {ref['e']!r} holds bytes other than 0 and 1")
 
 
 def _place(buf: torch.Tensor, tgt: torch.device | None, saved: str, map_location: MapLocation) -> torch.Tensor:
