@@ -102,10 +102,17 @@ def main() -> None:
         if epoch % EVERY == 0:
             path = ckpt_dir / f"epoch-{epoch:05d}.sealed"
             t = time.perf_counter()
-            sealedckpt.save(checkpoint(model, opt, epoch), path, key=key, sign_with=signer,
-                            metadata={"run": "sin-mlp", "epoch": str(epoch)})
-            print(f"epoch {epoch:4d}  loss {loss:.6f}  sealed {path.name} ({path.stat().st_size} B, "
-                  f"{(time.perf_counter() - t) * 1e3:.1f} ms)")
+            sealedckpt.save(
+                checkpoint(model, opt, epoch),
+                path,
+                key=key,
+                sign_with=signer,
+                metadata={"run": "sin-mlp", "epoch": str(epoch)},
+            )
+            print(
+                f"epoch {epoch:4d}  loss {loss:.6f}  sealed {path.name} ({path.stat().st_size} B, "
+                f"{(time.perf_counter() - t) * 1e3:.1f} ms)"
+            )
 
     train(model, opt, 0, args.crash_at, save_every)
     print(f"-- simulated crash after epoch {args.crash_at} --")
@@ -127,7 +134,9 @@ def main() -> None:
     print(f"resumed at epoch {ck['epoch']}")
     final = train(model, opt, ck["epoch"], EPOCHS, save_every)
 
-    identical = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
+    identical = all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values(), strict=True)
+    )
     print(f"final loss {final:.6f}; uninterrupted run {ref_loss:.6f}; weights bit-identical: {identical}")
     with torch.no_grad():
         for xv in (-math.pi / 2, 0.0, 1.0, math.pi / 2):

@@ -18,8 +18,10 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
         assert a.stride() == b.stride(), f"{path}: strides {a.stride()} != {b.stride()}"
         assert a.requires_grad == b.requires_grad, path
         if a.device.type != "meta":
-            assert torch.equal(a.view(torch.uint8) if a.dtype.itemsize == 1 else a.detach().contiguous().view(-1).view(torch.uint8),
-                               b.view(torch.uint8) if b.dtype.itemsize == 1 else b.detach().contiguous().view(-1).view(torch.uint8)), path
+            assert torch.equal(
+                a.view(torch.uint8) if a.dtype.itemsize == 1 else a.detach().contiguous().view(-1).view(torch.uint8),
+                b.view(torch.uint8) if b.dtype.itemsize == 1 else b.detach().contiguous().view(-1).view(torch.uint8),
+            ), path
     elif isinstance(a, np.ndarray):
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), path
     elif isinstance(a, (dict, OrderedDict)):

@@ -18,7 +18,9 @@ import sealedckpt
 from sealedckpt import atomic, serialize
 
 
-def test_exception_mid_save_keeps_old_file_and_leaves_no_temp(tmp_path: Path, key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exception_mid_save_keeps_old_file_and_leaves_no_temp(
+    tmp_path: Path, key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "ckpt.sealed"
     sealedckpt.save({"v": 1}, path, key=key)
     before = path.read_bytes()

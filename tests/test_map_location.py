@@ -53,7 +53,9 @@ def test_callable_map_location_like_torch(key: sealedckpt.SymmetricKey) -> None:
     assert seen == ["cpu"] and torch.equal(out["a"], torch.arange(4.0))
 
 
-def test_saved_cuda_tensor_without_cuda_is_a_device_error(key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_saved_cuda_tensor_without_cuda_is_a_device_error(
+    key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file recording cuda:0 (faked here) needs map_location on a CPU-only machine."""
     real = serialize._Encoder._tensor
 

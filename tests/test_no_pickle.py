@@ -79,7 +79,8 @@ def test_inspect_and_verify_do_not_import_torch(tmp_path: Path) -> None:
         import sys
         import sealedckpt
         info = sealedckpt.inspect({str(path)!r})
-        res = sealedckpt.verify({str(path)!r}, trusted_signers=[sealedckpt.VerifyKey.from_bytes(bytes.fromhex({signer.public.to_bytes().hex()!r}))])
+        vk = sealedckpt.VerifyKey.from_bytes(bytes.fromhex({signer.public.to_bytes().hex()!r}))
+        res = sealedckpt.verify({str(path)!r}, trusted_signers=[vk])
         assert info.metadata == {{"name": "x"}} and res.signers[0].trusted
         assert "torch" not in sys.modules and "numpy" not in sys.modules, sorted(m for m in sys.modules if "torch" in m)
         print("OK")

@@ -10,14 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import sealedckpt
 from helpers import assert_same
 
+import sealedckpt
 
-def _training_setup(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+
+def _training_setup(
+    seed: int = 0,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 1)
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=100)
     return model, opt, sched
@@ -34,7 +38,9 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: torch.optim
     return float(loss)
 
 
-def _checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler) -> dict[str, object]:
+def _checkpoint(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler
+) -> dict[str, object]:
     return {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -118,7 +124,7 @@ def test_python_values_and_types(key: sealedckpt.SymmetricKey) -> None:
         "none": None, "t": True, "f": False, "i": -(2**70), "pcg": 2**125 + 12345, "x": 1.5,
         "neg0": -0.0, "nan": float("nan"), "inf": float("inf"), "minf": float("-inf"),
         "s": "héllo\x00", "b": b"\x00\xffraw", "l": [1, [2, (3,)]], "tuple": (1, "a", None),
-        0: "int key", 1.5: "float key", (1, 2): "tuple key", None: "none key", False: "bool key",
+        0: "int key", 1.5: "float key", (1, 2): "tuple key", None: "none key", True: "bool key",
         "od": od, "dtype": torch.float8_e5m2, "device": torch.device("cuda", 1), "size": torch.Size([2, 0, 3]),
         "np_arr": np.arange(6, dtype=">i4").reshape(2, 3), "np_f": np.float32(1.25), "np_b": np.bool_(True),
         "empty": {}, "empty_list": [], "empty_tuple": (),
@@ -202,7 +208,9 @@ def test_multi_chunk_payload(key: sealedckpt.SymmetricKey) -> None:
         ({"k": {object(): 1}}, "k.<"),
     ],
 )
-def test_unstorable_objects_raise_typed_error_naming_the_path(obj: object, path: str, key: sealedckpt.SymmetricKey) -> None:
+def test_unstorable_objects_raise_typed_error_naming_the_path(
+    obj: object, path: str, key: sealedckpt.SymmetricKey
+) -> None:
     with pytest.raises(sealedckpt.UnsupportedTypeError) as ei:
         sealedckpt.save(obj, io.BytesIO(), key=key)
     assert isinstance(ei.value, TypeError) and isinstance(ei.value, sealedckpt.SealedCkptError)

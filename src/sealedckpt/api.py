@@ -6,7 +6,7 @@ import contextlib
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import container
 from .atomic import atomic_write
@@ -17,8 +17,8 @@ from .errors import FormatError, NoKeyError, SealedCkptError
 if TYPE_CHECKING:
     from .serialize import MapLocation
 
-PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
-KeyLike = Union[SymmetricKey, bytes, bytearray, memoryview]
+PathOrFile = str | os.PathLike[str] | BinaryIO
+KeyLike = SymmetricKey | bytes | bytearray | memoryview
 
 
 def _as_key(k: object) -> SymmetricKey:

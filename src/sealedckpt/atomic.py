@@ -90,7 +90,7 @@ def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Bi
     link_name: str | None = None
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
-            yield f  # type: ignore[misc]
+            yield f
         os.fsync(fd)
         if named is None:
             link_name = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")

@@ -8,6 +8,7 @@ a :class:`SealedReader` that decrypts chunks into caller-provided buffers.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import struct
 import threading
@@ -53,7 +54,9 @@ class _Source:
             self._fd = None
         try:
             if not f.seekable():
-                raise FormatError("sealedckpt.load needs a seekable file", hint="pass a path or read it into io.BytesIO")
+                raise FormatError(
+                    "sealedckpt.load needs a seekable file", hint="pass a path or read it into io.BytesIO"
+                )
             self.size = f.seek(0, io.SEEK_END)
         except (AttributeError, OSError) as exc:
             raise FormatError("sealedckpt.load needs a seekable file") from exc
@@ -205,7 +208,9 @@ def _apply_policy(trailer: Trailer, trusted: Sequence[VerifyKey] | None, require
     if not trailer.signers:
         raise SignatureError("the file is not signed, but a trusted signature is required")
     if not trusted:
-        raise SignatureError("a signature is required but no trusted signers were given", hint="pass trusted_signers=[VerifyKey, ...]")
+        raise SignatureError(
+            "a signature is required but no trusted signers were given", hint="pass trusted_signers=[VerifyKey, ...]"
+        )
     if not any(s.trusted for s in trailer.signers):
         ids = ", ".join(s.key_id for s in trailer.signers)
         raise SignatureError(f"signed only by untrusted keys ({ids})")
@@ -241,9 +246,7 @@ def _open_slots(header: Header, keys: Sequence[SymmetricKey]) -> bytes:
     if tampered:
         raise IntegrityError("the key slot for the given key does not open: the header was modified")
     ids = ", ".join(s.key_id.hex() for s in sym) or "none"
-    raise DecryptionError(
-        f"none of the {len(keys)} key(s) given opens this file (symmetric slots for key ids: {ids})"
-    )
+    raise DecryptionError(f"none of the {len(keys)} key(s) given opens this file (symmetric slots for key ids: {ids})")
 
 
 class SealedReader:
@@ -348,7 +351,7 @@ class _RegionIndex:
     def __init__(self, regions: Sequence[Region]) -> None:
         self._starts = [r[0] for r in regions]
         self._regions = list(regions)
-        for (a, ma), (b, _) in zip(regions, regions[1:], strict=False):
+        for (a, ma), (b, _) in itertools.pairwise(regions):
             if a + len(ma) > b:
                 raise ValueError("regions overlap or are unsorted")
 
@@ -598,7 +601,9 @@ def seal(
         signed_at = int(now())
         for s in signers:
             pub = s.public.to_bytes()
-            entries.append(fmt.SignatureEntry(fmt.SIG_ED25519, pub, signed_at, s.sign(signed_message(pub, signed_at, root))))
+            entries.append(
+                fmt.SignatureEntry(fmt.SIG_ED25519, pub, signed_at, s.sign(signed_message(pub, signed_at, root)))
+            )
     else:
         table = b""
     trailer = fmt.build_trailer(table, entries)

@@ -102,7 +102,7 @@ class SymmetricKey:
 class VerifyKey:
     """An Ed25519 public key that checks signatures."""
 
-    __slots__ = ("_pub", "_raw", "_key_id")
+    __slots__ = ("_key_id", "_pub", "_raw")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
@@ -152,7 +152,7 @@ class VerifyKey:
 class SigningKey:
     """An Ed25519 private key (stored as its 32-byte seed)."""
 
-    __slots__ = ("_priv", "_seed", "_public")
+    __slots__ = ("_priv", "_public", "_seed")
 
     def __init__(self, seed: bytes | bytearray | memoryview) -> None:
         self._seed = _coerce_key_bytes(seed, "a SigningKey seed")

@@ -105,12 +105,7 @@ class SignatureEntry:
     signature: bytes
 
     def build(self) -> bytes:
-        return (
-            bytes([self.type])
-            + self.public_key
-            + struct.pack("<Q", self.signed_at)
-            + self.signature
-        )
+        return bytes([self.type]) + self.public_key + struct.pack("<Q", self.signed_at) + self.signature
 
 
 def chunk_count(payload_len: int, chunk_size: int) -> int:
@@ -131,11 +126,7 @@ def build_content(c: Content) -> bytes:
     if c.payload_len > max_payload_len(c.chunk_log2):
         raise ValueError("payload too large for this chunk size")
     items = _canonical_metadata(c.metadata)
-    parts = [
-        _CONTENT_FIXED.pack(
-            c.payload_type, c.chunk_log2, 0, c.payload_len, c.salt, c.commitment, len(items)
-        )
-    ]
+    parts = [_CONTENT_FIXED.pack(c.payload_type, c.chunk_log2, 0, c.payload_len, c.salt, c.commitment, len(items))]
     for k, v in items:
         parts.append(struct.pack("<H", len(k)) + k + struct.pack("<I", len(v)) + v)
     out = b"".join(parts)

@@ -133,7 +133,9 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
     pos = 0
     for e in entries:
         if e.begin != pos:
-            raise FormatError(f"payload entry {e.name!r} overlaps or leaves a gap (begins at {e.begin}, expected {pos})")
+            raise FormatError(
+                f"payload entry {e.name!r} overlaps or leaves a gap (begins at {e.begin}, expected {pos})"
+            )
         pos = e.end
     if pos != data_len:
         raise FormatError(f"payload data section is {data_len} bytes but entries cover {pos}")

@@ -14,7 +14,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +33,11 @@ TORCH_TO_ST: dict[torch.dtype, str] = {
     torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
 }  # fmt: skip
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
+# torch.dtype values by name, read from the module dict (getattr could trigger lazy imports).
+TORCH_DTYPES: dict[str, torch.dtype] = {n: d for n, d in vars(torch).items() if isinstance(d, torch.dtype)}
 NUMPY_KINDS = {"b": "BOOL", "u": "U", "i": "I", "f": "F"}
 
-MapLocation = Union[None, str, torch.device, dict[str, str], Callable[..., Any]]
+MapLocation = None | str | torch.device | dict[str, str] | Callable[..., Any]
 
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("sealedckpt supports little-endian hosts only")
@@ -80,16 +82,21 @@ class PayloadPlan:
             yield _bytes_view(src)
 
 
+def byte_view(arr: Any) -> memoryview:
+    """A flat byte view of a contiguous numpy array (or of a CPU tensor's numpy view)."""
+    return memoryview(arr).cast("B")
+
+
 def _bytes_view(src: Any) -> memoryview:
     if isinstance(src, np.ndarray):
-        return memoryview(src).cast("B") if src.size else memoryview(b"")
+        return byte_view(src) if src.size else memoryview(b"")
     st: torch.UntypedStorage = src
     if st.nbytes() == 0:
         return memoryview(b"")
     t = torch.empty(0, dtype=torch.uint8, device=st.device).set_(st)
     if t.device.type != "cpu":
         t = t.cpu()
-    return memoryview(t.numpy()).cast("B")
+    return byte_view(t.numpy())
 
 
 class _Encoder:
@@ -146,7 +153,9 @@ class _Encoder:
             hint = "convert it with dict(...) first"
         elif isinstance(obj, torch.Tensor):
             hint = "tensor subclasses are not stored; save a plain tensor (t.detach().clone() as torch.Tensor)"
-        raise UnsupportedTypeError(path, f"type {t.__module__}.{t.__qualname__} cannot be stored without pickle", hint=hint)
+        raise UnsupportedTypeError(
+            path, f"type {t.__module__}.{t.__qualname__} cannot be stored without pickle", hint=hint
+        )
 
     def _container(self, obj: Any, path: str, depth: int) -> Any:
         def sub(k: object) -> str:
@@ -156,9 +165,7 @@ class _Encoder:
             return [self.encode(v, sub(i), depth + 1) for i, v in enumerate(obj)]
         if type(obj) is tuple:
             return {"t": "tuple", "v": [self.encode(v, sub(i), depth + 1) for i, v in enumerate(obj)]}
-        items = [
-            [self._key(k, sub(k), depth + 1), self.encode(v, sub(k), depth + 1)] for k, v in obj.items()
-        ]
+        items = [[self._key(k, sub(k), depth + 1), self.encode(v, sub(k), depth + 1)] for k, v in obj.items()]
         if type(obj) is dict:
             return {"t": "dict", "v": items}
         out: dict[str, Any] = {"t": "odict", "v": items}
@@ -179,7 +186,9 @@ class _Encoder:
             raise UnsupportedTypeError(path, "quantized tensors are not supported")
         dtype = TORCH_TO_ST.get(t.dtype)
         if dtype is None:
-            raise UnsupportedTypeError(path, f"dtype {t.dtype} cannot be stored in safetensors", hint="convert it explicitly")
+            raise UnsupportedTypeError(
+                path, f"dtype {t.dtype} cannot be stored in safetensors", hint="convert it explicitly"
+            )
         if t.device.type == "meta":
             raise UnsupportedTypeError(path, "meta tensors have no data to store")
         data = t.detach()
@@ -207,7 +216,9 @@ class _Encoder:
     def _ndarray(self, a: np.ndarray[Any, Any], path: str) -> dict[str, Any]:
         dtype = _numpy_st_dtype(a.dtype)
         if dtype is None:
-            raise UnsupportedTypeError(path, f"numpy dtype {a.dtype} cannot be stored", hint="object/str/complex arrays need pickle")
+            raise UnsupportedTypeError(
+                path, f"numpy dtype {a.dtype} cannot be stored", hint="object/str/complex arrays need pickle"
+            )
         le = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
         rec = _Storage(self._name(path), dtype, tuple(a.shape), le.nbytes, le)
         self.order.append(rec)
@@ -417,7 +428,7 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
         buf = torch.empty(e.nbytes, dtype=torch.uint8)
         buffers[e.name] = buf
         if e.nbytes:
-            regions.append((data_start + e.begin, memoryview(buf.numpy()).cast("B")))
+            regions.append((data_start + e.begin, byte_view(buf.numpy())))
     reader.decrypt_regions(regions, workers)
     _check_bools(dec, buffers)
 
@@ -511,10 +522,10 @@ def _build(node: Any, bases: dict[str, torch.Tensor], cpu: dict[str, torch.Tenso
     if tag == "bytes":
         return _b64(node["v"])
     if tag == "dtype":
-        dt = getattr(torch, node["v"], None)
-        if not isinstance(dt, torch.dtype):
+        tdt = TORCH_DTYPES.get(node["v"])
+        if tdt is None:
             raise FormatError(f"unknown torch dtype {node['v']!r}")
-        return dt
+        return tdt
     if tag == "device":
         try:
             return torch.device(node["v"])

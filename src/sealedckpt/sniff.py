@@ -18,9 +18,7 @@ _PICKLE_PROTO0_FIRST = set(b"(}])cNIJKLMFSVUXTGhjq0123456789abdelrstu.")
 # Opcode shapes that open protocol 0/1 pickles: GLOBAL "c<module>\n<name>\n", MARK+DICT/LIST,
 # EMPTY_DICT/LIST + BINPUT, INT/NONE+POP prefixes. A heuristic for the message only: unknown
 # content is refused either way.
-_PICKLE_PROTO0 = re.compile(
-    rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n|\A\((dp|lp|t|i|c)|\A[}\]]q\x00|\A(N0|I-?\d+\n)"
-)
+_PICKLE_PROTO0 = re.compile(rb"c[A-Za-z_][\w.]*\n[A-Za-z_][\w.]*\n|\A\((dp|lp|t|i|c)|\A[}\]]q\x00|\A(N0|I-?\d+\n)")
 
 
 def refuse_unsealed(head: bytes, tail: bytes) -> None:
