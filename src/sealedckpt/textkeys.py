@@ -1,0 +1,110 @@
+"""One-line text forms of keys, with a checksum: Bech32 (BIP 173), as age does.
+
+Public keys:  ``sckpt-vk1...`` (Ed25519 verify key).
+Secret keys:  ``SCKPT-SYMMETRIC-KEY-1...``, ``SCKPT-SIGNING-KEY-1...`` (upper case, like age's
+``AGE-SECRET-KEY-1``), so a secret is never mistaken for something to paste in public.
+A key with one character changed fails the checksum.
+"""
+
+from __future__ import annotations
+
+from .crypto import SigningKey, SymmetricKey, VerifyKey
+
+_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+HRP_VERIFY = "sckpt-vk"
+HRP_SYMMETRIC = "sckpt-symmetric-key-"
+HRP_SIGNING = "sckpt-signing-key-"
+
+
+def _polymod(values: list[int]) -> int:
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i in range(5):
+            chk ^= _GEN[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _convert(data: bytes | list[int], frm: int, to: int, pad: bool) -> list[int] | None:
+    acc = bits = 0
+    out = []
+    maxv = (1 << to) - 1
+    for v in data:
+        acc = (acc << frm) | v
+        bits += frm
+        while bits >= to:
+            bits -= to
+            out.append((acc >> bits) & maxv)
+    if pad:
+        if bits:
+            out.append((acc << (to - bits)) & maxv)
+    elif bits >= frm or ((acc << (to - bits)) & maxv):
+        return None
+    return out
+
+
+def encode(hrp: str, data: bytes) -> str:
+    words = _convert(data, 8, 5, True)
+    assert words is not None
+    values = _hrp_expand(hrp) + words
+    poly = _polymod([*values, 0, 0, 0, 0, 0, 0]) ^ 1
+    checksum = [(poly >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_CHARSET[d] for d in words + checksum)
+
+
+def decode(text: str, hrp: str) -> bytes:
+    """Decode a Bech32 string with the given human-readable part; ValueError if anything is off."""
+    s = text.strip()
+    if s.lower() != s and s.upper() != s:
+        raise ValueError("mixed case")
+    s = s.lower()
+    pos = s.rfind("1")
+    if pos < 1 or s[:pos] != hrp:
+        raise ValueError(f"expected a key starting with {hrp}1")
+    if len(s) > 200 or pos + 7 > len(s):
+        raise ValueError("wrong length")
+    try:
+        words = [_CHARSET.index(c) for c in s[pos + 1 :]]
+    except ValueError:
+        raise ValueError("invalid character") from None
+    if _polymod(_hrp_expand(hrp) + words) != 1:
+        raise ValueError("checksum mismatch: the key was mistyped or altered")
+    data = _convert(words[:-6], 5, 8, False)
+    if data is None:
+        raise ValueError("non-canonical padding")
+    return bytes(data)
+
+
+def verify_key_to_text(k: VerifyKey) -> str:
+    return encode(HRP_VERIFY, k.to_bytes())
+
+
+def verify_key_from_text(text: str) -> VerifyKey:
+    return VerifyKey(_exact(decode(text, HRP_VERIFY)))
+
+
+def secret_to_text(k: SymmetricKey | SigningKey) -> str:
+    hrp = HRP_SYMMETRIC if isinstance(k, SymmetricKey) else HRP_SIGNING
+    return encode(hrp, k.to_bytes()).upper()
+
+
+def secret_from_text(text: str) -> SymmetricKey | SigningKey:
+    s = text.strip()
+    if s.lower().startswith(HRP_SYMMETRIC + "1"):
+        return SymmetricKey(_exact(decode(s, HRP_SYMMETRIC)))
+    if s.lower().startswith(HRP_SIGNING + "1"):
+        return SigningKey(_exact(decode(s, HRP_SIGNING)))
+    raise ValueError("not a sealedckpt secret key")
+
+
+def _exact(b: bytes) -> bytes:
+    if len(b) != 32:
+        raise ValueError(f"key is {len(b)} bytes, expected 32")
+    return b
