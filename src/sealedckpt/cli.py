@@ -129,7 +129,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "signers": signers,
                 "metadata": res.metadata,
                 "trust_checked": trusted is not None,
-            }  # fmt: skip
+            }
         )
         return EXIT_OK
     for s in signers:
