@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -83,6 +84,19 @@ def _reading(f: PathOrFile) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building or parsing a structure of many small objects would trigger repeated full
+    collections (O(live objects) each); none of the objects made here form cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def _typed_errors() -> Iterator[None]:
     """Belt and braces: a parser slip must still surface as a SealedCkptError."""
     try:
@@ -110,7 +124,8 @@ def save(
 
     keys = _keys(key)
     signers = _signers(sign_with)
-    plan = plan_payload(obj)
+    with _gc_paused():
+        plan = plan_payload(obj)
     if isinstance(f, (str, os.PathLike)):
         with atomic_write(f) as out:
             container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata)
@@ -138,7 +153,7 @@ def load(
     trusted = _trusted(trusted_signers)
     if require_signature is False and trusted is not None:
         raise TypeError("trusted_signers given with require_signature=False")
-    with _reading(f) as fh, _typed_errors():
+    with _reading(f) as fh, _typed_errors(), _gc_paused():
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
         from .serialize import decode_payload
 

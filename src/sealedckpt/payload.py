@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import FormatError
 
@@ -27,8 +27,7 @@ VERSION_KEY = "sealedckpt.version"
 STRUCTURE_VERSION = "1"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -69,11 +68,11 @@ def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]], metadata: d
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise FormatError(f"duplicate key {k!r} in the payload header")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise FormatError(f"duplicate key {dup!r} in JSON")
     return out
 
 
