@@ -12,44 +12,88 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import container
 from .atomic import atomic_write
 from .container import PublicInfo, VerifyResult
-from .crypto import SigningKey, SymmetricKey, VerifyKey
+from . import keys as keys_mod
+from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import FormatError, NoKeyError, SealedCkptError
 
 if TYPE_CHECKING:
     from .serialize import MapLocation
 
 PathOrFile = str | os.PathLike[str] | BinaryIO
-KeyLike = SymmetricKey | bytes | bytearray | memoryview
+RawKey = bytes | bytearray | memoryview
+SaveKey = SymmetricKey | RecipientPublicKey | RecipientKey | Passphrase | RawKey
+LoadKey = SymmetricKey | RecipientKey | Passphrase | RawKey
 
 
-def _as_key(k: object) -> SymmetricKey:
-    if isinstance(k, SymmetricKey):
-        return k
+def _one(k: object, for_save: bool) -> container.SealKey | container.OpenKey:
     if isinstance(k, (bytes, bytearray, memoryview)):
         try:
             return SymmetricKey(k)
         except ValueError as exc:
             raise TypeError(str(exc)) from None
-    raise TypeError(f"a key must be a SymmetricKey or 32 raw bytes, not {type(k).__name__}")
+    if isinstance(k, (SymmetricKey, Passphrase)):
+        return k
+    if isinstance(k, RecipientKey):
+        return k.public if for_save else k
+    if isinstance(k, RecipientPublicKey) and for_save:
+        return k
+    allowed = "SymmetricKey, RecipientPublicKey, Passphrase" if for_save else "SymmetricKey, RecipientKey, Passphrase"
+    raise TypeError(f"a key must be a {allowed} or 32 raw bytes, not {type(k).__name__}")
 
 
-def _keys(key: KeyLike | Sequence[KeyLike] | None) -> list[SymmetricKey]:
+def _listify(key: object) -> list[object]:
+    if isinstance(key, (SymmetricKey, RecipientPublicKey, RecipientKey, Passphrase, bytes, bytearray, memoryview)):
+        return [key]
+    if isinstance(key, (list, tuple)):
+        if not key:
+            raise TypeError("key=[] names no key")
+        return list(key)
+    raise TypeError(f"key must be a key or a list of keys, not {type(key).__name__}")
+
+
+def _save_keys(key: SaveKey | Sequence[SaveKey] | None) -> list[container.SealKey]:
     if key is None:
-        return default_keys()
-    if isinstance(key, (SymmetricKey, bytes, bytearray, memoryview)):
-        return [_as_key(key)]
-    keys = [_as_key(k) for k in key]
+        return [default_key()]
+    return [_one(k, True) for k in _listify(key)]  # type: ignore[misc]
+
+
+def _load_keys(key: LoadKey | Sequence[LoadKey] | None) -> container.KeySource:
+    if key is None:
+        env = keys_mod.env_key()
+        if env is not None:
+            return [env]
+        return _keystore_resolver
+    return [_one(k, False) for k in _listify(key)]  # type: ignore[misc]
+
+
+def default_key() -> SymmetricKey:
+    """The key used when ``save(key=None)``: ``$SEALEDCKPT_KEY``, else the keystore's default."""
+    env = keys_mod.env_key()
+    if env is not None:
+        return env
+    ks = keys_mod.Keystore()
+    rec = ks.default("symmetric")
+    if rec is None:
+        raise NoKeyError(
+            "no key given and no default key is set",
+            hint="create one with `sealedckpt key gen --default`, set SEALEDCKPT_KEY, or pass key=",
+        )
+    key = ks.secret(rec)
+    assert isinstance(key, SymmetricKey)
+    return key
+
+
+def _keystore_resolver(header: container.Header) -> list[container.OpenKey]:
+    ids = [s for s in container.slot_ids(header) if not s.startswith("#")]
+    want_recipients = any(s.endswith(":recipient") for s in container.slot_ids(header))
+    found = keys_mod.Keystore().keys_for_header(ids, want_recipients)
+    keys = [k for k in found if isinstance(k, (SymmetricKey, RecipientKey))]
     if not keys:
-        raise TypeError("key=[] names no key")
-    return keys
-
-
-def default_keys() -> list[SymmetricKey]:
-    """The keys used when ``key=None``. No keystore is configured yet in this release."""
-    raise NoKeyError(
-        "no key given and no default key is set",
-        hint="pass key=sealedckpt.SymmetricKey (keep its bytes in a secret store)",
-    )
+        raise NoKeyError(
+            "no key given, and the keystore holds no key this file is sealed for",
+            hint="pass key=, import the key with `sealedckpt key import`, or set SEALEDCKPT_KEY",
+        )
+    return list(keys)
 
 
 def _signers(sign_with: SigningKey | Sequence[SigningKey] | None) -> list[SigningKey]:
@@ -111,7 +155,7 @@ def save(
     obj: Any,
     f: PathOrFile,
     *,
-    key: KeyLike | Sequence[KeyLike] | None = None,
+    key: SaveKey | Sequence[SaveKey] | None = None,
     sign_with: SigningKey | Sequence[SigningKey] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> None:
@@ -122,7 +166,7 @@ def save(
     """
     from .serialize import plan_payload
 
-    keys = _keys(key)
+    keys = _save_keys(key)
     signers = _signers(sign_with)
     with _gc_paused():
         plan = plan_payload(obj)
@@ -139,7 +183,7 @@ def save(
 def load(
     f: PathOrFile,
     *,
-    key: KeyLike | Sequence[KeyLike] | None = None,
+    key: LoadKey | Sequence[LoadKey] | None = None,
     map_location: MapLocation = None,
     trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None,
     require_signature: bool | None = None,
@@ -149,7 +193,7 @@ def load(
     Every chunk is authenticated (and, under a signature policy, checked against the
     signed digests) before any object is returned.
     """
-    keys = _keys(key)
+    keys = _load_keys(key)
     trusted = _trusted(trusted_signers)
     if require_signature is False and trusted is not None:
         raise TypeError("trusted_signers given with require_signature=False")

@@ -21,13 +21,23 @@ from typing import BinaryIO
 
 from . import crypto
 from . import format as fmt
-from .crypto import ChunkCipher, SigningKey, SymmetricKey, VerifyKey
+from .crypto import (
+    ChunkCipher,
+    Passphrase,
+    RecipientKey,
+    RecipientPublicKey,
+    SigningKey,
+    SymmetricKey,
+    VerifyKey,
+)
 from .errors import DecryptionError, FormatError, IntegrityError, SignatureError
 from .sniff import HEAD_SIZE, TAIL_SIZE, refuse_unsealed
 
 _ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
 _SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
 _SLOT_AAD = b"sealedckpt/v1 symmetric slot\x00"
+_X25519_AAD = b"sealedckpt/v1 x25519 slot\x00"
+_SCRYPT_AAD = b"sealedckpt/v1 scrypt slot\x00"
 
 Region = tuple[int, memoryview]  # (payload offset, destination buffer)
 
@@ -220,15 +230,27 @@ def _apply_policy(trailer: Trailer, trusted: Sequence[VerifyKey] | None, require
 # --- opening -------------------------------------------------------------------------------
 
 
-def _open_slots(header: Header, keys: Sequence[SymmetricKey]) -> bytes:
+OpenKey = SymmetricKey | RecipientKey | Passphrase
+SealKey = SymmetricKey | RecipientPublicKey | Passphrase
+KeySource = Sequence[OpenKey] | Callable[["Header"], Sequence[OpenKey]]
+
+
+def _open_slots(header: Header, keys: Sequence[OpenKey]) -> bytes:
+    """Recover the DEK from the first slot that one of ``keys`` opens."""
     if not keys:
         raise DecryptionError("no key given to open the file")
-    aad = _SLOT_AAD + header.content.salt
+    salt = header.content.salt
     sym = [fmt.SymmetricSlot.parse(s.body) for s in header.slots if s.type == fmt.SLOT_SYMMETRIC]
-    by_id = {k.key_id_bytes: k for k in keys}
+    x25519 = [fmt.X25519Slot.parse(s.body) for s in header.slots if s.type == fmt.SLOT_X25519]
+    scrypt = [fmt.ScryptSlot.parse(s.body) for s in header.slots if s.type == fmt.SLOT_SCRYPT]
+    symmetric_keys = [k for k in keys if isinstance(k, SymmetricKey)]
+    identities = [k for k in keys if isinstance(k, RecipientKey)]
+    passphrases = [k for k in keys if isinstance(k, Passphrase)]
+    by_id = {k.key_id_bytes: k for k in symmetric_keys}
     tampered = False
     # Slots whose key-id hint names one of our keys first; then every symmetric slot with
     # every key, since the hint is unauthenticated until the header MAC is checked.
+    aad = _SLOT_AAD + salt
     for slot in sym:
         k = by_id.get(slot.key_id)
         if k is not None:
@@ -237,16 +259,81 @@ def _open_slots(header: Header, keys: Sequence[SymmetricKey]) -> bytes:
                 return dek
             tampered = True
     for slot in sym:
-        for k in keys:
+        for k in symmetric_keys:
             if by_id.get(slot.key_id) is k:
                 continue
             dek = crypto.unwrap_dek(k, slot.nonce, slot.wrapped, aad)
             if dek is not None:
                 return dek
+    for xslot in x25519:
+        for ident in identities:
+            try:
+                dek = crypto.x25519_unwrap(ident, xslot.share, xslot.wrapped, _X25519_AAD + salt)
+            except crypto.LowOrderShare:
+                raise FormatError("X25519 key slot with a low-order share") from None
+            if dek is not None:
+                return dek
+    for pslot in scrypt:
+        for p in passphrases:
+            if pslot.log2n > p.max_log2n:
+                raise FormatError(
+                    f"passphrase slot demands scrypt work factor 2**{pslot.log2n}, above the cap 2**{p.max_log2n}",
+                    hint="raise Passphrase(..., max_log2n=...) only for a file you expect to be that costly",
+                )
+            dek = crypto.scrypt_unwrap(p, pslot.log2n, pslot.salt, pslot.wrapped, _SCRYPT_AAD + salt)
+            if dek is not None:
+                return dek
     if tampered:
         raise IntegrityError("the key slot for the given key does not open: the header was modified")
-    ids = ", ".join(s.key_id.hex() for s in sym) or "none"
-    raise DecryptionError(f"none of the {len(keys)} key(s) given opens this file (symmetric slots for key ids: {ids})")
+    kinds = []
+    if sym:
+        kinds.append("symmetric key ids " + ", ".join(s.key_id.hex() for s in sym))
+    if x25519:
+        kinds.append(f"{len(x25519)} recipient slot(s)")
+    if scrypt:
+        kinds.append("a passphrase")
+    if len(kinds) == 0:
+        kinds.append("no slot type this version knows")
+    raise DecryptionError(f"none of the {len(keys)} key(s) given opens this file (it is sealed for {'; '.join(kinds)})")
+
+
+def make_slots(
+    dek: bytes, salt: bytes, recipients: Sequence[SealKey], random_bytes: Callable[[int], bytes] = os.urandom
+) -> list[fmt.Slot]:
+    """One key slot per recipient, wrapping ``dek``."""
+    if not recipients:
+        raise ValueError("at least one key is needed to seal")
+    ids = [r.key_id for r in recipients if not isinstance(r, Passphrase)]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the same key was given twice")
+    if any(isinstance(r, Passphrase) for r in recipients) and len(recipients) != 1:
+        raise ValueError("a passphrase must be the only key of a file (like age)")
+    slots = []
+    for r in recipients:
+        if isinstance(r, SymmetricKey):
+            nonce = random_bytes(12)
+            slots.append(fmt.SymmetricSlot(r.key_id_bytes, nonce, crypto.wrap_dek(r, dek, nonce, _SLOT_AAD + salt)).build())
+        elif isinstance(r, RecipientPublicKey):
+            body = crypto.x25519_wrap(r, dek, _X25519_AAD + salt)
+            slots.append(fmt.X25519Slot(body[:32], body[32:]).build())
+        elif isinstance(r, Passphrase):
+            psalt = random_bytes(16)
+            slots.append(fmt.ScryptSlot(r.log2n, psalt, crypto.scrypt_wrap(r, dek, psalt, _SCRYPT_AAD + salt)).build())
+        else:
+            raise TypeError(f"cannot seal for a {type(r).__name__}")
+    return slots
+
+
+def slot_ids(header: Header) -> list[str]:
+    """A public label per slot: the key id hint, or ``#index:kind`` where there is none."""
+    out = []
+    for i, s in enumerate(header.slots):
+        if s.type == fmt.SLOT_SYMMETRIC:
+            out.append(fmt.SymmetricSlot.parse(s.body).key_id.hex())
+        else:
+            kind = {fmt.SLOT_X25519: "recipient", fmt.SLOT_SCRYPT: "passphrase"}.get(s.type, f"type{s.type}")
+            out.append(f"#{i}:{kind}")
+    return out
 
 
 class SealedReader:
@@ -383,22 +470,32 @@ class _RegionIndex:
             j += 1
 
 
-def open_sealed(
-    f: BinaryIO,
-    keys: Sequence[SymmetricKey],
-    *,
-    trusted_signers: Sequence[VerifyKey] | None = None,
-    require_signature: bool | None = None,
-) -> SealedReader:
-    """Authenticate header, key slot, key commitment, header MAC and signature policy."""
-    src = _Source(f)
+def _unlock(src: _Source, keys: KeySource) -> tuple[Header, bytes]:
+    """Parse the header, open a slot, check the key commitment and the header MAC."""
     header = _read_header(src)
-    dek = _open_slots(header, keys)
+    dek = _open_slots(header, keys(header) if callable(keys) else keys)
     fk = crypto.derive_file_keys(dek, header.content.salt)
     if not crypto.equal(fk.commitment, header.content.commitment):
         raise IntegrityError("key commitment does not match: the header was modified or forged")
     if not crypto.equal(crypto.header_mac(fk.header_mac_key, header.authenticated), header.mac):
         raise IntegrityError("header MAC does not verify: the header or a key slot was modified")
+    return header, dek
+
+
+def open_sealed(
+    f: BinaryIO,
+    keys: KeySource,
+    *,
+    trusted_signers: Sequence[VerifyKey] | None = None,
+    require_signature: bool | None = None,
+) -> SealedReader:
+    """Authenticate header, key slot, key commitment, header MAC and signature policy.
+
+    ``keys`` is a list of keys, or a function that picks keys after seeing the (unauthenticated)
+    header, e.g. a keystore looking up the key ids its slots name.
+    """
+    src = _Source(f)
+    header, dek = _unlock(src, keys)
     trailer = _read_trailer(src, header, trusted_signers or ())
     check = _apply_policy(trailer, trusted_signers, require_signature)
     return SealedReader(src, header, dek, trailer, check)
@@ -505,7 +602,7 @@ def seal(
     payload_len: int,
     segments: Iterable[memoryview],
     *,
-    keys: Sequence[SymmetricKey],
+    keys: Sequence[SealKey],
     signers: Sequence[SigningKey] = (),
     metadata: dict[str, str] | None = None,
     chunk_log2: int = fmt.DEFAULT_CHUNK_LOG2,
@@ -514,10 +611,6 @@ def seal(
     workers: int | None = None,
 ) -> SealSummary:
     """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``."""
-    if not keys:
-        raise ValueError("at least one key is needed to seal")
-    if len({k.key_id for k in keys}) != len(keys):
-        raise ValueError("the same key was given twice")
     if len({s.key_id for s in signers}) != len(signers):
         raise ValueError("the same signing key was given twice")
     dek = random_bytes(crypto.KEY_SIZE)
@@ -525,11 +618,7 @@ def seal(
     fk = crypto.derive_file_keys(dek, salt)
     content = fmt.Content(fmt.PAYLOAD_SAFETENSORS, chunk_log2, payload_len, salt, fk.commitment, dict(metadata or {}))
     content_bytes = fmt.build_content(content)
-    aad = _SLOT_AAD + salt
-    slots = []
-    for k in keys:
-        nonce = random_bytes(12)
-        slots.append(fmt.SymmetricSlot(k.key_id_bytes, nonce, crypto.wrap_dek(k, dek, nonce, aad)).build())
+    slots = make_slots(dek, salt, keys, random_bytes)
     authenticated = fmt.build_preamble(len(content_bytes)) + content_bytes + fmt.build_slots(slots)
     out.write(authenticated)
     out.write(crypto.header_mac(fk.header_mac_key, authenticated))
@@ -609,4 +698,57 @@ def seal(
     trailer = fmt.build_trailer(table, entries)
     out.write(trailer)
     written += len(trailer)
-    return SealSummary(written, [k.key_id for k in keys], [s.key_id for s in signers], root)
+    return SealSummary(written, [_label(k) for k in keys], [s.key_id for s in signers], root)
+
+
+def _label(k: SealKey) -> str:
+    return "passphrase" if isinstance(k, Passphrase) else k.key_id
+
+
+def rewrap(
+    src_file: BinaryIO,
+    out: BinaryIO,
+    open_with: KeySource,
+    add: Sequence[SealKey],
+    *,
+    keep: bool = False,
+    remove: Sequence[str] = (),
+    copy_block: int = 1 << 22,
+) -> list[str]:
+    """Re-wrap a file's data key: new key slots, same content header, chunks and signatures.
+
+    The result's slots are ``add``, plus the existing slots when ``keep`` (minus those whose
+    label from :func:`slot_ids` is in ``remove``). Nothing is re-encrypted; signatures stay valid.
+    Returns the new slot labels.
+    """
+    src = _Source(src_file)
+    header, dek = _unlock(src, open_with)
+    _read_trailer(src, header, ())  # length and signatures checked before anything is written
+    kept: list[fmt.Slot] = []
+    if keep:
+        labels = slot_ids(header)
+        unknown = set(remove) - set(labels)
+        if unknown:
+            raise FormatError(f"no key slot {sorted(unknown)[0]!r} in this file (slots: {', '.join(labels)})")
+        kept = [s for s, lab in zip(header.slots, labels, strict=True) if lab not in remove]
+    elif remove:
+        raise ValueError("remove= only makes sense with keep=True")
+    existing_ids = {fmt.SymmetricSlot.parse(s.body).key_id.hex() for s in kept if s.type == fmt.SLOT_SYMMETRIC}
+    fresh = [k for k in add if not (isinstance(k, SymmetricKey) and k.key_id in existing_ids)]
+    slots = kept + (make_slots(dek, header.content.salt, fresh) if fresh else [])
+    if not slots:
+        raise ValueError("rewrap would leave the file with no key slot")
+    fk = crypto.derive_file_keys(dek, header.content.salt)
+    authenticated = fmt.build_preamble(len(header.content_bytes)) + header.content_bytes + fmt.build_slots(slots)
+    out.write(authenticated)
+    out.write(crypto.header_mac(fk.header_mac_key, authenticated))
+    buf = memoryview(bytearray(copy_block))
+    pos, end = header.size, src.size
+    while pos < end:
+        n = src.read_into(pos, buf[: min(copy_block, end - pos)])
+        if n == 0:
+            raise IntegrityError("file shrank while it was being rewrapped")
+        out.write(buf[:n])
+        pos += n
+    new_header = Header(header.content_bytes, header.content, slots, authenticated, b"")
+    return slot_ids(new_header)

@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 RandomBytes = Callable[[int], bytes]
 
@@ -40,6 +42,14 @@ _KEY_ID_SYMMETRIC = b"sealedckpt/v1 key-id symmetric\x00"
 _KEY_ID_ED25519 = b"sealedckpt/v1 key-id ed25519\x00"
 _INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 _INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
+_INFO_X25519 = b"sealedckpt/v1 x25519 wrap key"
+_KEY_ID_X25519 = b"sealedckpt/v1 key-id x25519\x00"
+_ZERO_NONCE = bytes(12)
+
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_DEFAULT_LOG2N = 18  # ~0.5 s and 256 MiB on a current core
+SCRYPT_MAX_LOG2N = 20  # what a reader accepts by default: 1 GiB, a few seconds
 
 
 def _forbid_pickle(obj: object) -> NoReturn:
@@ -197,6 +207,176 @@ class SigningKey:
 
     __reduce__ = _forbid_pickle
     __copy__ = _forbid_pickle
+
+
+class RecipientPublicKey:
+    """An X25519 public key: seal a file for the holder of the matching :class:`RecipientKey`."""
+
+    __slots__ = ("_raw", "_key_id")
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        raw = bytes(data)
+        if len(raw) != 32:
+            raise ValueError(f"a RecipientPublicKey must be exactly 32 bytes, got {len(raw)}")
+        self._raw = raw
+        self._key_id = hashlib.sha256(_KEY_ID_X25519 + raw).digest()[:KEY_ID_SIZE]
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> RecipientPublicKey:
+        return cls(data)
+
+    def to_bytes(self) -> bytes:
+        return self._raw
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id.hex()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecipientPublicKey):
+            return NotImplemented
+        return self._raw == other._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return f"RecipientPublicKey(key_id={self.key_id!r})"
+
+
+class RecipientKey:
+    """An X25519 private key (an age-style identity) that opens files sealed to its public key."""
+
+    __slots__ = ("_priv", "_raw", "_public")
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._raw = _coerce_key_bytes(data, "a RecipientKey")
+        self._priv = X25519PrivateKey.from_private_bytes(self._raw)
+        self._public = RecipientPublicKey(self._priv.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls) -> RecipientKey:
+        return cls(os.urandom(KEY_SIZE))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> RecipientKey:
+        return cls(data)
+
+    def to_bytes(self) -> bytes:
+        return self._raw
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    @property
+    def public(self) -> RecipientPublicKey:
+        return self._public
+
+    @property
+    def key_id(self) -> str:
+        return self._public.key_id
+
+    def exchange(self, share: bytes) -> bytes | None:
+        """X25519 with a peer share; None for a low-order share (all-zero result)."""
+        try:
+            return self._priv.exchange(X25519PublicKey.from_public_bytes(share))
+        except ValueError:
+            return None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecipientKey):
+            return NotImplemented
+        return hmac.compare_digest(self._raw, other._raw)
+
+    def __hash__(self) -> int:
+        return hash(self._public)
+
+    def __repr__(self) -> str:
+        return f"RecipientKey(key_id={self.key_id!r})"
+
+    __reduce__ = _forbid_pickle
+    __copy__ = _forbid_pickle
+
+
+class Passphrase:
+    """A passphrase slot (scrypt, r=8, p=1, as age). ``log2n`` is the work factor used when
+    sealing; ``max_log2n`` caps what a file may demand when opening (default 2**20)."""
+
+    __slots__ = ("_secret", "log2n", "max_log2n")
+
+    def __init__(self, secret: str | bytes, *, log2n: int = SCRYPT_DEFAULT_LOG2N, max_log2n: int = SCRYPT_MAX_LOG2N) -> None:
+        raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+        if not raw:
+            raise ValueError("empty passphrase")
+        if not 1 <= log2n <= 30 or not 1 <= max_log2n <= 30:
+            raise ValueError("scrypt work factor out of range")
+        self._secret = raw
+        self.log2n = log2n
+        self.max_log2n = max_log2n
+
+    def derive(self, salt: bytes, log2n: int) -> bytes:
+        return Scrypt(salt=salt, length=32, n=1 << log2n, r=SCRYPT_R, p=SCRYPT_P).derive(self._secret)
+
+    def __repr__(self) -> str:
+        return f"Passphrase(<secret>, log2n={self.log2n})"
+
+    __reduce__ = _forbid_pickle
+    __copy__ = _forbid_pickle
+
+
+def x25519_wrap(recipient: RecipientPublicKey, dek: bytes, aad: bytes) -> bytes:
+    """age-style X25519 stanza: ephemeral share || AES-256-GCM(HKDF(shared), DEK)."""
+    eph = X25519PrivateKey.generate()
+    share = eph.public_key().public_bytes_raw()
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient.to_bytes()))
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=share + recipient.to_bytes(), info=_INFO_X25519).derive(shared)
+    return share + AESGCM(wk).encrypt(_ZERO_NONCE, dek, aad)
+
+
+class LowOrderShare(Exception):
+    """An X25519 slot whose share yields the all-zero secret."""
+
+
+def x25519_unwrap(identity: RecipientKey, share: bytes, wrapped: bytes, aad: bytes) -> bytes | None:
+    shared = identity.exchange(share)
+    if shared is None:
+        raise LowOrderShare
+    wk = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=share + identity.public.to_bytes(), info=_INFO_X25519
+    ).derive(shared)
+    try:
+        return AESGCM(wk).decrypt(_ZERO_NONCE, wrapped, aad)
+    except InvalidTag:
+        return None
+
+
+def scrypt_wrap(p: Passphrase, dek: bytes, salt: bytes, aad: bytes) -> bytes:
+    return AESGCM(p.derive(salt, p.log2n)).encrypt(_ZERO_NONCE, dek, aad)
+
+
+def scrypt_unwrap(p: Passphrase, log2n: int, salt: bytes, wrapped: bytes, aad: bytes) -> bytes | None:
+    try:
+        return AESGCM(p.derive(salt, log2n)).decrypt(_ZERO_NONCE, wrapped, aad)
+    except InvalidTag:
+        return None
+
+
+def seal_secret(p: Passphrase, plaintext: bytes, aad: bytes) -> bytes:
+    """log2n || salt[16] || AES-256-GCM(scrypt(p), zero nonce, plaintext): for protected key files."""
+    salt = os.urandom(16)
+    return bytes([p.log2n]) + salt + AESGCM(p.derive(salt, p.log2n)).encrypt(_ZERO_NONCE, plaintext, aad)
+
+
+def open_secret(p: Passphrase, blob: bytes, aad: bytes) -> bytes | None:
+    if len(blob) < 1 + 16 + TAG_SIZE or not 1 <= blob[0] <= p.max_log2n:
+        return None
+    try:
+        return AESGCM(p.derive(blob[1:17], blob[0])).decrypt(_ZERO_NONCE, blob[17:], aad)
+    except InvalidTag:
+        return None
 
 
 @dataclass(frozen=True, repr=False)

@@ -39,6 +39,11 @@ KEY_ID_SIZE = 8
 SLOT_SYMMETRIC = 1
 SYMMETRIC_SLOT_BODY = KEY_ID_SIZE + 12 + 32 + TAG_SIZE  # key_id, nonce, wrapped DEK + tag
 
+SLOT_X25519 = 2
+X25519_SLOT_BODY = 32 + 32 + TAG_SIZE  # ephemeral share, wrapped DEK + tag
+SLOT_SCRYPT = 3
+SCRYPT_SLOT_BODY = 1 + 16 + 32 + TAG_SIZE  # log2n, salt, wrapped DEK + tag
+
 SIG_ED25519 = 1
 SIG_ENTRY_SIZE = 1 + 32 + 8 + 64  # type, public key, signed_at, signature
 
@@ -95,6 +100,42 @@ class SymmetricSlot:
 
     def build(self) -> Slot:
         return Slot(SLOT_SYMMETRIC, self.key_id + self.nonce + self.wrapped)
+
+
+@dataclass(frozen=True)
+class X25519Slot:
+    share: bytes
+    wrapped: bytes
+
+    @classmethod
+    def parse(cls, body: bytes) -> X25519Slot:
+        if len(body) != X25519_SLOT_BODY:
+            raise FormatError(f"X25519 key slot body is {len(body)} bytes, expected {X25519_SLOT_BODY}")
+        return cls(body[:32], body[32:])
+
+    def build(self) -> Slot:
+        return Slot(SLOT_X25519, self.share + self.wrapped)
+
+
+@dataclass(frozen=True)
+class ScryptSlot:
+    log2n: int
+    salt: bytes
+    wrapped: bytes
+
+    @classmethod
+    def parse(cls, body: bytes) -> ScryptSlot:
+        if len(body) != SCRYPT_SLOT_BODY:
+            raise FormatError(f"passphrase key slot body is {len(body)} bytes, expected {SCRYPT_SLOT_BODY}")
+        if not 1 <= body[0] <= 30:
+            raise FormatError(f"passphrase slot work factor 2**{body[0]} out of range")
+        return cls(body[0], body[1:17], body[17:])
+
+    def build(self) -> Slot:
+        return Slot(SLOT_SCRYPT, bytes([self.log2n]) + self.salt + self.wrapped)
+
+
+_SLOT_PARSERS = {SLOT_SYMMETRIC: SymmetricSlot.parse, SLOT_X25519: X25519Slot.parse, SLOT_SCRYPT: ScryptSlot.parse}
 
 
 @dataclass(frozen=True)
@@ -159,6 +200,8 @@ def build_preamble(content_len: int) -> bytes:
 def build_slots(slots: list[Slot]) -> bytes:
     if not 1 <= len(slots) <= MAX_SLOTS:
         raise ValueError(f"a file needs 1..{MAX_SLOTS} key slots, got {len(slots)}")
+    if any(s.type == SLOT_SCRYPT for s in slots) and len(slots) != 1:
+        raise ValueError("a passphrase must be the only key of a file (like age)")
     body = struct.pack("<H", len(slots)) + b"".join(
         bytes([s.type]) + struct.pack("<H", len(s.body)) + s.body for s in slots
     )
@@ -250,11 +293,14 @@ def parse_slots(data: bytes) -> list[Slot]:
         pos += 3 + blen
         if stype == 0:
             raise FormatError("slot type 0 is reserved")
-        if stype == SLOT_SYMMETRIC:
-            SymmetricSlot.parse(body)  # exact length check even for slots we may not open
+        parse = _SLOT_PARSERS.get(stype)
+        if parse is not None:
+            parse(body)  # exact length checks even for slots this reader may not open
         slots.append(Slot(stype, body))
     if pos != len(data):
         raise FormatError(f"{len(data) - pos} unexpected bytes after the key slots")
+    if any(s.type == SLOT_SCRYPT for s in slots) and len(slots) != 1:
+        raise FormatError("a passphrase slot must be the only key slot")
     return slots
 
 

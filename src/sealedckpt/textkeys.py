@@ -1,21 +1,27 @@
 """One-line text forms of keys, with a checksum: Bech32 (BIP 173), as age does.
 
-Public keys:  ``sckpt-vk1...`` (Ed25519 verify key).
-Secret keys:  ``SCKPT-SYMMETRIC-KEY-1...``, ``SCKPT-SIGNING-KEY-1...`` (upper case, like age's
-``AGE-SECRET-KEY-1``), so a secret is never mistaken for something to paste in public.
+Public keys:  ``sckpt1...`` (X25519 recipient), ``sckpt-vk1...`` (Ed25519 verify key).
+Secret keys:  ``SCKPT-SECRET-KEY-1...`` (X25519 identity), ``SCKPT-SYMMETRIC-KEY-1...``,
+``SCKPT-SIGNING-KEY-1...`` (upper case, like age's ``AGE-SECRET-KEY-1``), so a secret is never
+mistaken for something to paste in public.
 A key with one character changed fails the checksum.
 """
 
 from __future__ import annotations
 
-from .crypto import SigningKey, SymmetricKey, VerifyKey
+from .crypto import RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 
+HRP_RECIPIENT = "sckpt"
 HRP_VERIFY = "sckpt-vk"
 HRP_SYMMETRIC = "sckpt-symmetric-key-"
 HRP_SIGNING = "sckpt-signing-key-"
+HRP_IDENTITY = "sckpt-secret-key-"
+
+PublicKey = RecipientPublicKey | VerifyKey
+SecretKey = SymmetricKey | SigningKey | RecipientKey
 
 
 def _polymod(values: list[int]) -> int:
@@ -82,25 +88,45 @@ def decode(text: str, hrp: str) -> bytes:
     return bytes(data)
 
 
+def public_to_text(k: PublicKey) -> str:
+    return encode(HRP_VERIFY if isinstance(k, VerifyKey) else HRP_RECIPIENT, k.to_bytes())
+
+
+def public_from_text(text: str) -> PublicKey:
+    """A recipient (``sckpt1...``) or verify key (``sckpt-vk1...``); ValueError otherwise."""
+    s = text.strip().lower()
+    if s.startswith(HRP_VERIFY + "1"):
+        return VerifyKey(_exact(decode(s, HRP_VERIFY)))
+    if s.startswith(HRP_RECIPIENT + "1"):
+        return RecipientPublicKey(_exact(decode(s, HRP_RECIPIENT)))
+    raise ValueError(f"not a sealedckpt public key (expected {HRP_RECIPIENT}1... or {HRP_VERIFY}1...)")
+
+
 def verify_key_to_text(k: VerifyKey) -> str:
-    return encode(HRP_VERIFY, k.to_bytes())
+    return public_to_text(k)
 
 
 def verify_key_from_text(text: str) -> VerifyKey:
     return VerifyKey(_exact(decode(text, HRP_VERIFY)))
 
 
-def secret_to_text(k: SymmetricKey | SigningKey) -> str:
-    hrp = HRP_SYMMETRIC if isinstance(k, SymmetricKey) else HRP_SIGNING
+_SECRET_HRPS: list[tuple[str, type[SymmetricKey] | type[SigningKey] | type[RecipientKey]]] = [
+    (HRP_SYMMETRIC, SymmetricKey),
+    (HRP_SIGNING, SigningKey),
+    (HRP_IDENTITY, RecipientKey),
+]
+
+
+def secret_to_text(k: SecretKey) -> str:
+    hrp = next(h for h, cls in _SECRET_HRPS if isinstance(k, cls))
     return encode(hrp, k.to_bytes()).upper()
 
 
-def secret_from_text(text: str) -> SymmetricKey | SigningKey:
+def secret_from_text(text: str) -> SecretKey:
     s = text.strip()
-    if s.lower().startswith(HRP_SYMMETRIC + "1"):
-        return SymmetricKey(_exact(decode(s, HRP_SYMMETRIC)))
-    if s.lower().startswith(HRP_SIGNING + "1"):
-        return SigningKey(_exact(decode(s, HRP_SIGNING)))
+    for hrp, cls in _SECRET_HRPS:
+        if s.lower().startswith(hrp + "1"):
+            return cls(_exact(decode(s, hrp)))
     raise ValueError("not a sealedckpt secret key")
 
 
