@@ -6,13 +6,13 @@ import contextlib
 import gc
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import container
+from . import keys as keys_mod
 from .atomic import atomic_write
 from .container import PublicInfo, VerifyResult
-from . import keys as keys_mod
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import FormatError, NoKeyError, SealedCkptError
 
@@ -213,10 +213,15 @@ def inspect(f: PathOrFile) -> PublicInfo:
         return container.read_public_info(fh)
 
 
-def verify(f: PathOrFile, *, trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None) -> VerifyResult:
+def verify(
+    f: PathOrFile,
+    *,
+    trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyResult:
     """Check every signature and every chunk digest without a decryption key.
 
     With ``trusted_signers``, at least one signature must be by one of them.
     """
     with _reading(f) as fh, _typed_errors():
-        return container.verify_file(fh, _trusted(trusted_signers))
+        return container.verify_file(fh, _trusted(trusted_signers), progress)

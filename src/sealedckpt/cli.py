@@ -1,21 +1,32 @@
 """The ``sealedckpt`` command line (also ``python -m sealedckpt``).
 
 Results go to stdout; errors go to stderr as ``sealedckpt: error: ...`` plus ``hint: ...``.
+Secrets are never taken from argv: passphrases come from a prompt, ``--passphrase-file FILE``
+or stdin (``--passphrase-file -``); keys come from the keystore or from files.
+
 Exit codes: 0 ok, 1 other error (I/O), 2 usage, 3 not a sealed file / unsafe input,
-4 integrity failure, 5 signature failure, 6 key failure (no key, wrong key).
+4 integrity failure, 5 signature failure, 6 key failure (no key, wrong key, keystore).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import getpass
 import json
+import mmap
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, api, textkeys
-from .crypto import VerifyKey
+from . import __version__, api, container, payload, sniff, textkeys
+from . import format as fmt
+from .atomic import atomic_write
+from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
     DecryptionError,
     FormatError,
@@ -24,6 +35,8 @@ from .errors import (
     SignatureError,
     UnsafePayloadError,
 )
+from .keys import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice
+from .progress import Bar
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6
 
@@ -44,7 +57,7 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_SIGNATURE
     if isinstance(exc, IntegrityError):
         return EXIT_INTEGRITY
-    if isinstance(exc, DecryptionError):
+    if isinstance(exc, (DecryptionError, KeystoreError)):
         return EXIT_KEY
     if isinstance(exc, (FormatError, UnsafePayloadError)):
         return EXIT_FORMAT
@@ -55,25 +68,390 @@ def _when(ts: int) -> str:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_verify_key(text: str) -> VerifyKey:
-    """A verify key from its text form, or from a file holding it."""
-    candidate = text
-    if not text.lower().startswith(textkeys.HRP_VERIFY + "1"):
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+# --- secrets from the user ------------------------------------------------------------------------
+
+
+def _read_passphrase(args: argparse.Namespace, confirm: bool, what: str = "passphrase") -> Passphrase:
+    """From --passphrase-file FILE (``-`` = stdin), else a prompt on a terminal, else stdin."""
+    source = getattr(args, "passphrase_file", None)
+    if source == "-" or (source is None and not sys.stdin.isatty()):
+        text = sys.stdin.readline().rstrip("\r\n")
+    elif source is not None:
         try:
-            with open(text, encoding="utf-8") as f:
-                candidate = f.read(1024).strip()
-        except OSError:
-            raise CliError(f"not a public key and not a readable file: {text!r}", EXIT_USAGE) from None
+            text = Path(source).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise CliError(f"cannot read passphrase file: {exc.strerror}") from None
+    else:
+        text = getpass.getpass(f"Enter {what}: ")
+        if confirm and getpass.getpass(f"Confirm {what}: ") != text:
+            raise CliError("the passphrases do not match", EXIT_USAGE)
+    if not text:
+        raise CliError("empty passphrase", EXIT_USAGE)
+    log2n = getattr(args, "work_factor", None)
+    return Passphrase(text, log2n=log2n) if log2n else Passphrase(text)
+
+
+def _keystore() -> Keystore:
+    return Keystore()
+
+
+def _secret(ks: Keystore, ref: str, args: argparse.Namespace) -> Any:
+    rec = ks.find(ref)
+    passphrase = None
+    if rec.protected and not os.environ.get("SEALEDCKPT_KEYSTORE_PASSPHRASE_FILE"):
+        passphrase = _read_passphrase(args, confirm=False, what=f"passphrase for key {rec.name}")
+    return ks.secret(rec, passphrase)
+
+
+def _public_from_arg(ks: Keystore, ref: str) -> RecipientPublicKey | VerifyKey:
+    """A public key given as text, as a file holding the text, or as a keystore name."""
+    low = ref.strip().lower()
+    if low.startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
+        try:
+            return textkeys.public_from_text(ref)
+        except ValueError as exc:
+            raise CliError(f"invalid public key: {exc}", EXIT_USAGE) from None
+    if os.path.isfile(ref):
+        text = Path(ref).read_text(encoding="utf-8").strip()
+        try:
+            return textkeys.public_from_text(text)
+        except ValueError as exc:
+            raise CliError(f"{ref}: not a public key: {exc}", EXIT_USAGE) from None
     try:
-        return textkeys.verify_key_from_text(candidate)
-    except ValueError as exc:
+        return ks.public(ks.find(ref))
+    except KeystoreError:
         raise CliError(
-            f"invalid public key: {exc}", EXIT_USAGE, hint=f"a verify key looks like {textkeys.HRP_VERIFY}1..."
+            f"not a public key, a file or a key name: {ref!r}",
+            EXIT_USAGE,
+            hint=f"public keys look like {textkeys.HRP_RECIPIENT}1... or {textkeys.HRP_VERIFY}1...",
         ) from None
 
 
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))
+def _record_json(r: KeyRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "name": r.name, "kind": r.kind, "created": r.created, "store": r.backend,
+        "public": r.public, "default": r.default, "retired": r.retired, "replaced_by": r.replaced_by,
+        "protected": r.protected,
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _bar(label: str, total: int) -> Iterator[Bar]:
+    bar = Bar(label, total)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+# --- key commands -----------------------------------------------------------------------------------
+
+
+def cmd_key_gen(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    protect = (
+        _read_passphrase(args, confirm=True, what="passphrase to protect the key") if args.passphrase_protect else None
+    )
+    rec = ks.generate(args.kind, args.name, default=args.default, protect=protect)
+    if args.json:
+        _print_json(_record_json(rec))
+    else:
+        print(f"generated {rec.kind} key {rec.name} (id {rec.id}) in the {rec.backend} store"
+              + (", default" if rec.default else ""))  # fmt: skip
+        if rec.public:
+            print(f"public key: {rec.public}")
+    return EXIT_OK
+
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    records = _keystore().records()
+    if args.json:
+        _print_json([_record_json(r) for r in records])
+        return EXIT_OK
+    if not records:
+        print("no keys", file=sys.stderr)
+        print("hint: create one with `sealedckpt key gen --default`", file=sys.stderr)
+        return EXIT_OK
+    for r in records:
+        flags = [f for f, on in (("default", r.default), ("retired", r.retired), ("protected", r.protected),
+                                 ("public-only", not r.has_secret)) if on]  # fmt: skip
+        print(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip())
+    return EXIT_OK
+
+
+def cmd_key_show(args: argparse.Namespace) -> int:
+    r = _keystore().find(args.name)
+    if args.json:
+        _print_json(_record_json(r))
+        return EXIT_OK
+    for k, v in _record_json(r).items():
+        if v not in (None, False):
+            print(f"{k:<12} {v}")
+    return EXIT_OK
+
+
+def cmd_key_export_public(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    r = ks.find(args.name)
+    if r.public is None:
+        raise CliError(f"key {r.name!r} is symmetric: it has no public half", EXIT_USAGE,
+                       hint="share symmetric keys only through a secret channel")  # fmt: skip
+    print(r.public)
+    return EXIT_OK
+
+
+def cmd_key_import(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    if args.file in (None, "-"):
+        text = sys.stdin.read(4096)
+    else:
+        text = Path(args.file).read_text(encoding="utf-8")
+    text = text.strip()
+    key: Any
+    try:
+        key = textkeys.public_from_text(text) if text.lower().startswith("sckpt1") or text.lower().startswith(
+            textkeys.HRP_VERIFY + "1") else textkeys.secret_from_text(text)  # fmt: skip
+    except ValueError as exc:
+        raise CliError(
+            f"cannot import: {exc}", EXIT_USAGE, hint="keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
+        ) from None
+    rec = ks.add(key, args.name, default=args.default)
+    print(f"imported {rec.kind} key {rec.name} (id {rec.id})" + ("" if rec.has_secret else ", public only"))
+    return EXIT_OK
+
+
+def cmd_key_rm(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    r = ks.find(args.name)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError(f"refusing to delete key {r.name!r} without --yes", EXIT_USAGE)
+        answer = input(f"Delete {r.kind} key {r.name} ({r.id})? Files sealed only for it become unreadable. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("kept", file=sys.stderr)
+            return EXIT_ERROR
+    ks.remove(r.id)
+    print(f"removed key {r.name} ({r.id})")
+    return EXIT_OK
+
+
+def cmd_key_rotate(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    protect = (
+        _read_passphrase(args, confirm=True, what="passphrase to protect the new key")
+        if args.passphrase_protect
+        else None
+    )
+    old, new = ks.rotate(args.name, protect=protect)
+    print(f"new {new.kind} key {new.name} (id {new.id}) is now the default; {old.name} ({old.id}) is retired")
+    if new.kind == "symmetric":
+        print(f"hint: re-wrap existing files with `sealedckpt rewrap FILES... --key {new.name}`", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_key_default(args: argparse.Namespace) -> int:
+    r = _keystore().set_default(args.name)
+    print(f"{r.name} ({r.id}) is the default {r.kind} key")
+    return EXIT_OK
+
+
+# --- file commands ----------------------------------------------------------------------------------
+
+
+def _seal_keys(ks: Keystore, args: argparse.Namespace) -> list[container.SealKey]:
+    keys: list[container.SealKey] = []
+    for ref in args.key or []:
+        k = _secret(ks, ref, args)
+        if not isinstance(k, SymmetricKey):
+            raise CliError(f"--key {ref}: not a symmetric key (use --to for recipients)", EXIT_USAGE)
+        keys.append(k)
+    for ref in args.to or []:
+        pub = _public_from_arg(ks, ref)
+        if not isinstance(pub, RecipientPublicKey):
+            raise CliError(f"--to {ref}: not a recipient public key", EXIT_USAGE)
+        keys.append(pub)
+    if getattr(args, "passphrase", False):
+        if keys:
+            raise CliError("a passphrase must be the only key of a file (like age)", EXIT_USAGE)
+        keys.append(_read_passphrase(args, confirm=True))
+    return keys
+
+
+def _open_keys(ks: Keystore, args: argparse.Namespace, refs: Sequence[str]) -> container.KeySource:
+    if getattr(args, "open_passphrase", False):
+        return [_read_passphrase(args, confirm=False)]
+    keys: list[container.OpenKey] = []
+    for ref in refs:
+        k = _secret(ks, ref, args)
+        if not isinstance(k, (SymmetricKey, RecipientKey)):
+            raise CliError(f"key {ref}: a signing key cannot open files", EXIT_USAGE)
+        keys.append(k)
+    for path in getattr(args, "identity", None) or []:
+        try:
+            ident = textkeys.secret_from_text(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--identity {path}: {exc}", EXIT_USAGE) from None
+        if isinstance(ident, SigningKey):
+            raise CliError(f"--identity {path}: a signing key cannot open files", EXIT_USAGE)
+        keys.append(ident)
+    if keys:
+        return keys
+    return api._load_keys(None)
+
+
+def _parse_meta(items: Sequence[str]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise CliError(f"--meta takes KEY=VALUE, got {item!r}", EXIT_USAGE)
+        meta[k] = v
+    return meta
+
+
+def _head(path: str) -> tuple[bytes, bytes]:
+    with open(path, "rb") as f:
+        head = f.read(sniff.HEAD_SIZE)
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - sniff.TAIL_SIZE))
+        return head, f.read(sniff.TAIL_SIZE)
+
+
+def _kind_of_input(path: str) -> str:
+    head, tail = _head(path)
+    if head.startswith(fmt.MAGIC):
+        return "sealed"
+    try:
+        sniff.refuse_unsealed(head, tail)
+    except UnsafePayloadError:
+        return "pickle"
+    except FormatError as exc:
+        return "safetensors" if "safetensors" in str(exc) else "unknown"
+    return "unknown"  # pragma: no cover
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    keys = _seal_keys(ks, args) or [api.default_key()]
+    signers: list[SigningKey] = []
+    for ref in args.sign or []:
+        s = _secret(ks, ref, args)
+        if not isinstance(s, SigningKey):
+            raise CliError(f"--sign {ref}: not a signing key", EXIT_USAGE)
+        signers.append(s)
+    meta = _parse_meta(args.meta or [])
+    kind = _kind_of_input(args.input)
+    if kind == "sealed":
+        raise CliError(
+            f"{args.input} is already sealed", EXIT_FORMAT, hint="use `sealedckpt rewrap` to change its keys"
+        )
+    if kind == "safetensors":
+        summary = _seal_safetensors(args.input, args.output, keys, signers, meta)
+    elif kind == "pickle":
+        if not args.allow_pickle:
+            raise CliError(
+                f"{args.input} is a pickle-based file (torch.save, TorchScript or legacy); refusing to unpickle it",
+                EXIT_FORMAT,
+                hint="if you trust this file, convert it with --allow-pickle (it is unpickled with weights_only=True)",
+            )
+        summary = _seal_legacy(args.input, args.output, keys, signers, meta)
+    else:
+        raise CliError(f"{args.input}: not a safetensors or torch checkpoint file", EXIT_FORMAT)
+    if args.json:
+        _print_json({"output": args.output, "key_slots": summary.key_ids, "signers": summary.signer_ids,
+                     "content_digest": None if summary.root is None else "sha256:" + summary.root.hex(),
+                     "bytes": summary.bytes_written})  # fmt: skip
+    else:
+        signed = f"; signed by {', '.join(summary.signer_ids)}" if signers else ""
+        slots = ", ".join(summary.key_ids)
+        print(f"sealed {args.input} -> {args.output} ({summary.bytes_written:,} bytes; key slots {slots}{signed})")
+    return EXIT_OK
+
+
+def _seal_safetensors(
+    src: str, dst: str, keys: list[container.SealKey], signers: list[SigningKey], meta: dict[str, str]
+) -> container.SealSummary:
+    """Stream a plain safetensors file into a sealed one; no torch, no copy of the tensor data."""
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        hlen = payload.header_len(head, size)
+        raw = f.read(hlen)
+        data_start = 8 + hlen
+        layout = payload.reframe(raw, size - data_start)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > data_start else None
+        try:
+            view = memoryview(mm)[data_start:] if mm is not None else memoryview(b"")
+            segments = [memoryview(layout.header), view]
+            with _bar("seal", layout.payload_len) as bar, atomic_write(dst) as out:
+                summary = container.seal(out, layout.payload_len, segments, keys=keys, signers=signers,
+                                         metadata=meta, progress=bar)  # fmt: skip
+            view.release()
+            return summary
+        finally:
+            if mm is not None:
+                mm.close()
+
+
+def _seal_legacy(
+    src: str, dst: str, keys: list[container.SealKey], signers: list[SigningKey], meta: dict[str, str]
+) -> container.SealSummary:
+    """The explicit, opt-in legacy converter: unpickles (weights_only=True) a trusted file."""
+    import torch
+
+    from .serialize import plan_payload
+
+    print(f"sealedckpt: warning: unpickling {src} (weights_only=True) because of --allow-pickle; "
+          "do this only for files you trust", file=sys.stderr)  # fmt: skip
+    obj = torch.load(src, map_location="cpu", weights_only=True)  # pickle-ok: explicit --allow-pickle opt-in
+    plan = plan_payload(obj)
+    with _bar("seal", plan.payload_len) as bar, atomic_write(dst) as out:
+        return container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=meta,
+                              progress=bar)  # fmt: skip
+
+
+def cmd_unseal(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    keys = _open_keys(ks, args, args.key or [])
+    trusted = [_verify_key(ks, t) for t in args.trust] if args.trust else None
+    with open(args.input, "rb") as f:
+        reader = container.open_sealed(f, keys, trusted_signers=trusted)
+        with _bar("unseal", reader.content.payload_len) as bar, atomic_write(args.output) as out:
+            n = reader.write_plaintext(out, bar)
+    print(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)")
+    return EXIT_OK
+
+
+def cmd_rewrap(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    add = _seal_keys(ks, args)
+    if not add and not args.keep:
+        raise CliError(
+            "rewrap needs the new keys: --key, --to or --passphrase (or --keep with --remove-slot)", EXIT_USAGE
+        )
+    opener = _open_keys(ks, args, args.with_key or [])
+    failures = 0
+    last: BaseException | None = None
+    for path in args.files:
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f, _bar(f"rewrap {path}", size) as bar, atomic_write(path) as out:
+                labels = container.rewrap(f, out, opener, add, keep=args.keep, remove=args.remove_slot or [],
+                                          progress=bar)  # fmt: skip
+            print(f"rewrapped {path}: key slots {', '.join(labels)}")
+        except (SealedCkptError, CliError, OSError, ValueError) as exc:
+            failures += 1
+            print(f"sealedckpt: error: {path}: {exc}", file=sys.stderr)
+            last = exc
+    if failures:
+        raise CliError(
+            f"{failures} of {len(args.files)} file(s) not rewrapped", exit_code(last) if last else EXIT_ERROR
+        )
+    return EXIT_OK
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -108,13 +486,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _verify_key(ks: Keystore, ref: str) -> VerifyKey:
+    pub = _public_from_arg(ks, ref)
+    if not isinstance(pub, VerifyKey):
+        raise CliError(f"{ref}: a recipient key cannot verify signatures", EXIT_USAGE,
+                       hint=f"verify keys look like {textkeys.HRP_VERIFY}1...")  # fmt: skip
+    return pub
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    trusted = [_parse_verify_key(t) for t in args.trust] if args.trust else None
-    res = api.verify(args.file, trusted_signers=trusted)
+    ks = _keystore()
+    trusted = [_verify_key(ks, t) for t in args.trust] if args.trust else None
+    size = os.path.getsize(args.file)
+    with _bar("verify", size) as bar:
+        res = api.verify(args.file, trusted_signers=trusted, progress=bar)
     signers = [
         {
             "key_id": s.key_id,
-            "public_key": textkeys.verify_key_to_text(s.public_key),
+            "public_key": textkeys.public_to_text(s.public_key),
             "signed_at": _when(s.signed_at),
             "trusted": s.trusted,
         }
@@ -144,10 +533,97 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- parser -------------------------------------------------------------------------------------
+
+
+def _passphrase_source(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--passphrase-file", metavar="FILE", help="read passphrases from FILE ('-' = stdin), never argv")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sealedckpt", description="Encrypted, signed, pickle-free PyTorch checkpoints.")
     p.add_argument("--version", action="version", version=f"sealedckpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    key = sub.add_parser("key", help="manage keys in the keystore").add_subparsers(
+        dest="key_command", required=True, metavar="ACTION"
+    )
+    sp = key.add_parser("gen", help="generate a key")
+    sp.add_argument("--name")
+    sp.add_argument("--kind", choices=KINDS, default="symmetric")
+    sp.add_argument("--default", action="store_true", help="make it the default key of its kind")
+    sp.add_argument("--passphrase-protect", action="store_true", help="encrypt the stored key under a passphrase")
+    sp.add_argument("--json", action="store_true")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_key_gen)
+    sp = key.add_parser("list", help="list keys (public facts only)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_key_list)
+    sp = key.add_parser("show", help="show one key's public facts")
+    sp.add_argument("name")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_key_show)
+    sp = key.add_parser("export-public", help="print a recipient or signing key's public half")
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_key_export_public)
+    sp = key.add_parser("import", help="import a key (secret or public text form) from FILE or stdin")
+    sp.add_argument("name")
+    sp.add_argument("file", nargs="?", help="file holding the key; '-' or absent: stdin")
+    sp.add_argument("--default", action="store_true")
+    sp.set_defaults(func=cmd_key_import)
+    sp = key.add_parser("rm", help="delete a key and its secret")
+    sp.add_argument("name")
+    sp.add_argument("--yes", action="store_true", help="do not ask")
+    sp.set_defaults(func=cmd_key_rm)
+    sp = key.add_parser("rotate", help="new key of the same kind becomes the default; the old one is retired")
+    sp.add_argument("name")
+    sp.add_argument("--passphrase-protect", action="store_true")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_key_rotate)
+    sp = key.add_parser("default", help="make a key the default of its kind")
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_key_default)
+
+    sp = sub.add_parser("seal", help="seal a safetensors file (or, with --allow-pickle, a trusted torch.save file)")
+    sp.add_argument("input")
+    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("--key", action="append", metavar="NAME", help="symmetric key from the keystore; repeatable")
+    sp.add_argument(
+        "--to", action="append", metavar="PUBKEY", help="recipient public key, file or key name; repeatable"
+    )
+    sp.add_argument("--passphrase", action="store_true", help="seal with a passphrase (alone)")
+    sp.add_argument("--work-factor", type=int, metavar="LOG2N", help="scrypt work factor for --passphrase (default 18)")
+    sp.add_argument("--sign", action="append", metavar="NAME", help="signing key from the keystore")
+    sp.add_argument("--meta", action="append", metavar="K=V", help="public, authenticated metadata")
+    sp.add_argument("--allow-pickle", action="store_true", help="convert a TRUSTED torch.save file (unpickles it)")
+    sp.add_argument("--json", action="store_true")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_seal)
+
+    sp = sub.add_parser("unseal", help="decrypt to a plain safetensors file")
+    sp.add_argument("input")
+    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument(
+        "--key", action="append", metavar="NAME", help="key from the keystore (default: look up the file's slots)"
+    )
+    sp.add_argument("--identity", action="append", metavar="FILE", help="file holding a secret key")
+    sp.add_argument("--passphrase", dest="open_passphrase", action="store_true", help="open with a passphrase")
+    sp.add_argument("--trust", action="append", metavar="PUBKEY", help="require a signature by this key")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_unseal)
+
+    sp = sub.add_parser("rewrap", help="change who can open files, without re-encrypting or re-signing")
+    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp.add_argument("--key", action="append", metavar="NAME", help="new symmetric key slot")
+    sp.add_argument("--to", action="append", metavar="PUBKEY", help="new recipient slot")
+    sp.add_argument("--passphrase", action="store_true", help="new passphrase slot (alone)")
+    sp.add_argument("--work-factor", type=int, metavar="LOG2N")
+    sp.add_argument("--keep", action="store_true", help="keep the existing slots (default: replace them)")
+    sp.add_argument("--remove-slot", action="append", metavar="ID", help="with --keep: drop this slot (see inspect)")
+    sp.add_argument("--with", dest="with_key", action="append", metavar="NAME", help="key that opens the files now")
+    sp.add_argument("--identity", action="append", metavar="FILE", help="file holding a key that opens the files now")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_rewrap)
 
     sp = sub.add_parser("inspect", help="show a sealed file's public header (no key needed)")
     sp.add_argument("file")
@@ -156,7 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("verify", help="check signatures and every chunk without a decryption key")
     sp.add_argument("file")
-    sp.add_argument("--trust", action="append", metavar="PUBKEY", help="trusted verify key (text or file); repeatable")
+    sp.add_argument(
+        "--trust", action="append", metavar="PUBKEY", help="trusted verify key (text, file or key name); repeatable"
+    )
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_verify)
     return p
@@ -176,16 +654,23 @@ def _fail(exc: BaseException, as_json: bool) -> NoReturn:
     raise SystemExit(code)
 
 
+def _show_notice(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"sealedckpt: note: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (SealedCkptError, CliError, OSError) as exc:
-        _fail(exc, bool(getattr(args, "json", False)))
-    except KeyboardInterrupt:
-        print("sealedckpt: error: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", KeystoreNotice)
+        warnings.showwarning = _show_notice
+        try:
+            return int(args.func(args))
+        except (SealedCkptError, CliError, OSError, ValueError) as exc:
+            _fail(exc, bool(getattr(args, "json", False)))
+        except KeyboardInterrupt:
+            print("sealedckpt: error: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

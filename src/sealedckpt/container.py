@@ -40,6 +40,7 @@ _X25519_AAD = b"sealedckpt/v1 x25519 slot\x00"
 _SCRYPT_AAD = b"sealedckpt/v1 scrypt slot\x00"
 
 Region = tuple[int, memoryview]  # (payload offset, destination buffer)
+Progress = Callable[[int], None]  # called with a number of bytes just processed
 
 
 def default_workers() -> int:
@@ -312,7 +313,9 @@ def make_slots(
     for r in recipients:
         if isinstance(r, SymmetricKey):
             nonce = random_bytes(12)
-            slots.append(fmt.SymmetricSlot(r.key_id_bytes, nonce, crypto.wrap_dek(r, dek, nonce, _SLOT_AAD + salt)).build())
+            slots.append(
+                fmt.SymmetricSlot(r.key_id_bytes, nonce, crypto.wrap_dek(r, dek, nonce, _SLOT_AAD + salt)).build()
+            )
         elif isinstance(r, RecipientPublicKey):
             body = crypto.x25519_wrap(r, dek, _X25519_AAD + salt)
             slots.append(fmt.X25519Slot(body[:32], body[32:]).build())
@@ -391,6 +394,19 @@ class SealedReader:
             pos += take
             i += 1
         return bytes(out)
+
+    def write_plaintext(self, out: BinaryIO, progress: Progress | None = None) -> int:
+        """Decrypt the payload chunk by chunk into ``out`` (write to a temp file; publish it only
+        after this returns, since bytes are written before the last chunk is checked)."""
+        buf = self._scratch()
+        total = 0
+        for i in range(self.content.n_chunks):
+            plain = self._decrypt_chunk(i, buf)
+            out.write(plain)
+            total += len(plain)
+            if progress is not None:
+                progress(len(plain))
+        return total
 
     def decrypt_regions(self, regions: Sequence[Region], workers: int | None = None) -> None:
         """Decrypt every chunk; bytes under a region land in it, the rest are checked and dropped.
@@ -546,7 +562,9 @@ class VerifyResult:
     metadata: dict[str, str]
 
 
-def verify_file(f: BinaryIO, trusted_signers: Sequence[VerifyKey] | None) -> VerifyResult:
+def verify_file(
+    f: BinaryIO, trusted_signers: Sequence[VerifyKey] | None, progress: Progress | None = None
+) -> VerifyResult:
     """Check signatures and every chunk's digest without any decryption key."""
     src = _Source(f)
     header = _read_header(src)
@@ -563,6 +581,8 @@ def verify_file(f: BinaryIO, trusted_signers: Sequence[VerifyKey] | None) -> Ver
             raise IntegrityError(f"file truncated inside chunk {i}")
         if not crypto.equal(crypto.sha256(ct), trailer.table[i * 32 : (i + 1) * 32]):
             raise IntegrityError(f"chunk {i} does not match its signed digest")
+        if progress is not None:
+            progress(len(ct))
     return VerifyResult(trailer.signers, trailer.root, dict(c.metadata))
 
 
@@ -609,6 +629,7 @@ def seal(
     random_bytes: Callable[[int], bytes] = os.urandom,
     now: Callable[[], float] = time.time,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> SealSummary:
     """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``."""
     if len({s.key_id for s in signers}) != len(signers):
@@ -651,6 +672,8 @@ def seal(
                 ct_done = pending.popleft().result()
                 out.write(ct_done)
                 written += len(ct_done)
+                if progress is not None:
+                    progress(len(ct_done))
             plen = sum(len(p) for p in pieces)
             total += plen
             if plen != content.plain_len(i):
@@ -674,6 +697,8 @@ def seal(
             ct_done = pending.popleft().result()
             out.write(ct_done)
             written += len(ct_done)
+            if progress is not None:
+                progress(len(ct_done))
     finally:
         for fut in pending:
             fut.cancel()
@@ -714,6 +739,7 @@ def rewrap(
     keep: bool = False,
     remove: Sequence[str] = (),
     copy_block: int = 1 << 22,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Re-wrap a file's data key: new key slots, same content header, chunks and signatures.
 
@@ -750,5 +776,7 @@ def rewrap(
             raise IntegrityError("file shrank while it was being rewrapped")
         out.write(buf[:n])
         pos += n
+        if progress is not None:
+            progress(n)
     new_header = Header(header.content_bytes, header.content, slots, authenticated, b"")
     return slot_ids(new_header)

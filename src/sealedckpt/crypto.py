@@ -212,7 +212,7 @@ class SigningKey:
 class RecipientPublicKey:
     """An X25519 public key: seal a file for the holder of the matching :class:`RecipientKey`."""
 
-    __slots__ = ("_raw", "_key_id")
+    __slots__ = ("_key_id", "_raw")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
@@ -250,7 +250,7 @@ class RecipientPublicKey:
 class RecipientKey:
     """An X25519 private key (an age-style identity) that opens files sealed to its public key."""
 
-    __slots__ = ("_priv", "_raw", "_public")
+    __slots__ = ("_priv", "_public", "_raw")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._raw = _coerce_key_bytes(data, "a RecipientKey")
@@ -307,7 +307,9 @@ class Passphrase:
 
     __slots__ = ("_secret", "log2n", "max_log2n")
 
-    def __init__(self, secret: str | bytes, *, log2n: int = SCRYPT_DEFAULT_LOG2N, max_log2n: int = SCRYPT_MAX_LOG2N) -> None:
+    def __init__(
+        self, secret: str | bytes, *, log2n: int = SCRYPT_DEFAULT_LOG2N, max_log2n: int = SCRYPT_MAX_LOG2N
+    ) -> None:
         raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
         if not raw:
             raise ValueError("empty passphrase")
@@ -344,9 +346,9 @@ def x25519_unwrap(identity: RecipientKey, share: bytes, wrapped: bytes, aad: byt
     shared = identity.exchange(share)
     if shared is None:
         raise LowOrderShare
-    wk = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=share + identity.public.to_bytes(), info=_INFO_X25519
-    ).derive(shared)
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=share + identity.public.to_bytes(), info=_INFO_X25519).derive(
+        shared
+    )
     try:
         return AESGCM(wk).decrypt(_ZERO_NONCE, wrapped, aad)
     except InvalidTag:

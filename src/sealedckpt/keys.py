@@ -364,7 +364,9 @@ class Keystore:
             raise KeystoreError(f"key {record.name!r} is public only (no secret stored)")
         text = self._backend(record.backend).get(record.id)
         if text is None:
-            raise KeystoreError(f"the secret of key {record.name!r} ({record.id}) is missing from the {record.backend} store")
+            raise KeystoreError(
+                f"the secret of key {record.name!r} ({record.id}) is missing from the {record.backend} store"
+            )
         if text.startswith(_PROTECTED_PREFIX):
             passphrase = passphrase or _env_passphrase()
             if passphrase is None:
@@ -441,7 +443,12 @@ class Keystore:
         return rec
 
     def generate(
-        self, kind: Kind = "symmetric", name: str | None = None, *, default: bool = False, protect: Passphrase | None = None
+        self,
+        kind: Kind = "symmetric",
+        name: str | None = None,
+        *,
+        default: bool = False,
+        protect: Passphrase | None = None,
     ) -> KeyRecord:
         key: SecretKey
         if kind == "symmetric":
@@ -459,9 +466,7 @@ class Keystore:
             target = self.find(ref)
             if target.retired or not target.has_secret:
                 raise KeystoreError(f"key {target.name!r} cannot be the default (retired or public only)")
-            records = [
-                replace(r, default=(r.id == target.id)) if r.kind == target.kind else r for r in self._read()
-            ]
+            records = [replace(r, default=(r.id == target.id)) if r.kind == target.kind else r for r in self._read()]
             self._write(records)
         return self.find(target.id)
 

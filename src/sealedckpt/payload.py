@@ -143,3 +143,32 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
 
 def _is_uint(x: object) -> bool:
     return type(x) is int and 0 <= x < (1 << 63)
+
+
+def _contiguous(shape: tuple[int, ...]) -> list[int]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= max(d, 1)
+    return strides[::-1]
+
+
+def reframe(raw_header: bytes, data_len: int) -> Layout:
+    """A new header for a plain safetensors file: same entries and data section, plus the
+    sealedckpt structure (a flat dict of tensors), so ``sealedckpt.load`` returns a state_dict.
+    Needs no torch and never touches the data bytes."""
+    meta, entries = parse_header(raw_header, data_len)
+    if any(k.startswith("sealedckpt.") for k in meta):
+        raise FormatError("input safetensors metadata already uses the reserved 'sealedckpt.' keys")
+    structure = {
+        "t": "dict",
+        "v": [
+            [e.name, {"t": "tensor", "e": e.name, "dtype": e.dtype, "shape": list(e.shape),
+                      "stride": _contiguous(e.shape), "offset": 0, "device": "cpu"}]
+            for e in entries
+        ],
+    }  # fmt: skip
+    new_meta = dict(meta)
+    new_meta[VERSION_KEY] = STRUCTURE_VERSION
+    new_meta[STRUCTURE_KEY] = json.dumps(structure, separators=(",", ":"), ensure_ascii=False)
+    return build_layout([(e.name, e.dtype, e.shape, e.nbytes) for e in entries], new_meta)
