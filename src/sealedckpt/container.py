@@ -286,6 +286,8 @@ def _open_slots(header: Header, keys: Sequence[OpenKey]) -> bytes:
                 return dek
     if tampered:
         raise IntegrityError("the key slot for the given key does not open: the header was modified")
+    if scrypt and passphrases:
+        raise DecryptionError("wrong passphrase")
     kinds = []
     if sym:
         kinds.append("symmetric key ids " + ", ".join(s.key_id.hex() for s in sym))

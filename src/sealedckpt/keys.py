@@ -11,7 +11,8 @@ under the data directory. Secrets live in one of:
 - :class:`MemorySecrets`: for tests.
 
 Which one: ``SEALEDCKPT_KEYSTORE=keyring|file`` forces it; otherwise the OS keyring when
-``keyring`` has a recommended backend, else the file store (said once, as a warning).
+``keyring`` has a recommended backend, else the file store (said once, when it is created,
+as a :class:`KeystoreNotice` warning).
 """
 
 from __future__ import annotations
@@ -229,6 +230,8 @@ def choose_backend(home: Path) -> SecretBackend:
         raise KeystoreError(f"{ENV_BACKEND} must be 'keyring' or 'file', not {forced!r}")
     if keyring_available():
         return KeyringSecrets()
+    if (home / "keys").exists():
+        return FileSecrets(home / "keys")  # said when the store was created
     warnings.warn(
         f"no OS keyring available; using sealedckpt's file keystore in {home / 'keys'} (files 0600). "
         f"Set {ENV_BACKEND}=file to silence this, or =keyring to require the OS keyring.",
