@@ -543,6 +543,10 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
     for s in header.slots:
         if s.type == fmt.SLOT_SYMMETRIC:
             slots.append({"type": "symmetric", "key_id": fmt.SymmetricSlot.parse(s.body).key_id.hex()})
+        elif s.type == fmt.SLOT_X25519:
+            slots.append({"type": "recipient"})
+        elif s.type == fmt.SLOT_SCRYPT:
+            slots.append({"type": "passphrase", "work_factor": f"2**{fmt.ScryptSlot.parse(s.body).log2n}"})
         else:
             slots.append({"type": f"unknown-{s.type}"})
     sigs: list[dict[str, object]] = []
