@@ -147,7 +147,7 @@ def test_key_none_uses_env_then_keystore(tmp_path: Path, monkeypatch: pytest.Mon
     assert info.key_slots == [{"type": "symmetric", "key_id": rec.id}]
     assert _load(data, None) == {"x": 1}  # the keystore finds the key the slot names
     # after rotation the retired key still opens old files
-    old, new = ks.rotate("main")
+    _old, new = ks.rotate("main")
     assert _load(data, None) == {"x": 1}
     assert sealedckpt.inspect(io.BytesIO(_seal({"x": 2}, None))).key_slots[0]["key_id"] == new.id
     # SEALEDCKPT_KEY wins over the keystore
