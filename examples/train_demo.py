@@ -45,8 +45,8 @@ def train(model: torch.nn.Module, opt: torch.optim.Optimizer, start: int, stop: 
         loss.backward()
         opt.step()
         if callable(on_epoch):
-            on_epoch(epoch + 1, float(loss))
-    return float(loss)
+            on_epoch(epoch + 1, loss.item())
+    return loss.item()
 
 
 def checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int) -> dict[str, object]:
@@ -60,19 +60,16 @@ def checkpoint(model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int) -
     }
 
 
-def load_or_make_keys(home: Path) -> tuple[sealedckpt.SymmetricKey, sealedckpt.SigningKey]:
-    """Keys kept in 0600 files under the demo directory (stand-in until `sealedckpt key` lands)."""
-    home.mkdir(parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
-    out = []
-    for name in ("data.key", "signing.key"):
-        p = home / name
-        if not p.exists():
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32))
-        out.append(p.read_bytes())
-    return sealedckpt.SymmetricKey.from_bytes(out[0]), sealedckpt.SigningKey.from_bytes(out[1])
+def keystore_keys(home: Path) -> tuple[str, sealedckpt.SigningKey]:
+    """A default data key and a signing key in the embedded file keystore under ``home``."""
+    os.environ.setdefault("SEALEDCKPT_HOME", str(home))
+    os.environ.setdefault("SEALEDCKPT_KEYSTORE", "file")  # the embedded keystore, even where a keyring exists
+    ks = sealedckpt.Keystore()
+    data = ks.default("symmetric") or ks.generate("symmetric", "demo-data", default=True)
+    signing = ks.default("signing") or ks.generate("signing", "demo-signer", default=True)
+    signer = ks.secret(signing)
+    assert isinstance(signer, sealedckpt.SigningKey)
+    return data.id, signer
 
 
 def main() -> None:
@@ -85,8 +82,8 @@ def main() -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for old in ckpt_dir.glob("*.sealed"):
         old.unlink()
-    key, signer = load_or_make_keys(run_dir / "keys")
-    print(f"data key {key.key_id}, signing key {signer.key_id} (in {run_dir / 'keys'}, mode 0600)")
+    key_id, signer = keystore_keys(run_dir / "keystore")
+    print(f"keystore {os.environ['SEALEDCKPT_HOME']}: default data key {key_id}, signing key {signer.key_id}")
 
     # Reference: one uninterrupted run.
     torch.manual_seed(0)
@@ -104,8 +101,7 @@ def main() -> None:
             t = time.perf_counter()
             sealedckpt.save(
                 checkpoint(model, opt, epoch),
-                path,
-                key=key,
+                path,  # key=None: the keystore's default key
                 sign_with=signer,
                 metadata={"run": "sin-mlp", "epoch": str(epoch)},
             )
@@ -122,7 +118,8 @@ def main() -> None:
     latest = sorted(ckpt_dir.glob("*.sealed"))[-1]
     info = sealedckpt.inspect(latest)
     print(f"latest: {latest.name}  public metadata {info.metadata}  signers {[s['key_id'] for s in info.signatures]}")
-    ck = sealedckpt.load(latest, key=key, trusted_signers=[signer.public], map_location="cpu")
+    # key=None: the keystore finds the key the file's slot names; the signature must be ours.
+    ck = sealedckpt.load(latest, trusted_signers=[signer.public], map_location="cpu")
     torch.manual_seed(1234)  # whatever the new process would do; the checkpoint restores the RNG
     model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

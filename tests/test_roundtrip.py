@@ -35,7 +35,7 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, sched: torch.optim
     loss.backward()
     opt.step()
     sched.step()
-    return float(loss)
+    return loss.item()
 
 
 def _checkpoint(

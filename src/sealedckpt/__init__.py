@@ -5,7 +5,7 @@
 
 from .api import inspect, load, save, verify
 from .container import PublicInfo, Signer, VerifyResult
-from .crypto import SigningKey, SymmetricKey, VerifyKey
+from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
     DecryptionError,
     DeviceError,
@@ -17,6 +17,7 @@ from .errors import (
     UnsafePayloadError,
     UnsupportedTypeError,
 )
+from .keys import Keystore, KeystoreError
 
 __version__ = "0.1.0"
 
@@ -25,8 +26,13 @@ __all__ = [
     "DeviceError",
     "FormatError",
     "IntegrityError",
+    "Keystore",
+    "KeystoreError",
     "NoKeyError",
+    "Passphrase",
     "PublicInfo",
+    "RecipientKey",
+    "RecipientPublicKey",
     "SealedCkptError",
     "SignatureError",
     "Signer",
