@@ -13,7 +13,11 @@ DEMO = Path(__file__).resolve().parent.parent / "examples" / "train_demo.py"
 def test_demo_resumes_bit_identically(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEALEDCKPT_")}
     r = subprocess.run(
-        [sys.executable, str(DEMO), "--dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, str(DEMO), "--dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     assert "weights bit-identical: True" in r.stdout
