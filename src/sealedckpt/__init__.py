@@ -3,7 +3,7 @@
 ``import sealedckpt`` does not import torch; only ``save`` and ``load`` do.
 """
 
-from .api import inspect, load, save, verify
+from .api import inspect, load, save, sign, verify
 from .container import PublicInfo, Signer, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
@@ -12,6 +12,7 @@ from .errors import (
     FormatError,
     IntegrityError,
     NoKeyError,
+    RollbackError,
     SealedCkptError,
     SignatureError,
     UnsafePayloadError,
@@ -33,6 +34,7 @@ __all__ = [
     "PublicInfo",
     "RecipientKey",
     "RecipientPublicKey",
+    "RollbackError",
     "SealedCkptError",
     "SignatureError",
     "Signer",
@@ -45,5 +47,6 @@ __all__ = [
     "inspect",
     "load",
     "save",
+    "sign",
     "verify",
 ]

@@ -7,14 +7,14 @@ import gc
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from . import container
 from . import keys as keys_mod
 from .atomic import atomic_write
 from .container import PublicInfo, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
-from .errors import FormatError, NoKeyError, SealedCkptError
+from .errors import FormatError, NoKeyError, RollbackError, SealedCkptError
 
 if TYPE_CHECKING:
     from .serialize import MapLocation
@@ -107,9 +107,18 @@ def _signers(sign_with: SigningKey | Sequence[SigningKey] | None) -> list[Signin
     return out
 
 
-def _trusted(trusted_signers: VerifyKey | Sequence[VerifyKey] | None) -> list[VerifyKey] | None:
+Trusted = VerifyKey | Sequence[VerifyKey] | Literal["store"] | None
+
+
+def _trusted(trusted_signers: Trusted) -> list[VerifyKey] | None:
     if trusted_signers is None:
         return None
+    if isinstance(trusted_signers, str):
+        if trusted_signers != "store":
+            raise TypeError('trusted_signers must be VerifyKey objects or "store"')
+        from .trust import TrustStore
+
+        return TrustStore().keys()
     if isinstance(trusted_signers, VerifyKey):
         return [trusted_signers]
     out = list(trusted_signers)
@@ -185,20 +194,29 @@ def load(
     *,
     key: LoadKey | Sequence[LoadKey] | None = None,
     map_location: MapLocation = None,
-    trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None,
+    trusted_signers: Trusted = None,
     require_signature: bool | None = None,
+    min_version: int | None = None,
+    expect_model: str | None = None,
 ) -> Any:
     """Open a sealed checkpoint, like ``torch.load``; never unpickles anything.
 
     Every chunk is authenticated (and, under a signature policy, checked against the
-    signed digests) before any object is returned.
+    signed digests) before any object is returned. ``trusted_signers="store"`` uses the trust
+    store; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes that the default. ``min_version`` and
+    ``expect_model`` check the public ``version`` / ``model`` metadata (rollback protection).
     """
+    from .trust import signature_required
+
     keys = _load_keys(key)
+    if trusted_signers is None and require_signature is not False and signature_required():
+        trusted_signers = "store"
     trusted = _trusted(trusted_signers)
     if require_signature is False and trusted is not None:
         raise TypeError("trusted_signers given with require_signature=False")
     with _reading(f) as fh, _typed_errors(), _gc_paused():
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        check_release(reader.content.metadata, min_version, expect_model)
         from .serialize import decode_payload
 
         return decode_payload(reader, map_location)
@@ -216,12 +234,52 @@ def inspect(f: PathOrFile) -> PublicInfo:
 def verify(
     f: PathOrFile,
     *,
-    trusted_signers: VerifyKey | Sequence[VerifyKey] | None = None,
+    trusted_signers: Trusted = None,
+    min_version: int | None = None,
+    expect_model: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyResult:
     """Check every signature and every chunk digest without a decryption key.
 
-    With ``trusted_signers``, at least one signature must be by one of them.
+    With ``trusted_signers`` (keys, or ``"store"``), at least one signature must be by one of
+    them; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the default.
     """
+    from .trust import signature_required
+
+    if trusted_signers is None and signature_required():
+        trusted_signers = "store"
+    trusted = _trusted(trusted_signers)
     with _reading(f) as fh, _typed_errors():
-        return container.verify_file(fh, _trusted(trusted_signers), progress)
+        res = container.verify_file(fh, trusted, progress)
+    check_release(res.metadata, min_version, expect_model)
+    return res
+
+
+def check_release(metadata: dict[str, str], min_version: int | None, expect_model: str | None) -> None:
+    """Rollback protection: the signed public ``model``/``version`` metadata must match."""
+    if expect_model is not None and metadata.get("model") != expect_model:
+        raise RollbackError(f"file is model {metadata.get('model')!r}, expected {expect_model!r}")
+    if min_version is None:
+        return
+    raw = metadata.get("version")
+    if raw is None or not raw.isdigit() or len(raw) > 18:
+        raise RollbackError(f"file has no numeric public 'version' metadata (got {raw!r}); min_version={min_version}")
+    if int(raw) < min_version:
+        raise RollbackError(f"file is version {int(raw)}, older than the required minimum {min_version} (replayed?)")
+
+
+def sign(
+    path: str | os.PathLike[str],
+    sign_with: SigningKey | Sequence[SigningKey],
+    *,
+    trusted_signers: Trusted = None,
+) -> VerifyResult:
+    """Add (counter-)signatures to a sealed file in place, without a decryption key.
+
+    Existing signatures and every chunk are verified first (and, with ``trusted_signers``, at
+    least one existing signature must be trusted): an auditor signs only what checked out.
+    """
+    signers = _signers(sign_with)
+    trusted = _trusted(trusted_signers)
+    with open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
+        return container.add_signatures(fh, out, signers, trusted_signers=trusted)

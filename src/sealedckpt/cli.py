@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, api, container, payload, sniff, textkeys
-from . import format as fmt
 from .atomic import atomic_write
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
@@ -35,7 +34,7 @@ from .errors import (
     SignatureError,
     UnsafePayloadError,
 )
-from .keys import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice
+from .keys import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice, set_passphrase_provider
 from .progress import Bar
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6
@@ -100,11 +99,7 @@ def _keystore() -> Keystore:
 
 
 def _secret(ks: Keystore, ref: str, args: argparse.Namespace) -> Any:
-    rec = ks.find(ref)
-    passphrase = None
-    if rec.protected and not os.environ.get("SEALEDCKPT_KEYSTORE_PASSPHRASE_FILE"):
-        passphrase = _read_passphrase(args, confirm=False, what=f"passphrase for key {rec.name}")
-    return ks.secret(rec, passphrase)
+    return ks.secret(ks.find(ref))  # a protected key asks the passphrase provider set in main()
 
 
 def _public_from_arg(ks: Keystore, ref: str) -> RecipientPublicKey | VerifyKey:
@@ -321,19 +316,6 @@ def _head(path: str) -> tuple[bytes, bytes]:
         return head, f.read(sniff.TAIL_SIZE)
 
 
-def _kind_of_input(path: str) -> str:
-    head, tail = _head(path)
-    if head.startswith(fmt.MAGIC):
-        return "sealed"
-    try:
-        sniff.refuse_unsealed(head, tail)
-    except UnsafePayloadError:
-        return "pickle"
-    except FormatError as exc:
-        return "safetensors" if "safetensors" in str(exc) else "unknown"
-    return "unknown"  # pragma: no cover
-
-
 def cmd_seal(args: argparse.Namespace) -> int:
     ks = _keystore()
     keys = _seal_keys(ks, args) or [api.default_key()]
@@ -344,14 +326,14 @@ def cmd_seal(args: argparse.Namespace) -> int:
             raise CliError(f"--sign {ref}: not a signing key", EXIT_USAGE)
         signers.append(s)
     meta = _parse_meta(args.meta or [])
-    kind = _kind_of_input(args.input)
+    kind = sniff.classify(*_head(args.input))
     if kind == "sealed":
         raise CliError(
             f"{args.input} is already sealed", EXIT_FORMAT, hint="use `sealedckpt rewrap` to change its keys"
         )
     if kind == "safetensors":
         summary = _seal_safetensors(args.input, args.output, keys, signers, meta)
-    elif kind == "pickle":
+    elif kind in sniff.LEGACY_KINDS:
         if not args.allow_pickle:
             raise CliError(
                 f"{args.input} is a pickle-based file (torch.save, TorchScript or legacy); refusing to unpickle it",
@@ -360,7 +342,9 @@ def cmd_seal(args: argparse.Namespace) -> int:
             )
         summary = _seal_legacy(args.input, args.output, keys, signers, meta)
     else:
-        raise CliError(f"{args.input}: not a safetensors or torch checkpoint file", EXIT_FORMAT)
+        raise CliError(
+            f"{args.input}: not a safetensors or torch checkpoint file (content looks like: {kind})", EXIT_FORMAT
+        )
     if args.json:
         _print_json({"output": args.output, "key_slots": summary.key_ids, "signers": summary.signer_ids,
                      "content_digest": None if summary.root is None else "sha256:" + summary.root.hex(),
@@ -661,6 +645,7 @@ def _show_notice(message: Warning | str, category: type[Warning], *_: object, **
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_passphrase_provider(lambda rec: _read_passphrase(args, confirm=False, what=f"passphrase for key {rec.name}"))
     with warnings.catch_warnings():
         warnings.simplefilter("once", KeystoreNotice)
         warnings.showwarning = _show_notice
@@ -671,6 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("sealedckpt: error: interrupted", file=sys.stderr)
             return 130
+        finally:
+            set_passphrase_provider(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -786,3 +786,65 @@ def rewrap(
             progress(n)
     new_header = Header(header.content_bytes, header.content, slots, authenticated, b"")
     return slot_ids(new_header)
+
+
+def add_signatures(
+    src_file: BinaryIO,
+    out: BinaryIO,
+    signers: Sequence[SigningKey],
+    *,
+    trusted_signers: Sequence[VerifyKey] | None = None,
+    now: Callable[[], float] = time.time,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Counter-sign a file without any decryption key: every existing signature and every chunk
+    digest is checked first (for an unsigned file the digest table is computed), then the new
+    signatures are appended. Earlier signatures stay valid: all sign the same root."""
+    if not signers:
+        raise ValueError("no signing key given")
+    src = _Source(src_file)
+    header = _read_header(src)
+    trailer = _read_trailer(src, header, trusted_signers or ())
+    if trusted_signers is not None:
+        _apply_policy(trailer, trusted_signers, True)
+    c = header.content
+    have = {s.public_key.to_bytes() for s in trailer.signers}
+    for s in signers:
+        if s.public.to_bytes() in have:
+            raise ValueError(f"key {s.key_id} has already signed this file")
+    if len(trailer.signers) + len(signers) > fmt.MAX_SIGNATURES:
+        raise ValueError(f"a file holds at most {fmt.MAX_SIGNATURES} signatures")
+    buf = memoryview(bytearray(min(c.chunk_size, c.payload_len) + fmt.TAG_SIZE))
+    digests = []
+    out.write(header.authenticated + header.mac)
+    for i in range(c.n_chunks):
+        ct = buf[: c.plain_len(i) + fmt.TAG_SIZE]
+        if src.read_into(header.size + i * (c.chunk_size + fmt.TAG_SIZE), ct) != len(ct):
+            raise IntegrityError(f"file truncated inside chunk {i}")
+        d = crypto.sha256(ct)
+        if trailer.signers and not crypto.equal(d, trailer.table[i * 32 : (i + 1) * 32]):
+            raise IntegrityError(f"chunk {i} does not match its signed digest")
+        digests.append(d)
+        out.write(ct)
+        if progress is not None:
+            progress(len(ct))
+    table = b"".join(digests)
+    root = content_root(header.content_bytes, c.n_chunks, table)
+    entries: list[fmt.SignatureEntry] = []
+    if trailer.signers:  # existing entries, verbatim
+        off = header.trailer_offset + 2 + len(table)
+        raw = src.read_exact(off, len(trailer.signers) * fmt.SIG_ENTRY_SIZE, "signatures")
+        entries = fmt.parse_signature_entries(raw, len(trailer.signers))
+    signed_at = int(now())
+    new_signers = []
+    for s in signers:
+        pub = s.public.to_bytes()
+        entries.append(
+            fmt.SignatureEntry(fmt.SIG_ED25519, pub, signed_at, s.sign(signed_message(pub, signed_at, root)))
+        )
+        new_signers.append(Signer(s.public, signed_at, False))
+    out.write(fmt.build_trailer(table, entries))
+    trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
+    all_signers = [*trailer.signers, *new_signers]
+    all_signers = [Signer(s.public_key, s.signed_at, s.public_key.to_bytes() in trusted_raw) for s in all_signers]
+    return VerifyResult(all_signers, root, dict(c.metadata))

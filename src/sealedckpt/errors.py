@@ -43,6 +43,10 @@ class SignatureError(SealedCkptError):
     """A signature is missing, invalid, or not from a trusted signer."""
 
 
+class RollbackError(SignatureError):
+    """The file's public model name or version is not the one required (a replayed release)."""
+
+
 class UnsafePayloadError(SealedCkptError):
     """The input is a pickle, torch.save zip, TorchScript or tar archive: refused."""
 

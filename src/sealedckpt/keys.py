@@ -276,6 +276,16 @@ def _kind_of(k: SecretKey | PublicKey) -> Kind:
     return "signing"
 
 
+PassphraseProvider = Callable[["KeyRecord"], Passphrase | None]
+_provider: PassphraseProvider | None = None
+
+
+def set_passphrase_provider(fn: PassphraseProvider | None) -> None:
+    """How protected keys get their passphrase when the caller gave none (the CLI prompts)."""
+    global _provider
+    _provider = fn
+
+
 class Keystore:
     """Named keys: a registry of public facts plus a secret backend."""
 
@@ -371,7 +381,7 @@ class Keystore:
                 f"the secret of key {record.name!r} ({record.id}) is missing from the {record.backend} store"
             )
         if text.startswith(_PROTECTED_PREFIX):
-            passphrase = passphrase or _env_passphrase()
+            passphrase = passphrase or _env_passphrase() or (_provider(record) if _provider else None)
             if passphrase is None:
                 raise NoKeyError(
                     f"key {record.name!r} is protected by a passphrase",
