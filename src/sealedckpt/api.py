@@ -7,6 +7,7 @@ import gc
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from . import container
@@ -14,7 +15,7 @@ from . import keys as keys_mod
 from .atomic import atomic_write
 from .container import PublicInfo, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
-from .errors import FormatError, NoKeyError, RollbackError, SealedCkptError
+from .errors import FormatError, IntegrityError, NoKeyError, RollbackError, SealedCkptError
 
 if TYPE_CHECKING:
     from .serialize import MapLocation
@@ -283,3 +284,76 @@ def sign(
     trusted = _trusted(trusted_signers)
     with open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
         return container.add_signatures(fh, out, signers, trusted_signers=trusted)
+
+
+def load_dir(
+    path: str | os.PathLike[str],
+    *,
+    key: LoadKey | Sequence[LoadKey] | None = None,
+    map_location: MapLocation = None,
+    trusted_signers: Trusted = None,
+) -> dict[str, Any]:
+    """Load a sealed model directory (``sealedckpt seal-dir``) into one state_dict.
+
+    The manifest's signature is checked first (with ``trusted_signers``, or the trust store under
+    ``SEALEDCKPT_REQUIRE_SIGNATURE=1``); the directory must hold exactly the listed files; each
+    shard's chunks are hashed while they are decrypted and must match the manifest; shards are
+    merged and checked against ``*.index.json``'s ``weight_map`` when there is one.
+    """
+    import io as _io
+    import json as _json
+
+    from . import distdir
+    from .serialize import decode_payload
+    from .trust import signature_required
+
+    if trusted_signers is None and signature_required():
+        trusted_signers = "store"
+    trusted = _trusted(trusted_signers)
+    keys = _load_keys(key)
+    root = os.fspath(path)
+    with _typed_errors(), _gc_paused():
+        res = distdir.verify_dir(root, trusted_signers=trusted, check_files=False)
+        state: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        index: dict[str, Any] | None = None
+        for e in res.entries:
+            full = os.path.join(root, e.path)
+            if e.kind == "safetensors":
+                with open(full, "rb") as fh:
+                    reader = container.open_sealed(fh, keys)
+                    reader.expect_root(distdir.expected_root(e))
+                    shard = decode_payload(reader, map_location)
+                if not isinstance(shard, dict):
+                    raise FormatError(f"{e.path} does not hold a state_dict")
+                for name, tensor in shard.items():
+                    if name in state:
+                        raise FormatError(f"tensor {name!r} appears in two shards")
+                    state[name] = tensor
+                    origin[name] = os.path.basename(e.source)
+            elif e.source.endswith(".index.json"):
+                if e.kind == "public":
+                    distdir.check_entry(Path(root), e)
+                    with open(full, "rb") as fh:
+                        raw = fh.read(distdir.MAX_MANIFEST)
+                else:
+                    buf = _io.BytesIO()
+                    with open(full, "rb") as fh:
+                        reader = container.open_sealed(fh, keys)
+                        reader.expect_root(distdir.expected_root(e))
+                        distdir._write_blob(reader, buf)
+                    raw = buf.getvalue()
+                index = _json.loads(raw)
+        if index is not None:
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict):
+                raise FormatError("index.json has no weight_map")
+            if set(weight_map) != set(state):
+                missing, extra = set(weight_map) - set(state), set(state) - set(weight_map)
+                raise IntegrityError(
+                    f"shards do not match the index (missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]})"
+                )
+            for name, shard_name in weight_map.items():
+                if origin[name] != shard_name:
+                    raise IntegrityError(f"tensor {name!r} came from {origin[name]}, the index says {shard_name}")
+    return state

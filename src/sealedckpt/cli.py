@@ -25,6 +25,8 @@ from typing import Any, NoReturn
 
 from . import __version__, api, container, payload, sniff, textkeys
 from .atomic import atomic_write
+from .audit import AuditError
+from .cli_audit import add_audit_parser
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
     DecryptionError,
@@ -36,6 +38,7 @@ from .errors import (
 )
 from .keys import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice, set_passphrase_provider
 from .progress import Bar
+from .trust import TrustStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6
 
@@ -52,6 +55,8 @@ class CliError(Exception):
 def exit_code(exc: BaseException) -> int:
     if isinstance(exc, CliError):
         return exc.code
+    if isinstance(exc, AuditError):
+        return EXIT_INTEGRITY
     if isinstance(exc, SignatureError):
         return EXIT_SIGNATURE
     if isinstance(exc, IntegrityError):
@@ -117,13 +122,20 @@ def _public_from_arg(ks: Keystore, ref: str) -> RecipientPublicKey | VerifyKey:
         except ValueError as exc:
             raise CliError(f"{ref}: not a public key: {exc}", EXIT_USAGE) from None
     try:
-        return ks.public(ks.find(ref))
+        rec = ks.find(ref)
     except KeystoreError:
-        raise CliError(
-            f"not a public key, a file or a key name: {ref!r}",
-            EXIT_USAGE,
-            hint=f"public keys look like {textkeys.HRP_RECIPIENT}1... or {textkeys.HRP_VERIFY}1...",
-        ) from None
+        rec = None
+    if rec is not None:
+        if rec.public is None:
+            raise CliError(
+                f"key {ref!r} is symmetric: it has no public key", EXIT_USAGE, hint="use --key for symmetric keys"
+            )
+        return ks.public(rec)
+    raise CliError(
+        f"not a public key, a file or a key name: {ref!r}",
+        EXIT_USAGE,
+        hint=f"public keys look like {textkeys.HRP_RECIPIENT}1... or {textkeys.HRP_VERIFY}1...",
+    )
 
 
 def _record_json(r: KeyRecord) -> dict[str, Any]:
@@ -278,7 +290,10 @@ def _seal_keys(ks: Keystore, args: argparse.Namespace) -> list[container.SealKey
 
 def _open_keys(ks: Keystore, args: argparse.Namespace, refs: Sequence[str]) -> container.KeySource:
     if getattr(args, "open_passphrase", False):
-        return [_read_passphrase(args, confirm=False)]
+        if getattr(args, "passphrase", False) and getattr(args, "passphrase_file", None):
+            raise CliError("two passphrases (old and new) cannot come from one --passphrase-file", EXIT_USAGE,
+                           hint="run it on a terminal and answer both prompts")  # fmt: skip
+        return [_read_passphrase(args, confirm=False, what="current passphrase")]
     keys: list[container.OpenKey] = []
     for ref in refs:
         k = _secret(ks, ref, args)
@@ -401,9 +416,10 @@ def _seal_legacy(
 def cmd_unseal(args: argparse.Namespace) -> int:
     ks = _keystore()
     keys = _open_keys(ks, args, args.key or [])
-    trusted = [_verify_key(ks, t) for t in args.trust] if args.trust else None
+    trusted = _trust_args(ks, args.trust)
     with open(args.input, "rb") as f:
         reader = container.open_sealed(f, keys, trusted_signers=trusted)
+        api.check_release(reader.content.metadata, args.min_version, args.model)
         with _bar("unseal", reader.content.payload_len) as bar, atomic_write(args.output) as out:
             n = reader.write_plaintext(out, bar)
     print(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)")
@@ -429,7 +445,10 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
             print(f"rewrapped {path}: key slots {', '.join(labels)}")
         except (SealedCkptError, CliError, OSError, ValueError) as exc:
             failures += 1
-            print(f"sealedckpt: error: {path}: {exc}", file=sys.stderr)
+            msg, hint = _message(exc)
+            print(f"sealedckpt: error: {path}: {msg}", file=sys.stderr)
+            if hint:
+                print(f"hint: {hint}", file=sys.stderr)
             last = exc
     if failures:
         raise CliError(
@@ -470,6 +489,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _trust_args(ks: Keystore, refs: Sequence[str] | None) -> list[VerifyKey] | None:
+    """--trust values: a key (text, file, keystore or trust-store name) or ``store`` (all trusted)."""
+    if not refs:
+        from .trust import signature_required
+
+        return TrustStore().keys() if signature_required() else None
+    out: list[VerifyKey] = []
+    for ref in refs:
+        if ref == "store":
+            out.extend(TrustStore().keys())
+            continue
+        named = next((p for p in TrustStore().publishers() if p.name == ref), None)
+        out.append(named.key if named is not None else _verify_key(ks, ref))
+    return out
+
+
 def _verify_key(ks: Keystore, ref: str) -> VerifyKey:
     pub = _public_from_arg(ks, ref)
     if not isinstance(pub, VerifyKey):
@@ -480,10 +515,12 @@ def _verify_key(ks: Keystore, ref: str) -> VerifyKey:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     ks = _keystore()
-    trusted = [_verify_key(ks, t) for t in args.trust] if args.trust else None
+    trusted = _trust_args(ks, args.trust)
     size = os.path.getsize(args.file)
     with _bar("verify", size) as bar:
-        res = api.verify(args.file, trusted_signers=trusted, progress=bar)
+        res = api.verify(
+            args.file, trusted_signers=trusted, progress=bar, min_version=args.min_version, expect_model=args.model
+        )
     signers = [
         {
             "key_id": s.key_id,
@@ -514,6 +551,129 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"OK: {args.file}: every signature and every chunk verified")
     if trusted is None:
         print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- distribution ---------------------------------------------------------------------------------
+
+
+def cmd_trust_add(args: argparse.Namespace) -> int:
+    key = _verify_key(_keystore(), args.pubkey)
+    pub = TrustStore().add(args.name, key)
+    print(f"trusting {pub.name}: {pub.public} (key id {key.key_id})")
+    return EXIT_OK
+
+
+def cmd_trust_list(args: argparse.Namespace) -> int:
+    pubs = TrustStore().publishers()
+    if args.json:
+        _print_json([{"name": p.name, "public_key": p.public, "key_id": p.key.key_id, "added": p.added} for p in pubs])
+    elif not pubs:
+        print("no trusted publishers", file=sys.stderr)
+    else:
+        for p in pubs:
+            print(f"{p.key.key_id}  {p.name:<24}  {p.public}  added {p.added}")
+    return EXIT_OK
+
+
+def cmd_trust_rm(args: argparse.Namespace) -> int:
+    p = TrustStore().remove(args.name)
+    print(f"no longer trusting {p.name} ({p.public})")
+    return EXIT_OK
+
+
+def _signing_keys(ks: Keystore, refs: Sequence[str], args: argparse.Namespace) -> list[SigningKey]:
+    out = []
+    for ref in refs:
+        s = _secret(ks, ref, args)
+        if not isinstance(s, SigningKey):
+            raise CliError(f"{ref}: not a signing key", EXIT_USAGE)
+        out.append(s)
+    return out
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    ks = _keystore()
+    signers = _signing_keys(ks, args.key, args)
+    trusted = _trust_args(ks, args.trust) if args.trust else None
+    res = api.sign(args.file, signers, trusted_signers=trusted)
+    ids = ", ".join(s.key_id for s in res.signers)
+    print(f"signed {args.file}: content digest sha256:{res.root.hex()}; signers now {ids}")
+    return EXIT_OK
+
+
+def cmd_seal_dir(args: argparse.Namespace) -> int:
+    from . import distdir
+
+    ks = _keystore()
+    keys = _seal_keys(ks, args) or [api.default_key()]
+    signers = _signing_keys(ks, args.sign or [], args)
+    entries = distdir.seal_dir(
+        args.input, args.output, keys=keys, signers=signers, keep_public=args.keep_public,
+        metadata=_parse_meta(args.meta or []),
+    )  # fmt: skip
+    if args.json:
+        _print_json({"output": args.output, "files": [e.__dict__ for e in entries], "signed": bool(signers)})
+        return EXIT_OK
+    for e in entries:
+        print(f"{e.kind:<11}  {e.source} -> {e.path}")
+    print(f"sealed {len(entries)} file(s) into {args.output}" + ("; manifest signed" if signers else ""))
+    if not signers:
+        print("hint: without --sign nobody can check who published this directory", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_verify_dir(args: argparse.Namespace) -> int:
+    from . import distdir
+
+    trusted = _trust_args(_keystore(), args.trust)
+    res = distdir.verify_dir(args.dir, trusted_signers=trusted)
+    api.check_release(res.metadata, args.min_version, args.model)
+    if not res.signers:
+        raise CliError("the manifest is not signed: nothing proves who published it", EXIT_SIGNATURE,
+                       hint="sign it with `sealedckpt sign-dir DIR --key NAME`")  # fmt: skip
+    signers = [
+        {"key_id": s.key_id, "public_key": textkeys.public_to_text(s.public_key), "signed_at": _when(s.signed_at),
+         "trusted": s.trusted} for s in res.signers
+    ]  # fmt: skip
+    if args.json:
+        _print_json({"dir": args.dir, "ok": True, "manifest_sha256": res.manifest_sha256, "signers": signers,
+                     "metadata": res.metadata, "files": [e.__dict__ for e in res.entries],
+                     "trust_checked": trusted is not None})  # fmt: skip
+        return EXIT_OK
+    for s in signers:
+        mark = "trusted" if s["trusted"] else "not in --trust" if trusted is not None else "no --trust given"
+        print(f"manifest signed by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+    print(f"manifest sha256:{res.manifest_sha256}")
+    for k, v in res.metadata.items():
+        print(f"metadata {k} = {v}")
+    print(f"OK: {args.dir}: {len(res.entries)} file(s), exactly as listed, every digest verified")
+    if trusted is None:
+        print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_sign_dir(args: argparse.Namespace) -> int:
+    from . import distdir
+
+    ks = _keystore()
+    signers = _signing_keys(ks, args.key, args)
+    distdir.verify_dir(args.dir, trusted_signers=_trust_args(ks, args.trust) if args.trust else None)
+    distdir.add_dir_signatures(args.dir, signers)
+    print(f"signed the manifest of {args.dir} with {', '.join(s.key_id for s in signers)}")
+    return EXIT_OK
+
+
+def cmd_unseal_dir(args: argparse.Namespace) -> int:
+    from . import distdir
+
+    ks = _keystore()
+    keys = _open_keys(ks, args, args.key or [])
+    trusted = _trust_args(ks, args.trust)
+    res = distdir.verify_dir(args.dir, trusted_signers=trusted, check_files=False)
+    api.check_release(res.metadata, args.min_version, args.model)
+    written = distdir.unseal_dir(args.dir, args.output, keys, trusted_signers=trusted)
+    print(f"unsealed {len(written)} file(s) into {args.output}")
     return EXIT_OK
 
 
@@ -592,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--identity", action="append", metavar="FILE", help="file holding a secret key")
     sp.add_argument("--passphrase", dest="open_passphrase", action="store_true", help="open with a passphrase")
-    sp.add_argument("--trust", action="append", metavar="PUBKEY", help="require a signature by this key")
+    _trust_options(sp)
     _passphrase_source(sp)
     sp.set_defaults(func=cmd_unseal)
 
@@ -606,6 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--remove-slot", action="append", metavar="ID", help="with --keep: drop this slot (see inspect)")
     sp.add_argument("--with", dest="with_key", action="append", metavar="NAME", help="key that opens the files now")
     sp.add_argument("--identity", action="append", metavar="FILE", help="file holding a key that opens the files now")
+    sp.add_argument(
+        "--with-passphrase", dest="open_passphrase", action="store_true", help="the files are sealed with a passphrase"
+    )
     _passphrase_source(sp)
     sp.set_defaults(func=cmd_rewrap)
 
@@ -616,20 +779,94 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("verify", help="check signatures and every chunk without a decryption key")
     sp.add_argument("file")
-    sp.add_argument(
-        "--trust", action="append", metavar="PUBKEY", help="trusted verify key (text, file or key name); repeatable"
-    )
+    _trust_options(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("sign", help="add a (counter-)signature to a sealed file; no decryption key needed")
+    sp.add_argument("file")
+    sp.add_argument("--key", action="append", required=True, metavar="NAME", help="signing key from the keystore")
+    sp.add_argument(
+        "--trust", action="append", metavar="PUBKEY", help="require an existing signature by this key first"
+    )
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_sign)
+
+    trust = sub.add_parser("trust", help="manage trusted publishers").add_subparsers(
+        dest="trust_command", required=True, metavar="ACTION"
+    )
+    sp = trust.add_parser("add", help="trust a publisher's verify key")
+    sp.add_argument("name")
+    sp.add_argument("pubkey", help="sckpt-vk1..., a file holding it, or a keystore signing key name")
+    sp.set_defaults(func=cmd_trust_add)
+    sp = trust.add_parser("list", help="list trusted publishers")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_trust_list)
+    sp = trust.add_parser("rm", help="stop trusting a publisher")
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_trust_rm)
+
+    sp = sub.add_parser("seal-dir", help="seal a model directory (shards, config, tokenizer) with a signed manifest")
+    sp.add_argument("input")
+    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("--key", action="append", metavar="NAME")
+    sp.add_argument("--to", action="append", metavar="PUBKEY")
+    sp.add_argument("--sign", action="append", metavar="NAME")
+    sp.add_argument("--meta", action="append", metavar="K=V", help="public metadata, e.g. model=NAME version=N")
+    sp.add_argument(
+        "--keep-public", action="store_true", help="copy non-safetensors files (config, tokenizer) as they are"
+    )
+    sp.add_argument("--json", action="store_true")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_seal_dir)
+
+    sp = sub.add_parser("verify-dir", help="check a sealed directory's manifest and every file, no key needed")
+    sp.add_argument("dir")
+    _trust_options(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_verify_dir)
+
+    sp = sub.add_parser("sign-dir", help="add a (counter-)signature to a sealed directory's manifest")
+    sp.add_argument("dir")
+    sp.add_argument("--key", action="append", required=True, metavar="NAME")
+    sp.add_argument("--trust", action="append", metavar="PUBKEY", help="require an existing trusted signature first")
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_sign_dir)
+
+    sp = sub.add_parser("unseal-dir", help="verify and decrypt a sealed directory")
+    sp.add_argument("dir")
+    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("--key", action="append", metavar="NAME")
+    sp.add_argument("--identity", action="append", metavar="FILE")
+    sp.add_argument("--passphrase", dest="open_passphrase", action="store_true", help="open with a passphrase")
+    _trust_options(sp)
+    _passphrase_source(sp)
+    sp.set_defaults(func=cmd_unseal_dir)
+
+    add_audit_parser(sub)
     return p
 
 
-def _fail(exc: BaseException, as_json: bool) -> NoReturn:
-    code = exit_code(exc)
+def _trust_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--trust", action="append", metavar="PUBKEY",
+        help="require a signature by this key (sckpt-vk1..., file, key or publisher name, or 'store'); repeatable",
+    )  # fmt: skip
+    sp.add_argument("--min-version", type=int, metavar="N", help="refuse a public 'version' below N (rollback)")
+    sp.add_argument("--model", metavar="NAME", help="require the public 'model' metadata to be NAME")
+
+
+def _message(exc: BaseException) -> tuple[str, str | None]:
     hint = getattr(exc, "hint", None)
     msg = str(exc)
     if isinstance(exc, SealedCkptError) and hint and msg.endswith(f" (hint: {hint})"):
         msg = msg[: -len(f" (hint: {hint})")]
+    return msg, hint
+
+
+def _fail(exc: BaseException, as_json: bool) -> NoReturn:
+    code = exit_code(exc)
+    msg, hint = _message(exc)
     if as_json:
         _print_json({"ok": False, "error": msg, "kind": type(exc).__name__, "exit_code": code})
     print(f"sealedckpt: error: {msg}", file=sys.stderr)

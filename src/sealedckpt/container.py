@@ -351,6 +351,25 @@ class SealedReader:
         self.trailer = trailer
         self._cipher = ChunkCipher(crypto.derive_file_keys(dek, header.content.salt).payload_key)
         self._check_digests = check_digests
+        self._expect_root: bytes | None = None
+        self._digests: list[bytes] = []
+
+    def expect_root(self, root: bytes) -> None:
+        """Require the content root (as a signed manifest lists it): every chunk is hashed while
+        it is decrypted and the root compared before decryption counts as done."""
+        if self.trailer.root is not None:
+            if not crypto.equal(self.trailer.root, root):
+                raise IntegrityError("file content does not match the digest the manifest lists")
+            self._check_digests = True
+            return
+        self._expect_root = root
+        self._digests = [b""] * self.content.n_chunks
+
+    def _finish(self) -> None:
+        if self._expect_root is not None:
+            got = content_root(self.header.content_bytes, self.content.n_chunks, b"".join(self._digests))
+            if not crypto.equal(got, self._expect_root):
+                raise IntegrityError("file content does not match the digest the manifest lists")
 
     @property
     def signers(self) -> list[Signer]:
@@ -375,6 +394,8 @@ class SealedReader:
             want = self.trailer.table[i * fmt.DIGEST_SIZE : (i + 1) * fmt.DIGEST_SIZE]
             if not crypto.equal(crypto.sha256(ct), want):
                 raise IntegrityError(f"chunk {i} does not match its signed digest")
+        elif self._digests:
+            self._digests[i] = crypto.sha256(ct)
         plain = ct[:plen] if out is None else out[:plen]
         if not self._cipher.decrypt_into(i, i == c.n_chunks - 1, ct, plain):
             raise IntegrityError(f"chunk {i} of {c.n_chunks} failed authentication (tampered, reordered or spliced)")
@@ -408,6 +429,7 @@ class SealedReader:
             total += len(plain)
             if progress is not None:
                 progress(len(plain))
+        self._finish()
         return total
 
     def decrypt_regions(self, regions: Sequence[Region], workers: int | None = None) -> None:
@@ -441,15 +463,16 @@ class SealedReader:
         if workers <= 1:
             for i in range(n):
                 job(i)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-open") as pool:
-            futures = [pool.submit(job, i) for i in range(n)]
-            try:
-                for fut in futures:
-                    fut.result()
-            finally:
-                for fut in futures:
-                    fut.cancel()
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-open") as pool:
+                futures = [pool.submit(job, i) for i in range(n)]
+                try:
+                    for fut in futures:
+                        fut.result()
+                finally:
+                    for fut in futures:
+                        fut.cancel()
+        self._finish()
 
 
 class _RegionIndex:
@@ -561,6 +584,27 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
     return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)
 
 
+def compute_root(f: BinaryIO, progress: Progress | None = None) -> tuple[bytes, fmt.Content]:
+    """The content root of any sealed file, signed or not, without a key (hashes every chunk)."""
+    src = _Source(f)
+    header = _read_header(src)
+    trailer = _read_trailer(src, header, ())
+    c = header.content
+    buf = memoryview(bytearray(min(c.chunk_size, c.payload_len) + fmt.TAG_SIZE))
+    digests = []
+    for i in range(c.n_chunks):
+        ct = buf[: c.plain_len(i) + fmt.TAG_SIZE]
+        if src.read_into(header.size + i * (c.chunk_size + fmt.TAG_SIZE), ct) != len(ct):
+            raise IntegrityError(f"file truncated inside chunk {i}")
+        d = crypto.sha256(ct)
+        if trailer.root is not None and not crypto.equal(d, trailer.table[i * 32 : (i + 1) * 32]):
+            raise IntegrityError(f"chunk {i} does not match its signed digest")
+        digests.append(d)
+        if progress is not None:
+            progress(len(ct))
+    return content_root(header.content_bytes, c.n_chunks, b"".join(digests)), c
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     signers: list[Signer]
@@ -636,8 +680,11 @@ def seal(
     now: Callable[[], float] = time.time,
     workers: int | None = None,
     progress: Progress | None = None,
+    want_root: bool = False,
 ) -> SealSummary:
-    """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``."""
+    """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``.
+
+    The summary's ``root`` is set when signing, or when ``want_root`` (a manifest lists it)."""
     if len({s.key_id for s in signers}) != len(signers):
         raise ValueError("the same signing key was given twice")
     dek = random_bytes(crypto.KEY_SIZE)
@@ -653,7 +700,8 @@ def seal(
 
     cipher = ChunkCipher(fk.payload_key)
     n = content.n_chunks
-    digests: list[bytes] = [b""] * n if signers else []
+    hashing = bool(signers) or want_root
+    digests: list[bytes] = [b""] * n if hashing else []
     workers = min(workers or default_workers(), n)
     # One buffer per chunk in flight: a chunk made of several pieces is gathered into it and
     # encrypted in place; a chunk inside one segment is encrypted from the caller's memory.
@@ -663,7 +711,7 @@ def seal(
 
     def job(i: int, plain: memoryview, ct: memoryview) -> memoryview:
         cipher.encrypt_into(i, i == n - 1, plain, ct)
-        if signers:
+        if hashing:
             digests[i] = crypto.sha256(ct)
         return ct
 
@@ -713,11 +761,11 @@ def seal(
     if total != payload_len:
         raise ValueError(f"payload is {total} bytes, declared {payload_len}")
 
-    root = None
+    root = content_root(content_bytes, n, b"".join(digests)) if hashing else None
     entries = []
     if signers:
+        assert root is not None
         table = b"".join(digests)
-        root = content_root(content_bytes, n, table)
         signed_at = int(now())
         for s in signers:
             pub = s.public.to_bytes()

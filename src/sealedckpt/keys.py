@@ -496,9 +496,15 @@ class Keystore:
         old = self.find(ref)
         if not old.has_secret:
             raise KeystoreError(f"key {old.name!r} is public only; rotate it where its secret lives")
+        if old.retired:
+            raise KeystoreError(f"key {old.name!r} is already retired (replaced by {old.replaced_by})")
         base = old.name.split("@", 1)[0]
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        new = self.generate(old.kind, f"{base}@{stamp}", default=True, protect=protect)
+        names = {r.name for r in self._read()}
+        name, n = f"{base}@{stamp}", 2
+        while name in names:
+            name, n = f"{base}@{stamp}-{n}", n + 1
+        new = self.generate(old.kind, name, default=True, protect=protect)
         with self._locked():
             records = [
                 replace(r, retired=True, replaced_by=new.id, default=False) if r.id == old.id else r

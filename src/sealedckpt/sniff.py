@@ -29,6 +29,8 @@ def classify(head: bytes, tail: bytes) -> str:
         return "sealed"
     if not head:
         return "empty"
+    if _looks_like_safetensors(head):  # first: a header length of 0x??80 starts with a pickle-like 0x80
+        return "safetensors"
     if head[0] == 0x80 and len(head) > 1 and head[1] <= 5:
         return "pickle"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")) or b"PK\x05\x06" in tail:
@@ -37,8 +39,6 @@ def classify(head: bytes, tail: bytes) -> str:
         return "tar"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    if _looks_like_safetensors(head):
-        return "safetensors"
     if head[0] in _PICKLE_PROTO0_FIRST and (tail.rstrip(b"\n").endswith(b".") or _PICKLE_PROTO0.search(head)):
         return "pickle"
     return "unknown"

@@ -1,0 +1,342 @@
+"""Sealed model directories: every file sealed (or kept public), one signed manifest.
+
+The manifest names every file of the sealed directory with its content digest: for a sealed
+file the content root (what file signatures sign: content header plus every chunk digest; it
+does not cover key slots, so rewrapping keeps it valid), for a public file its SHA-256. One
+signature over the exact manifest bytes covers the whole set, so a renamed, swapped, deleted,
+added or edited file is detected (per-file signatures alone miss the first four).
+Verification needs no decryption key and no torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import container, payload, textkeys
+from .atomic import atomic_write
+from .crypto import SigningKey, VerifyKey
+from .errors import FormatError, IntegrityError, SignatureError
+
+MANIFEST = "sealedckpt-manifest.json"
+SIGNATURES = "sealedckpt-manifest.sig"
+MANIFEST_VERSION = 1
+MAX_MANIFEST = 16 << 20
+MAX_FILES = 100_000
+BLOB_KEY = "sealedckpt.blob"
+_SIG_DOMAIN = b"sealedckpt/v1 manifest\x00"
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    path: str  # in the sealed directory, POSIX separators
+    source: str  # name in the original directory
+    kind: str  # "safetensors" | "blob" (sealed) | "public"
+    digest: str  # "root:<hex>" for sealed files, "sha256:<hex>" for public ones
+
+
+@dataclass(frozen=True)
+class DirVerifyResult:
+    entries: list[DirEntry]
+    signers: list[container.Signer]
+    metadata: dict[str, str]
+    manifest_sha256: str
+
+
+def _walk(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_symlink() or not p.is_file():
+                raise FormatError(f"{p}: not a regular file (links are not followed)")
+            out.append(p.relative_to(root).as_posix())
+        for d in dirnames:
+            if (Path(dirpath) / d).is_symlink():
+                raise FormatError(f"{Path(dirpath) / d}: directory links are not followed")
+    return out
+
+
+def _safe_rel(rel: str) -> str:
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in rel:
+        raise FormatError(f"unsafe path in manifest: {rel!r}")
+    return rel
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _blob_layout(source: str, size: int) -> payload.Layout:
+    structure = {"t": "dict", "v": [["blob", {"t": "tensor", "e": "blob", "dtype": "U8", "shape": [size],
+                                               "stride": [1], "offset": 0, "device": "cpu"}]]}  # fmt: skip
+    meta = {
+        payload.VERSION_KEY: payload.STRUCTURE_VERSION,
+        payload.STRUCTURE_KEY: json.dumps(structure, separators=(",", ":")),
+        BLOB_KEY: source,
+    }
+    return payload.build_layout([("blob", "U8", (size,), size)], meta)
+
+
+def _seal_file(
+    src: Path, dst: Path, layout_of: str, keys: Sequence[container.SealKey], metadata: dict[str, str]
+) -> bytes:
+    """Seal one file (safetensors re-framed, or any file as a blob); return its content root."""
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if layout_of == "safetensors":
+            hlen = payload.header_len(f.read(8), size)
+            layout = payload.reframe(f.read(hlen), size - 8 - hlen)
+            data_start = 8 + hlen
+        else:
+            layout = _blob_layout(src.name, size)
+            data_start = 0
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > data_start else None
+        try:
+            view = memoryview(mm)[data_start:] if mm is not None else memoryview(b"")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(dst) as out:
+                summary = container.seal(
+                    out, layout.payload_len, [memoryview(layout.header), view], keys=keys, metadata=metadata,
+                    want_root=True,
+                )  # fmt: skip
+            view.release()
+        finally:
+            if mm is not None:
+                mm.close()
+    assert summary.root is not None
+    return summary.root
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _sig_message(pub: bytes, signed_at: int, manifest: bytes) -> bytes:
+    return _SIG_DOMAIN + pub + struct.pack("<Q", signed_at) + hashlib.sha256(manifest).digest()
+
+
+def seal_dir(
+    src_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    keys: Sequence[container.SealKey],
+    signers: Sequence[SigningKey] = (),
+    keep_public: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> list[DirEntry]:
+    """Seal every ``*.safetensors`` shard of ``src_dir`` (and every other file, unless
+    ``keep_public``) into ``out_dir``, and write the (signed) manifest."""
+    src, out = Path(src_dir), Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise FormatError(f"{out} exists and is not empty")
+    files = _walk(src)
+    if not files:
+        raise FormatError(f"{src} holds no files")
+    meta = dict(metadata or {})
+    entries = []
+    for rel in files:
+        if rel in (MANIFEST, SIGNATURES):
+            raise FormatError(f"{src} already holds a {rel}: is it a sealed directory?")
+        kind = "safetensors" if rel.endswith(".safetensors") else ("public" if keep_public else "blob")
+        if kind == "public":
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, out / rel)
+            entries.append(DirEntry(rel, rel, kind, "sha256:" + _sha256_file(out / rel)))
+        else:
+            root = _seal_file(src / rel, out / (rel + ".sealed"), kind, keys, meta)
+            entries.append(DirEntry(rel + ".sealed", rel, kind, "root:" + root.hex()))
+    doc = {
+        "version": MANIFEST_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "metadata": meta,
+        "files": [e.__dict__ for e in entries],
+    }
+    manifest = _canonical(doc)
+    with atomic_write(out / MANIFEST) as f:
+        f.write(manifest)
+    if signers:
+        add_dir_signatures(out, signers)
+    return entries
+
+
+def _read_signatures(d: Path) -> list[dict[str, Any]]:
+    p = d / SIGNATURES
+    if not p.exists():
+        return []
+    raw = p.read_bytes()
+    if len(raw) > 1 << 20:
+        raise FormatError("manifest signature file too large")
+    try:
+        doc = json.loads(raw)
+        sigs = doc["signatures"]
+        if doc.get("version") != MANIFEST_VERSION or not isinstance(sigs, list) or len(sigs) > 16:
+            raise ValueError
+        return [dict(s) for s in sigs]
+    except (ValueError, KeyError, TypeError):
+        raise FormatError("manifest signature file is malformed") from None
+
+
+def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey], now: float | None = None) -> None:
+    """Sign (or counter-sign) a sealed directory's manifest bytes."""
+    d = Path(d)
+    manifest = (d / MANIFEST).read_bytes()
+    sigs = _read_signatures(d)
+    have = {s.get("public_key") for s in sigs}
+    signed_at = int(now if now is not None else time.time())
+    for s in signers:
+        text = textkeys.verify_key_to_text(s.public)
+        if text in have:
+            raise ValueError(f"key {s.key_id} has already signed this manifest")
+        sig = s.sign(_sig_message(s.public.to_bytes(), signed_at, manifest))
+        sigs.append({"public_key": text, "signed_at": signed_at, "signature": base64.b64encode(sig).decode()})
+    with atomic_write(d / SIGNATURES) as f:
+        f.write(_canonical({"version": MANIFEST_VERSION, "signatures": sigs}))
+
+
+def _parse_manifest(raw: bytes) -> tuple[list[DirEntry], dict[str, str]]:
+    try:
+        doc = payload.strict_json(raw, "manifest")
+        if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
+            raise FormatError("unsupported manifest version")
+        files, meta = doc["files"], doc.get("metadata", {})
+        if not isinstance(files, list) or len(files) > MAX_FILES or not isinstance(meta, dict):
+            raise FormatError("manifest structure is invalid")
+        entries = [DirEntry(**f) for f in files]
+    except (KeyError, TypeError):
+        raise FormatError("manifest structure is invalid") from None
+    seen = set()
+    for e in entries:
+        _safe_rel(e.path)
+        if e.path in seen:
+            raise FormatError(f"manifest lists {e.path!r} twice")
+        seen.add(e.path)
+        if e.kind not in ("safetensors", "blob", "public") or not isinstance(e.digest, str):
+            raise FormatError(f"manifest entry {e.path!r} is invalid")
+    return entries, {str(k): str(v) for k, v in meta.items()}
+
+
+def verify_dir(
+    d: str | os.PathLike[str], *, trusted_signers: Sequence[VerifyKey] | None = None, check_files: bool = True
+) -> DirVerifyResult:
+    """Check the manifest's signatures and that the directory holds exactly the files it lists,
+    each with its listed digest. No decryption key needed."""
+    d = Path(d)
+    mp = d / MANIFEST
+    if not mp.is_file():
+        raise FormatError(f"{d} is not a sealed directory (no {MANIFEST})")
+    if mp.stat().st_size > MAX_MANIFEST:
+        raise FormatError("manifest too large")
+    manifest = mp.read_bytes()
+    entries, meta = _parse_manifest(manifest)
+    signers: list[container.Signer] = []
+    trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
+    for s in _read_signatures(d):
+        try:
+            vk = textkeys.verify_key_from_text(str(s["public_key"]))
+            signed_at = int(s["signed_at"])
+            sig = base64.b64decode(str(s["signature"]), validate=True)
+        except (KeyError, ValueError, TypeError):
+            raise FormatError("manifest signature entry is malformed") from None
+        if not 0 <= signed_at < 1 << 63 or not vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest)):
+            raise SignatureError(f"manifest signature by {vk.key_id} does not verify: manifest or signature altered")
+        signers.append(container.Signer(vk, signed_at, vk.to_bytes() in trusted_raw))
+    if trusted_signers is not None:
+        if not signers:
+            raise SignatureError("the manifest is not signed, but a trusted signature is required")
+        if not any(s.trusted for s in signers):
+            raise SignatureError(f"manifest signed only by untrusted keys ({', '.join(s.key_id for s in signers)})")
+    present = set(_walk(d)) - {MANIFEST, SIGNATURES}
+    listed = {e.path for e in entries}
+    if present - listed:
+        raise IntegrityError(f"file(s) not in the manifest: {', '.join(sorted(present - listed))}")
+    if listed - present:
+        raise IntegrityError(f"file(s) missing: {', '.join(sorted(listed - present))}")
+    if check_files:
+        for e in entries:
+            check_entry(d, e)
+    digest = hashlib.sha256(manifest).hexdigest()
+    return DirVerifyResult(entries, signers, meta, digest)
+
+
+def check_entry(d: Path, e: DirEntry) -> None:
+    p = d / e.path
+    if e.kind == "public":
+        if "sha256:" + _sha256_file(p) != e.digest:
+            raise IntegrityError(f"{e.path}: content differs from the manifest")
+        return
+    with open(p, "rb") as f:
+        root, _ = container.compute_root(f)
+    if "root:" + root.hex() != e.digest:
+        raise IntegrityError(f"{e.path}: content differs from the manifest (renamed, swapped or edited)")
+
+
+def expected_root(e: DirEntry) -> bytes:
+    if not e.digest.startswith("root:"):
+        raise FormatError(f"{e.path}: not a sealed entry")
+    try:
+        return bytes.fromhex(e.digest[5:])
+    except ValueError:
+        raise FormatError(f"{e.path}: malformed digest") from None
+
+
+def unseal_dir(
+    d: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    keys: container.KeySource,
+    *,
+    trusted_signers: Sequence[VerifyKey] | None = None,
+) -> list[str]:
+    """Verify, then write the original files (shards as plain safetensors) into ``out_dir``."""
+    d, out = Path(d), Path(out_dir)
+    res = verify_dir(d, trusted_signers=trusted_signers, check_files=False)
+    if out.exists() and any(out.iterdir()):
+        raise FormatError(f"{out} exists and is not empty")
+    written = []
+    for e in res.entries:
+        target = out / _safe_rel(e.source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if e.kind == "public":
+            check_entry(d, e)
+            shutil.copyfile(d / e.path, target)
+        else:
+            with open(d / e.path, "rb") as f:
+                reader = container.open_sealed(f, keys)
+                reader.expect_root(expected_root(e))
+                with atomic_write(target) as w:
+                    if e.kind == "safetensors":
+                        reader.write_plaintext(w)
+                    else:
+                        _write_blob(reader, w)
+        written.append(e.source)
+    return written
+
+
+def _write_blob(reader: container.SealedReader, out: Any) -> None:
+    """Write a blob payload's bytes (its single entry) after every chunk authenticated."""
+    total = reader.content.payload_len
+    hlen = payload.header_len(reader.read_prefix(8), total)
+    meta, entries = payload.parse_header(reader.read_prefix(8 + hlen)[8:], total - 8 - hlen)
+    if BLOB_KEY not in meta or len(entries) != 1 or entries[0].name != "blob":
+        raise FormatError("sealed file is not a blob")
+    buf = bytearray(entries[0].nbytes)
+    regions = [(8 + hlen, memoryview(buf))] if buf else []
+    reader.decrypt_regions(regions)
+    out.write(buf)
