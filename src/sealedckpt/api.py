@@ -151,6 +151,24 @@ def _gc_paused() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _audited(op: str, f: object, info: dict[str, Any]) -> Iterator[None]:
+    """Record the operation (when the audit log is on) with its outcome, success or failure."""
+    from . import audit
+
+    if not audit.api_enabled():
+        yield
+        return
+    path = os.fspath(f) if isinstance(f, (str, os.PathLike)) else None
+    try:
+        yield
+    except BaseException as exc:
+        kind = type(exc).__name__
+        audit.record(op, path=path, outcome=f"error: {kind}", **info)
+        raise
+    audit.record(op, path=path, outcome="ok", **info)
+
+
+@contextlib.contextmanager
 def _typed_errors() -> Iterator[None]:
     """Belt and braces: a parser slip must still surface as a SealedCkptError."""
     try:
@@ -180,14 +198,22 @@ def save(
     signers = _signers(sign_with)
     with _gc_paused():
         plan = plan_payload(obj)
-    if isinstance(f, (str, os.PathLike)):
-        with atomic_write(f) as out:
-            container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata)
-    else:
-        container.seal(f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata)
-        flush = getattr(f, "flush", None)
-        if flush is not None:
-            flush()
+    info: dict[str, Any] = {"key_ids": [getattr(k, "key_id", "passphrase") for k in keys],
+                            "signer_ids": [s.key_id for s in signers]}  # fmt: skip
+    with _audited("save", f, info):
+        if isinstance(f, (str, os.PathLike)):
+            with atomic_write(f) as out:
+                summary = container.seal(
+                    out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+                )
+        else:
+            summary = container.seal(
+                f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+            )
+            flush = getattr(f, "flush", None)
+            if flush is not None:
+                flush()
+        info["digest"] = summary.digest
 
 
 def load(
@@ -215,8 +241,12 @@ def load(
     trusted = _trusted(trusted_signers)
     if require_signature is False and trusted is not None:
         raise TypeError("trusted_signers given with require_signature=False")
-    with _reading(f) as fh, _typed_errors(), _gc_paused():
+    info: dict[str, Any] = {}
+    with _audited("load", f, info), _reading(f) as fh, _typed_errors(), _gc_paused():
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        info["digest"] = container.content_digest(reader.trailer.root, reader.content.commitment)
+        info["key_ids"] = [s for s in container.slot_ids(reader.header) if not s.startswith("#")]
+        info["signer_ids"] = [s.key_id for s in reader.signers]
         check_release(reader.content.metadata, min_version, expect_model)
         from .serialize import decode_payload
 
@@ -250,9 +280,13 @@ def verify(
     if trusted_signers is None and signature_required():
         trusted_signers = "store"
     trusted = _trusted(trusted_signers)
-    with _reading(f) as fh, _typed_errors():
-        res = container.verify_file(fh, trusted, progress)
-    check_release(res.metadata, min_version, expect_model)
+    info: dict[str, Any] = {}
+    with _audited("verify", f, info):
+        with _reading(f) as fh, _typed_errors():
+            res = container.verify_file(fh, trusted, progress)
+        info["digest"] = f"sha256:{res.root.hex()}"
+        info["signer_ids"] = [s.key_id for s in res.signers]
+        check_release(res.metadata, min_version, expect_model)
     return res
 
 
@@ -282,8 +316,11 @@ def sign(
     """
     signers = _signers(sign_with)
     trusted = _trusted(trusted_signers)
-    with open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
-        return container.add_signatures(fh, out, signers, trusted_signers=trusted)
+    info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
+    with _audited("sign", path, info), open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
+        res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
+        info["digest"] = f"sha256:{res.root.hex()}"
+        return res
 
 
 def load_dir(

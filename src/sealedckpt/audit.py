@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import contextvars
 import datetime as _dt
 import getpass
 import hashlib
@@ -608,3 +609,21 @@ def verify(
         last_time=last_time,
         signers=tuple(sorted(signers)),
     )
+
+
+_CLI_SCOPE: contextvars.ContextVar[bool] = contextvars.ContextVar("sealedckpt_audit_cli", default=False)
+
+
+@contextlib.contextmanager
+def cli_scope() -> Iterator[None]:
+    """While the CLI runs a command it records the event itself; the API stays quiet."""
+    token = _CLI_SCOPE.set(True)
+    try:
+        yield
+    finally:
+        _CLI_SCOPE.reset(token)
+
+
+def api_enabled() -> bool:
+    """The library API records only when ``SEALEDCKPT_AUDIT=1`` (off by default)."""
+    return not _CLI_SCOPE.get() and enabled(False)

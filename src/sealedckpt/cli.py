@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, api, container, payload, sniff, textkeys
+from . import __version__, api, audit, container, payload, sniff, textkeys
 from .atomic import atomic_write
 from .audit import AuditError
 from .cli_audit import add_audit_parser
@@ -70,6 +70,43 @@ def exit_code(exc: BaseException) -> int:
 
 def _when(ts: int) -> str:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+AUDITED = {
+    "seal": "seal", "unseal": "open", "rewrap": "rewrap", "verify": "verify", "sign": "sign",
+    "seal-dir": "seal-dir", "verify-dir": "verify-dir", "unseal-dir": "open-dir", "sign-dir": "sign-dir",
+    "key gen": "key.gen", "key import": "key.import", "key rm": "key.rm", "key rotate": "key.rotate",
+    "key default": "key.default", "trust add": "trust.add", "trust rm": "trust.rm",
+}  # fmt: skip
+
+
+def _note(args: argparse.Namespace, path: str | None = None, **info: Any) -> None:
+    """Details for this command's audit record (the CLI records every state-changing command)."""
+    events: list[tuple[str | None, dict[str, Any]]] = args.__dict__.setdefault("audit_events", [])
+    events.append((path, info))
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, "key_command", None) or getattr(args, "trust_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
+def _command_path(args: argparse.Namespace) -> str | None:
+    for attr in ("file", "input", "dir"):
+        v = getattr(args, attr, None)
+        if isinstance(v, str):
+            return os.path.abspath(v)
+    return None
+
+
+def _record_audit(args: argparse.Namespace, outcome: str) -> None:
+    op = AUDITED.get(_command_name(args))
+    if op is None or not audit.enabled(True):
+        return
+    events = getattr(args, "audit_events", None) or [(_command_path(args), {})]
+    for path, info in events:
+        own = info.pop("outcome", None)  # an event that knows its own outcome (rewrap of many files)
+        audit.record(op, path=path, outcome=own or outcome, **info)
 
 
 def _print_json(obj: Any) -> None:
@@ -164,6 +201,7 @@ def cmd_key_gen(args: argparse.Namespace) -> int:
         _read_passphrase(args, confirm=True, what="passphrase to protect the key") if args.passphrase_protect else None
     )
     rec = ks.generate(args.kind, args.name, default=args.default, protect=protect)
+    _note(args, key_ids=[rec.id], detail={"name": rec.name, "kind": rec.kind, "store": rec.backend})
     if args.json:
         _print_json(_record_json(rec))
     else:
@@ -227,6 +265,7 @@ def cmd_key_import(args: argparse.Namespace) -> int:
             f"cannot import: {exc}", EXIT_USAGE, hint="keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
         ) from None
     rec = ks.add(key, args.name, default=args.default)
+    _note(args, key_ids=[rec.id], detail={"name": rec.name, "kind": rec.kind})
     print(f"imported {rec.kind} key {rec.name} (id {rec.id})" + ("" if rec.has_secret else ", public only"))
     return EXIT_OK
 
@@ -242,6 +281,7 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
             print("kept", file=sys.stderr)
             return EXIT_ERROR
     ks.remove(r.id)
+    _note(args, key_ids=[r.id], detail={"name": r.name, "kind": r.kind})
     print(f"removed key {r.name} ({r.id})")
     return EXIT_OK
 
@@ -254,6 +294,7 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
         else None
     )
     old, new = ks.rotate(args.name, protect=protect)
+    _note(args, key_ids=[old.id, new.id], detail={"retired": old.name, "new": new.name})
     print(f"new {new.kind} key {new.name} (id {new.id}) is now the default; {old.name} ({old.id}) is retired")
     if new.kind == "symmetric":
         print(f"hint: re-wrap existing files with `sealedckpt rewrap FILES... --key {new.name}`", file=sys.stderr)
@@ -360,6 +401,8 @@ def cmd_seal(args: argparse.Namespace) -> int:
         raise CliError(
             f"{args.input}: not a safetensors or torch checkpoint file (content looks like: {kind})", EXIT_FORMAT
         )
+    _note(args, os.path.abspath(args.output), digest=summary.digest, key_ids=summary.key_ids,
+          signer_ids=summary.signer_ids, detail={"input": os.path.abspath(args.input)})  # fmt: skip
     if args.json:
         _print_json({"output": args.output, "key_slots": summary.key_ids, "signers": summary.signer_ids,
                      "content_digest": None if summary.root is None else "sha256:" + summary.root.hex(),
@@ -420,6 +463,14 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     with open(args.input, "rb") as f:
         reader = container.open_sealed(f, keys, trusted_signers=trusted)
         api.check_release(reader.content.metadata, args.min_version, args.model)
+        _note(
+            args,
+            os.path.abspath(args.input),
+            digest=container.content_digest(reader.trailer.root, reader.content.commitment),
+            key_ids=[s for s in container.slot_ids(reader.header) if not s.startswith("#")],
+            signer_ids=[s.key_id for s in reader.signers],
+            detail={"output": os.path.abspath(args.output)},
+        )
         with _bar("unseal", reader.content.payload_len) as bar, atomic_write(args.output) as out:
             n = reader.write_plaintext(out, bar)
     print(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)")
@@ -443,9 +494,11 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
                 labels = container.rewrap(f, out, opener, add, keep=args.keep, remove=args.remove_slot or [],
                                           progress=bar)  # fmt: skip
             print(f"rewrapped {path}: key slots {', '.join(labels)}")
+            _note(args, os.path.abspath(path), key_ids=[x for x in labels if not x.startswith("#")], outcome="ok")
         except (SealedCkptError, CliError, OSError, ValueError) as exc:
             failures += 1
             msg, hint = _message(exc)
+            _note(args, os.path.abspath(path), outcome=f"error: {type(exc).__name__}")
             print(f"sealedckpt: error: {path}: {msg}", file=sys.stderr)
             if hint:
                 print(f"hint: {hint}", file=sys.stderr)
@@ -521,6 +574,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         res = api.verify(
             args.file, trusted_signers=trusted, progress=bar, min_version=args.min_version, expect_model=args.model
         )
+    _note(
+        args, os.path.abspath(args.file), digest=f"sha256:{res.root.hex()}", signer_ids=[s.key_id for s in res.signers]
+    )
     signers = [
         {
             "key_id": s.key_id,
@@ -560,6 +616,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_trust_add(args: argparse.Namespace) -> int:
     key = _verify_key(_keystore(), args.pubkey)
     pub = TrustStore().add(args.name, key)
+    _note(args, signer_ids=[key.key_id], detail={"name": pub.name})
     print(f"trusting {pub.name}: {pub.public} (key id {key.key_id})")
     return EXIT_OK
 
@@ -597,6 +654,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     signers = _signing_keys(ks, args.key, args)
     trusted = _trust_args(ks, args.trust) if args.trust else None
     res = api.sign(args.file, signers, trusted_signers=trusted)
+    _note(args, os.path.abspath(args.file), digest=f"sha256:{res.root.hex()}", signer_ids=[s.key_id for s in signers])
     ids = ", ".join(s.key_id for s in res.signers)
     print(f"signed {args.file}: content digest sha256:{res.root.hex()}; signers now {ids}")
     return EXIT_OK
@@ -883,12 +941,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_passphrase_provider(lambda rec: _read_passphrase(args, confirm=False, what=f"passphrase for key {rec.name}"))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), audit.cli_scope():
         warnings.simplefilter("once", KeystoreNotice)
         warnings.showwarning = _show_notice
         try:
-            return int(args.func(args))
+            code = int(args.func(args))
+            _record_audit(args, "ok")
+            return code
         except (SealedCkptError, CliError, OSError, ValueError) as exc:
+            with contextlib.suppress(SealedCkptError, OSError):
+                _record_audit(args, f"error: {type(exc).__name__}")
             _fail(exc, bool(getattr(args, "json", False)))
         except KeyboardInterrupt:
             print("sealedckpt: error: interrupted", file=sys.stderr)

@@ -639,12 +639,23 @@ def verify_file(
 # --- writing -------------------------------------------------------------------------------
 
 
+def content_digest(root: bytes | None, commitment: bytes) -> str:
+    """How audit records name a file's content: its signed root, else its key commitment
+    (unique per file; free to read, while a root costs a hash of every chunk)."""
+    return f"sha256:{root.hex()}" if root is not None else f"commitment:{commitment.hex()}"
+
+
 @dataclass(frozen=True)
 class SealSummary:
     bytes_written: int
     key_ids: list[str]
     signer_ids: list[str]
     root: bytes | None
+    commitment: bytes = b""
+
+    @property
+    def digest(self) -> str:
+        return content_digest(self.root, self.commitment)
 
 
 def _chunk_pieces(segments: Iterable[memoryview], chunk_size: int) -> Iterator[list[memoryview]]:
@@ -777,7 +788,7 @@ def seal(
     trailer = fmt.build_trailer(table, entries)
     out.write(trailer)
     written += len(trailer)
-    return SealSummary(written, [_label(k) for k in keys], [s.key_id for s in signers], root)
+    return SealSummary(written, [_label(k) for k in keys], [s.key_id for s in signers], root, fk.commitment)
 
 
 def _label(k: SealKey) -> str:
