@@ -333,9 +333,9 @@ def load_dir(
     """Load a sealed model directory (``sealedckpt seal-dir``) into one state_dict.
 
     The manifest's signature is checked first (with ``trusted_signers``, or the trust store under
-    ``SEALEDCKPT_REQUIRE_SIGNATURE=1``); the directory must hold exactly the listed files; each
-    shard's chunks are hashed while they are decrypted and must match the manifest; shards are
-    merged and checked against ``*.index.json``'s ``weight_map`` when there is one.
+    ``SEALEDCKPT_REQUIRE_SIGNATURE=1``); the directory must hold exactly the listed files, each
+    with its listed digest (shards are hashed while they are decrypted, other files checked
+    whole); shards are merged and checked against ``*.index.json``'s ``weight_map``.
     """
     import io as _io
     import json as _json
@@ -381,6 +381,8 @@ def load_dir(
                         distdir._write_blob(reader, buf)
                     raw = buf.getvalue()
                 index = _json.loads(raw)
+            else:
+                distdir.check_entry(Path(root), e)  # not loaded, but part of the signed set
         if index is not None:
             weight_map = index.get("weight_map") if isinstance(index, dict) else None
             if not isinstance(weight_map, dict):

@@ -870,9 +870,9 @@ def add_signatures(
     have = {s.public_key.to_bytes() for s in trailer.signers}
     for s in signers:
         if s.public.to_bytes() in have:
-            raise ValueError(f"key {s.key_id} has already signed this file")
+            raise SignatureError(f"key {s.key_id} has already signed this file")
     if len(trailer.signers) + len(signers) > fmt.MAX_SIGNATURES:
-        raise ValueError(f"a file holds at most {fmt.MAX_SIGNATURES} signatures")
+        raise SignatureError(f"a file holds at most {fmt.MAX_SIGNATURES} signatures")
     buf = memoryview(bytearray(min(c.chunk_size, c.payload_len) + fmt.TAG_SIZE))
     digests = []
     out.write(header.authenticated + header.mac)
