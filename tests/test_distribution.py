@@ -184,8 +184,13 @@ def _seal_dir(
 
 
 @pytest.mark.parametrize("keep_public", [False, True])
-def test_sealed_directory_round_trip(model_dir: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path,
-                                    key: sealedckpt.SymmetricKey, publisher: sealedckpt.SigningKey, keep_public: bool) -> None:  # fmt: skip
+def test_sealed_directory_round_trip(
+    model_dir: tuple[Path, dict[str, torch.Tensor]],
+    tmp_path: Path,
+    key: sealedckpt.SymmetricKey,
+    publisher: sealedckpt.SigningKey,
+    keep_public: bool,
+) -> None:
     src, sd = model_dir
     out = tmp_path / "sealed"
     _seal_dir(src, out, key, publisher, keep_public)
@@ -230,9 +235,14 @@ def _tamper(out: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["rename", "swap", "drop", "add", "edit", "edit-public", "manifest"])
-def test_sealed_directory_tampering_is_detected(model_dir: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path,
-                                               key: sealedckpt.SymmetricKey, publisher: sealedckpt.SigningKey, how: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_sealed_directory_tampering_is_detected(
+    model_dir: tuple[Path, dict[str, torch.Tensor]],
+    tmp_path: Path,
+    key: sealedckpt.SymmetricKey,
+    publisher: sealedckpt.SigningKey,
+    how: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     src, _ = model_dir
     out = tmp_path / "sealed"
     _seal_dir(src, out, key, publisher, keep_public=True)
@@ -245,8 +255,12 @@ def test_sealed_directory_tampering_is_detected(model_dir: tuple[Path, dict[str,
     assert code in (cli.EXIT_INTEGRITY, cli.EXIT_SIGNATURE, cli.EXIT_FORMAT) and "OK" not in stdout and "error:" in err
 
 
-def test_index_must_match_the_shards(model_dir: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path,
-                                     key: sealedckpt.SymmetricKey, publisher: sealedckpt.SigningKey) -> None:  # fmt: skip
+def test_index_must_match_the_shards(
+    model_dir: tuple[Path, dict[str, torch.Tensor]],
+    tmp_path: Path,
+    key: sealedckpt.SymmetricKey,
+    publisher: sealedckpt.SigningKey,
+) -> None:
     src, _ = model_dir
     idx = json.loads((src / "model.safetensors.index.json").read_text())
     first = next(iter(idx["weight_map"]))
@@ -257,8 +271,12 @@ def test_index_must_match_the_shards(model_dir: tuple[Path, dict[str, torch.Tens
         sealedckpt.load_dir(tmp_path / "sealed", key=key, trusted_signers=[publisher.public])
 
 
-def test_rewrapped_directory_still_verifies(model_dir: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path,
-                                           key: sealedckpt.SymmetricKey, publisher: sealedckpt.SigningKey) -> None:  # fmt: skip
+def test_rewrapped_directory_still_verifies(
+    model_dir: tuple[Path, dict[str, torch.Tensor]],
+    tmp_path: Path,
+    key: sealedckpt.SymmetricKey,
+    publisher: sealedckpt.SigningKey,
+) -> None:
     from sealedckpt import container
 
     src, sd = model_dir
@@ -301,7 +319,7 @@ def test_dir_cli(
     assert code == 0 and out.strip().endswith("every digest verified")
     code, out, err = run(capsys, "verify-dir", str(tmp_path / "s"), "--trust", pub, "--min-version", "6")
     assert code == cli.EXIT_SIGNATURE and "OK" not in out
-    code, out, err = run(capsys, "unseal-dir", str(tmp_path / "s"), "-o", str(tmp_path / "p"), "--trust", pub)
+    code, out, _err = run(capsys, "unseal-dir", str(tmp_path / "s"), "-o", str(tmp_path / "p"), "--trust", pub)
     assert code == 0 and sorted(os.listdir(tmp_path / "p")) == sorted(os.listdir(src))
     run(capsys, "key", "gen", "--kind", "signing", "--name", "auditor")
     assert run(capsys, "sign-dir", str(tmp_path / "s"), "--key", "auditor", "--trust", pub)[0] == 0
@@ -338,7 +356,7 @@ def test_cli_operations_are_audited(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 0 and "5 records" in out
     lines = text.splitlines()
     audit.log_path().write_text("\n".join(lines[:2] + lines[3:]) + "\n")  # drop the seal record
-    code, out, err = run(capsys, "audit", "verify")
+    code, out, _err = run(capsys, "audit", "verify")
     assert code == cli.EXIT_INTEGRITY and "OK" not in out
 
 
