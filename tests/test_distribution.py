@@ -317,7 +317,7 @@ def test_dir_cli(
         capsys, "verify-dir", str(tmp_path / "s"), "--trust", pub, "--min-version", "5", "--model", "tiny"
     )
     assert code == 0 and out.strip().endswith("every digest verified")
-    code, out, err = run(capsys, "verify-dir", str(tmp_path / "s"), "--trust", pub, "--min-version", "6")
+    code, out, _err = run(capsys, "verify-dir", str(tmp_path / "s"), "--trust", pub, "--min-version", "6")
     assert code == cli.EXIT_SIGNATURE and "OK" not in out
     code, out, _err = run(capsys, "unseal-dir", str(tmp_path / "s"), "-o", str(tmp_path / "p"), "--trust", pub)
     assert code == 0 and sorted(os.listdir(tmp_path / "p")) == sorted(os.listdir(src))
