@@ -313,7 +313,7 @@ def test_dir_cli(
         "model=tiny",
     )
     assert code == 0 and "manifest signed" in out
-    code, out, err = run(
+    code, out, _err = run(
         capsys, "verify-dir", str(tmp_path / "s"), "--trust", pub, "--min-version", "5", "--model", "tiny"
     )
     assert code == 0 and out.strip().endswith("every digest verified")
