@@ -299,7 +299,7 @@ def test_dir_cli(
     run(capsys, "key", "gen", "--default", "--name", "k")
     code, out, _ = run(capsys, "key", "gen", "--kind", "signing", "--name", "pub")
     pub = out.split("public key: ")[1].strip()
-    code, out, err = run(
+    code, out, _err = run(
         capsys,
         "seal-dir",
         str(src),
