@@ -319,7 +319,7 @@ def make_slots(
                 fmt.SymmetricSlot(r.key_id_bytes, nonce, crypto.wrap_dek(r, dek, nonce, _SLOT_AAD + salt)).build()
             )
         elif isinstance(r, RecipientPublicKey):
-            body = crypto.x25519_wrap(r, dek, _X25519_AAD + salt)
+            body = crypto.x25519_wrap(r, dek, _X25519_AAD + salt, random_bytes)
             slots.append(fmt.X25519Slot(body[:32], body[32:]).build())
         elif isinstance(r, Passphrase):
             psalt = random_bytes(16)
