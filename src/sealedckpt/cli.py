@@ -670,6 +670,10 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
         args.input, args.output, keys=keys, signers=signers, keep_public=args.keep_public,
         metadata=_parse_meta(args.meta or []),
     )  # fmt: skip
+    manifest = distdir.verify_dir(args.output, check_files=False)
+    _note(args, os.path.abspath(args.output), digest=f"sha256:{manifest.manifest_sha256}",
+          key_ids=[getattr(k, "key_id", "passphrase") for k in keys], signer_ids=[s.key_id for s in signers],
+          detail={"input": os.path.abspath(args.input), "files": str(len(entries))})  # fmt: skip
     if args.json:
         _print_json({"output": args.output, "files": [e.__dict__ for e in entries], "signed": bool(signers)})
         return EXIT_OK
@@ -686,6 +690,8 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
 
     trusted = _trust_args(_keystore(), args.trust)
     res = distdir.verify_dir(args.dir, trusted_signers=trusted)
+    _note(args, os.path.abspath(args.dir), digest=f"sha256:{res.manifest_sha256}",
+          signer_ids=[s.key_id for s in res.signers])  # fmt: skip
     api.check_release(res.metadata, args.min_version, args.model)
     if not res.signers:
         raise CliError("the manifest is not signed: nothing proves who published it", EXIT_SIGNATURE,
@@ -716,8 +722,11 @@ def cmd_sign_dir(args: argparse.Namespace) -> int:
 
     ks = _keystore()
     signers = _signing_keys(ks, args.key, args)
-    distdir.verify_dir(args.dir, trusted_signers=_trust_args(ks, args.trust) if args.trust else None)
+    res = distdir.verify_dir(args.dir, trusted_signers=_trust_args(ks, args.trust) if args.trust else None)
     distdir.add_dir_signatures(args.dir, signers)
+    _note(
+        args, os.path.abspath(args.dir), digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in signers]
+    )
     print(f"signed the manifest of {args.dir} with {', '.join(s.key_id for s in signers)}")
     return EXIT_OK
 
@@ -729,6 +738,8 @@ def cmd_unseal_dir(args: argparse.Namespace) -> int:
     keys = _open_keys(ks, args, args.key or [])
     trusted = _trust_args(ks, args.trust)
     res = distdir.verify_dir(args.dir, trusted_signers=trusted, check_files=False)
+    _note(args, os.path.abspath(args.dir), digest=f"sha256:{res.manifest_sha256}",
+          signer_ids=[s.key_id for s in res.signers], detail={"output": os.path.abspath(args.output)})  # fmt: skip
     api.check_release(res.metadata, args.min_version, args.model)
     written = distdir.unseal_dir(args.dir, args.output, keys, trusted_signers=trusted)
     print(f"unsealed {len(written)} file(s) into {args.output}")

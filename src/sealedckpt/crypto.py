@@ -329,9 +329,7 @@ class Passphrase:
     __copy__ = _forbid_pickle
 
 
-def x25519_wrap(
-    recipient: RecipientPublicKey, dek: bytes, aad: bytes, random_bytes: RandomBytes = os.urandom
-) -> bytes:
+def x25519_wrap(recipient: RecipientPublicKey, dek: bytes, aad: bytes, random_bytes: RandomBytes = os.urandom) -> bytes:
     """age-style X25519 stanza: ephemeral share || AES-256-GCM(HKDF(shared), DEK)."""
     eph = X25519PrivateKey.from_private_bytes(random_bytes(32))
     share = eph.public_key().public_bytes_raw()
