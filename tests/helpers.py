@@ -41,3 +41,15 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
         assert a == b and math.copysign(1, a) == math.copysign(1, b), path
     else:
         assert a == b, path
+
+
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """Run ``sealedckpt ARGV`` in-process: (exit code, stdout, stderr)."""
+    from sealedckpt import cli
+
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 
 import sealedckpt
 from sealedckpt import cli, textkeys
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import run_cli
 from safetensors.torch import load_file, save_file
 
 import sealedckpt
@@ -25,13 +26,7 @@ Capsys = pytest.CaptureFixture[str]
 TENSORS = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(3, dtype=torch.float16)}
 
 
-def run(capsys: Capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def ok(capsys: Capsys, *argv: str) -> str:

@@ -2,7 +2,9 @@
 
 * the generator reproduces every committed file and the manifest byte for byte;
 * each case loads to the described value, or fails with exactly the named error class;
-* for valid cases the decrypted payload has the recorded SHA-256 and parses as safetensors.
+* for valid cases the decrypted payload has the recorded SHA-256 and parses as safetensors;
+* an error case with ``max_seconds`` fails within that time (e.g. a scrypt work factor over the
+  cap is refused before scrypt runs).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import hashlib
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sealedckpt
-from sealedckpt import SymmetricKey, VerifyKey, container
+from sealedckpt import Passphrase, RecipientKey, SymmetricKey, VerifyKey, container
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
@@ -37,8 +40,27 @@ def _generator() -> Any:
     return mod
 
 
-def _keys(case: dict[str, Any]) -> list[SymmetricKey]:
-    return [SymmetricKey(bytes.fromhex(k)) for k in case["keys"]]
+OpenKey = SymmetricKey | RecipientKey | Passphrase
+
+
+def _key(entry: str | dict[str, Any]) -> OpenKey:
+    """A manifest key: a hex string (symmetric), or an object with a ``kind`` (see generate.py)."""
+    if isinstance(entry, str):
+        return SymmetricKey(bytes.fromhex(entry))
+    kind = entry["kind"]
+    if kind == "symmetric":
+        return SymmetricKey(bytes.fromhex(entry["key"]))
+    if kind == "recipient":
+        key = RecipientKey(bytes.fromhex(entry["secret"]))
+        assert key.public.to_bytes().hex() == entry["public"]
+        return key
+    if kind == "passphrase":
+        return Passphrase(entry["passphrase"], max_log2n=entry["max_log2n"])
+    raise AssertionError(f"unknown key kind {kind!r}")
+
+
+def _keys(case: dict[str, Any]) -> list[OpenKey]:
+    return [_key(k) for k in case["keys"]]
 
 
 def _trusted(case: dict[str, Any]) -> list[VerifyKey] | None:
@@ -94,6 +116,20 @@ def test_load(name: str, request: pytest.FixtureRequest) -> None:
         for k in _keys(case):
             assert describe(sealedckpt.load(path, key=[k], trusted_signers=_trusted(case))) == expect["value"]
     assert sealedckpt.inspect(path).metadata == expect["metadata"]
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if "max_seconds" in c["expect"]])
+def test_fails_fast(name: str, request: pytest.FixtureRequest) -> None:
+    case = CASES[name]
+    _maybe_xfail(case, request)
+    keys = _keys(case)
+    with open(VECTORS / case["file"], "rb") as fh:
+        start = time.perf_counter()
+        with pytest.raises(sealedckpt.SealedCkptError) as info:
+            container.open_sealed(fh, keys, trusted_signers=_trusted(case))
+        elapsed = time.perf_counter() - start
+    assert type(info.value).__name__ == case["expect"]["error"], f"{name}: {info.value!r}"
+    assert elapsed < case["expect"]["max_seconds"], f"{name}: took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("name", VALID)

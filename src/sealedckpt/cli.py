@@ -109,6 +109,20 @@ def _record_audit(args: argparse.Namespace, outcome: str) -> None:
         audit.record(op, path=path, outcome=own or outcome, **info)
 
 
+def _signer_rows(signers: Sequence[container.Signer]) -> list[dict[str, Any]]:
+    return [
+        {"key_id": s.key_id, "public_key": textkeys.public_to_text(s.public_key), "signed_at": _when(s.signed_at),
+         "trusted": s.trusted}
+        for s in signers
+    ]  # fmt: skip
+
+
+def _print_signers(rows: list[dict[str, Any]], trust_checked: bool, what: str = "signed") -> None:
+    for s in rows:
+        mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
+        print(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+
+
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
@@ -577,15 +591,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     _note(
         args, os.path.abspath(args.file), digest=f"sha256:{res.root.hex()}", signer_ids=[s.key_id for s in res.signers]
     )
-    signers = [
-        {
-            "key_id": s.key_id,
-            "public_key": textkeys.public_to_text(s.public_key),
-            "signed_at": _when(s.signed_at),
-            "trusted": s.trusted,
-        }
-        for s in res.signers
-    ]
+    signers = _signer_rows(res.signers)
     if args.json:
         _print_json(
             {
@@ -598,9 +604,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    for s in signers:
-        mark = "trusted" if s["trusted"] else "not in --trust" if trusted is not None else "no --trust given"
-        print(f"signed by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+    _print_signers(signers, trusted is not None)
     print(f"content digest sha256:{res.root.hex()}")
     for k, v in res.metadata.items():
         print(f"metadata {k} = {v}")
@@ -696,18 +700,13 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
     if not res.signers:
         raise CliError("the manifest is not signed: nothing proves who published it", EXIT_SIGNATURE,
                        hint="sign it with `sealedckpt sign-dir DIR --key NAME`")  # fmt: skip
-    signers = [
-        {"key_id": s.key_id, "public_key": textkeys.public_to_text(s.public_key), "signed_at": _when(s.signed_at),
-         "trusted": s.trusted} for s in res.signers
-    ]  # fmt: skip
+    signers = _signer_rows(res.signers)
     if args.json:
         _print_json({"dir": args.dir, "ok": True, "manifest_sha256": res.manifest_sha256, "signers": signers,
                      "metadata": res.metadata, "files": [e.__dict__ for e in res.entries],
                      "trust_checked": trusted is not None})  # fmt: skip
         return EXIT_OK
-    for s in signers:
-        mark = "trusted" if s["trusted"] else "not in --trust" if trusted is not None else "no --trust given"
-        print(f"manifest signed by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+    _print_signers(signers, trusted is not None, "manifest signed")
     print(f"manifest sha256:{res.manifest_sha256}")
     for k, v in res.metadata.items():
         print(f"metadata {k} = {v}")

@@ -14,7 +14,7 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -63,32 +63,54 @@ def _coerce_key_bytes(data: bytes | bytearray | memoryview, what: str) -> bytes:
     return raw
 
 
-class SymmetricKey:
+_K = TypeVar("_K", bound="_Key")
+
+
+class _Key:
+    """What every key type shares: its 32 raw bytes and a public 8-byte id."""
+
+    __slots__ = ()
+    _raw: bytes
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_bytes(cls: type[_K], data: bytes | bytearray | memoryview) -> _K:
+        return cls(data)
+
+    def to_bytes(self) -> bytes:
+        return self._raw
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    @property
+    def key_id(self) -> str:
+        return self._id().hex()
+
+    def _id(self) -> bytes:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key_id={self.key_id!r})"
+
+
+class SymmetricKey(_Key):
     """A 256-bit secret key. Its ``key_id`` is a public 16-hex-digit fingerprint."""
 
-    __slots__ = ("_key", "_key_id")
+    __slots__ = ("_key_id", "_raw")
 
     def __init__(self, key: bytes | bytearray | memoryview) -> None:
-        self._key = _coerce_key_bytes(key, "a SymmetricKey")
-        self._key_id = hashlib.sha256(_KEY_ID_SYMMETRIC + self._key).digest()[:KEY_ID_SIZE]
+        self._raw = _coerce_key_bytes(key, "a SymmetricKey")
+        self._key_id = hashlib.sha256(_KEY_ID_SYMMETRIC + self._raw).digest()[:KEY_ID_SIZE]
 
     @classmethod
     def generate(cls) -> SymmetricKey:
         return cls(os.urandom(KEY_SIZE))
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SymmetricKey:
-        return cls(data)
-
-    def to_bytes(self) -> bytes:
-        return self._key
-
-    def __bytes__(self) -> bytes:
-        return self._key
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id.hex()
+    def _id(self) -> bytes:
+        return self._key_id
 
     @property
     def key_id_bytes(self) -> bytes:
@@ -97,19 +119,16 @@ class SymmetricKey:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SymmetricKey):
             return NotImplemented
-        return hmac.compare_digest(self._key, other._key)
+        return hmac.compare_digest(self._raw, other._raw)
 
     def __hash__(self) -> int:
         return hash(self._key_id)
-
-    def __repr__(self) -> str:
-        return f"SymmetricKey(key_id={self.key_id!r})"
 
     __reduce__ = _forbid_pickle
     __copy__ = _forbid_pickle
 
 
-class VerifyKey:
+class VerifyKey(_Key):
     """An Ed25519 public key that checks signatures."""
 
     __slots__ = ("_key_id", "_pub", "_raw")
@@ -125,19 +144,8 @@ class VerifyKey:
         self._raw = raw
         self._key_id = hashlib.sha256(_KEY_ID_ED25519 + raw).digest()[:KEY_ID_SIZE]
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> VerifyKey:
-        return cls(data)
-
-    def to_bytes(self) -> bytes:
-        return self._raw
-
-    def __bytes__(self) -> bytes:
-        return self._raw
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id.hex()
+    def _id(self) -> bytes:
+        return self._key_id
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         """True if ``signature`` is this key's Ed25519 signature over ``message``."""
@@ -155,41 +163,27 @@ class VerifyKey:
     def __hash__(self) -> int:
         return hash(self._raw)
 
-    def __repr__(self) -> str:
-        return f"VerifyKey(key_id={self.key_id!r})"
 
-
-class SigningKey:
+class SigningKey(_Key):
     """An Ed25519 private key (stored as its 32-byte seed)."""
 
-    __slots__ = ("_priv", "_public", "_seed")
+    __slots__ = ("_priv", "_public", "_raw")
 
     def __init__(self, seed: bytes | bytearray | memoryview) -> None:
-        self._seed = _coerce_key_bytes(seed, "a SigningKey seed")
-        self._priv = Ed25519PrivateKey.from_private_bytes(self._seed)
+        self._raw = _coerce_key_bytes(seed, "a SigningKey seed")
+        self._priv = Ed25519PrivateKey.from_private_bytes(self._raw)
         self._public = VerifyKey(self._priv.public_key().public_bytes_raw())
 
     @classmethod
     def generate(cls) -> SigningKey:
         return cls(os.urandom(KEY_SIZE))
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SigningKey:
-        return cls(data)
-
-    def to_bytes(self) -> bytes:
-        return self._seed
-
-    def __bytes__(self) -> bytes:
-        return self._seed
-
     @property
     def public(self) -> VerifyKey:
         return self._public
 
-    @property
-    def key_id(self) -> str:
-        return self._public.key_id
+    def _id(self) -> bytes:
+        return self._public._key_id
 
     def sign(self, message: bytes) -> bytes:
         return self._priv.sign(message)
@@ -197,19 +191,16 @@ class SigningKey:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SigningKey):
             return NotImplemented
-        return hmac.compare_digest(self._seed, other._seed)
+        return hmac.compare_digest(self._raw, other._raw)
 
     def __hash__(self) -> int:
         return hash(self._public)
-
-    def __repr__(self) -> str:
-        return f"SigningKey(key_id={self.key_id!r})"
 
     __reduce__ = _forbid_pickle
     __copy__ = _forbid_pickle
 
 
-class RecipientPublicKey:
+class RecipientPublicKey(_Key):
     """An X25519 public key: seal a file for the holder of the matching :class:`RecipientKey`."""
 
     __slots__ = ("_key_id", "_raw")
@@ -221,19 +212,8 @@ class RecipientPublicKey:
         self._raw = raw
         self._key_id = hashlib.sha256(_KEY_ID_X25519 + raw).digest()[:KEY_ID_SIZE]
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> RecipientPublicKey:
-        return cls(data)
-
-    def to_bytes(self) -> bytes:
-        return self._raw
-
-    def __bytes__(self) -> bytes:
-        return self._raw
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id.hex()
+    def _id(self) -> bytes:
+        return self._key_id
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecipientPublicKey):
@@ -243,11 +223,8 @@ class RecipientPublicKey:
     def __hash__(self) -> int:
         return hash(self._raw)
 
-    def __repr__(self) -> str:
-        return f"RecipientPublicKey(key_id={self.key_id!r})"
 
-
-class RecipientKey:
+class RecipientKey(_Key):
     """An X25519 private key (an age-style identity) that opens files sealed to its public key."""
 
     __slots__ = ("_priv", "_public", "_raw")
@@ -261,23 +238,12 @@ class RecipientKey:
     def generate(cls) -> RecipientKey:
         return cls(os.urandom(KEY_SIZE))
 
-    @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> RecipientKey:
-        return cls(data)
-
-    def to_bytes(self) -> bytes:
-        return self._raw
-
-    def __bytes__(self) -> bytes:
-        return self._raw
-
     @property
     def public(self) -> RecipientPublicKey:
         return self._public
 
-    @property
-    def key_id(self) -> str:
-        return self._public.key_id
+    def _id(self) -> bytes:
+        return self._public._key_id
 
     def exchange(self, share: bytes) -> bytes | None:
         """X25519 with a peer share; None for a low-order share (all-zero result)."""
@@ -293,9 +259,6 @@ class RecipientKey:
 
     def __hash__(self) -> int:
         return hash(self._public)
-
-    def __repr__(self) -> str:
-        return f"RecipientKey(key_id={self.key_id!r})"
 
     __reduce__ = _forbid_pickle
     __copy__ = _forbid_pickle

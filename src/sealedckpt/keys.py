@@ -241,6 +241,21 @@ def choose_backend(home: Path) -> SecretBackend:
     return FileSecrets(home / "keys")
 
 
+@contextlib.contextmanager
+def home_lock(home: Path, name: str) -> Iterator[None]:
+    """An exclusive flock on ``home/name``: read-modify-write of a registry by many processes."""
+    _private_dir(home)
+    fd = os.open(home / name, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if os.name == "posix":
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 
@@ -318,19 +333,8 @@ class Keystore:
                 raise KeystoreError(f"the secret of this key is in a {name!r} store that is not open")
         return self._backends[name]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        _private_dir(self.home)
-        lock = self.home / "registry.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            if os.name == "posix":
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return home_lock(self.home, "registry.lock")
 
     def _read(self) -> list[KeyRecord]:
         p = self.registry_path

@@ -11,7 +11,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from . import textkeys
 from .atomic import atomic_write
 from .crypto import VerifyKey
 from .errors import SignatureError
-from .keys import KeystoreError, _check_name, _check_private, _private_dir, default_home
+from .keys import KeystoreError, _check_name, _check_private, default_home, home_lock
 
 ENV_REQUIRE = "SEALEDCKPT_REQUIRE_SIGNATURE"
 
@@ -48,18 +47,8 @@ class TrustStore:
     def path(self) -> Path:
         return self.home / "trust.json"
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        _private_dir(self.home)
-        fd = os.open(self.home / "trust.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            if os.name == "posix":
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return home_lock(self.home, "trust.lock")
 
     def publishers(self) -> list[Publisher]:
         if not self.path.exists():

@@ -5,9 +5,17 @@ Usage: ``python tests/vectors/generate.py [OUT_DIR]`` (default: this folder). It
 the file's SHA-256, the (test-only!) symmetric keys and trusted signer public keys to load it
 with, and what loading must do: succeed with a described value, or raise a named error.
 
-Everything is fixed: randomness comes from a SHA-256 counter-mode DRBG seeded per case, the
-clock is ``NOW``, and every key is derived from ``SEED``. Running the generator twice gives
-byte-identical output; ``tests/test_vectors.py`` checks that against the committed files.
+Everything is fixed: randomness comes from a SHA-256 counter-mode DRBG seeded per case (it
+also drives the X25519 ephemeral keys), the clock is ``NOW``, and every key is derived from
+``SEED``. Running the generator twice gives byte-identical output; ``tests/test_vectors.py``
+checks that against the committed files.
+
+A case's ``keys`` are what to open it with. When they are all symmetric keys the manifest lists
+them as hex strings (the original form); otherwise every entry is an object with a ``kind``:
+``{"kind": "symmetric", "key": hex}``, ``{"kind": "recipient", "secret": hex, "public": hex}``
+(an X25519 identity; ``public`` is informative) or ``{"kind": "passphrase", "passphrase": text,
+"max_log2n": n}`` (UTF-8 text; ``max_log2n`` is the reader's scrypt work-factor cap). An error
+case may also give ``expect.max_seconds``: opening must fail within that time.
 
 Valid files come from ``sealedckpt.container.seal``. Invalid ones are made by parsing a valid
 file with the small, independent implementation of the byte layout below and changing one
@@ -34,10 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from sealedckpt import SigningKey, SymmetricKey, container
+from sealedckpt import Passphrase, RecipientKey, SigningKey, SymmetricKey, container
 from sealedckpt.serialize import plan_payload
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +63,11 @@ SMALL_TENSOR = 64  # tensors with more elements are described by a digest, not b
 MAGIC = b"\x89SCKPT\r\n"
 TAG = 16
 SLOT_AAD = b"sealedckpt/v1 symmetric slot\x00"
+X25519_AAD = b"sealedckpt/v1 x25519 slot\x00"
+SCRYPT_AAD = b"sealedckpt/v1 scrypt slot\x00"
+INFO_X25519 = b"sealedckpt/v1 x25519 wrap key"
+SLOT_SYMMETRIC, SLOT_X25519, SLOT_SCRYPT = 1, 2, 3
+ZERO_NONCE = bytes(12)
 ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
 SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
 INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
@@ -111,6 +126,56 @@ KEY_WRONG = SymmetricKey(_secret("symmetric wrong"))
 SIGNER_1 = SigningKey(_secret("ed25519 signer 1"))
 SIGNER_2 = SigningKey(_secret("ed25519 signer 2"))
 SIGNER_EVIL = SigningKey(_secret("ed25519 untrusted"))
+RECIPIENT_1 = RecipientKey(_secret("x25519 recipient 1"))
+RECIPIENT_2 = RecipientKey(_secret("x25519 recipient 2"))
+RECIPIENT_WRONG = RecipientKey(_secret("x25519 recipient wrong"))
+
+
+@dataclass(frozen=True)
+class PassKey:
+    """A test passphrase: ``log2n`` seals, ``max_log2n`` is the reader's cap when opening."""
+
+    text: str
+    log2n: int = 10
+    max_log2n: int = 20
+
+    def lib(self) -> Passphrase:
+        return Passphrase(self.text, log2n=self.log2n, max_log2n=self.max_log2n)
+
+
+PASS = PassKey("sealedckpt test-vector passphrase")
+PASS_WRONG = PassKey("sealedckpt wrong passphrase")
+
+#: A key a case is opened with: symmetric key, X25519 identity or passphrase.
+Key = SymmetricKey | RecipientKey | PassKey
+
+
+def open_slot(key: Key, salt: bytes, slot: tuple[int, bytes]) -> bytes:
+    """The DEK from ``slot`` with ``key`` (the independent restatement of FORMAT.md §5)."""
+    t, body = slot
+    if isinstance(key, SymmetricKey):
+        assert t == SLOT_SYMMETRIC and len(body) == 68 and body[:8] == key.key_id_bytes
+        return unwrap(key, salt, body)
+    if isinstance(key, RecipientKey):
+        assert t == SLOT_X25519 and len(body) == 80
+        return x25519_unwrap(key, salt, body)
+    assert t == SLOT_SCRYPT and len(body) == 65 and body[0] == key.log2n
+    return AESGCM(scrypt_key(key.text, body[1:17], body[0])).decrypt(ZERO_NONCE, body[17:], SCRYPT_AAD + salt)
+
+
+def expected_slots(rnd: Drbg, keys: Sequence[Key], dek: bytes, salt: bytes) -> list[tuple[int, bytes]]:
+    """The slots ``seal`` must write, replaying its draws: a nonce[12] per symmetric key, an
+    X25519 ephemeral private key[32] per recipient, a scrypt salt[16] per passphrase."""
+    out = []
+    for k in keys:
+        if isinstance(k, SymmetricKey):
+            nonce = rnd(12)
+            out.append((SLOT_SYMMETRIC, k.key_id_bytes + nonce + wrap(k, dek, nonce, salt)))
+        elif isinstance(k, RecipientKey):
+            out.append((SLOT_X25519, x25519_wrap(k.public.to_bytes(), dek, salt, rnd(32))))
+        else:
+            out.append((SLOT_SCRYPT, scrypt_body(k.text, dek, salt, rnd(16), k.log2n)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,9 +202,42 @@ def decrypt_chunk(fk: FileKeys, i: int, final: bool, ct: bytes) -> bytes:
     return AESGCM(fk.payload).decrypt(stream_nonce(i, final), ct, None)
 
 
+def _wrap_key(key: SymmetricKey) -> AESGCM:
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_WRAP).derive(key.to_bytes()))
+
+
 def unwrap(key: SymmetricKey, salt: bytes, body: bytes) -> bytes:
-    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_WRAP).derive(key.to_bytes())
-    return AESGCM(wk).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
+    return _wrap_key(key).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
+
+
+def wrap(key: SymmetricKey, dek: bytes, nonce: bytes, salt: bytes) -> bytes:
+    return _wrap_key(key).encrypt(nonce, dek, SLOT_AAD + salt)
+
+
+def x25519_wrap(public: bytes, dek: bytes, salt: bytes, eph: bytes) -> bytes:
+    """A type-2 slot body, ``share || wrapped``, for ephemeral private key ``eph``."""
+    e = X25519PrivateKey.from_private_bytes(eph)
+    share = e.public_key().public_bytes_raw()
+    shared = e.exchange(X25519PublicKey.from_public_bytes(public))
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=share + public, info=INFO_X25519).derive(shared)
+    return share + AESGCM(wk).encrypt(ZERO_NONCE, dek, X25519_AAD + salt)
+
+
+def x25519_unwrap(identity: RecipientKey, salt: bytes, body: bytes) -> bytes:
+    priv = X25519PrivateKey.from_private_bytes(identity.to_bytes())
+    public = priv.public_key().public_bytes_raw()
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(body[:32]))
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=body[:32] + public, info=INFO_X25519).derive(shared)
+    return AESGCM(wk).decrypt(ZERO_NONCE, body[32:], X25519_AAD + salt)
+
+
+def scrypt_key(text: str, psalt: bytes, log2n: int) -> bytes:
+    return Scrypt(salt=psalt, length=32, n=1 << log2n, r=8, p=1).derive(text.encode("utf-8"))
+
+
+def scrypt_body(text: str, dek: bytes, salt: bytes, psalt: bytes, log2n: int) -> bytes:
+    """A type-3 slot body, ``log2n || salt[16] || wrapped``."""
+    return bytes([log2n]) + psalt + AESGCM(scrypt_key(text, psalt, log2n)).encrypt(ZERO_NONCE, dek, SCRYPT_AAD + salt)
 
 
 def content_root(content: bytes, count: int, table: bytes) -> bytes:
@@ -276,25 +374,31 @@ def seal(
     name: str,
     payload: bytes,
     *,
-    keys: Sequence[SymmetricKey] = (KEY_A,),
+    keys: Sequence[Key] = (KEY_A,),
     signers: Sequence[SigningKey] = (),
     metadata: dict[str, str] | None = None,
 ) -> Sealed:
-    """Seal ``payload`` with the library (fixed randomness and clock) and cross-check the result."""
+    """Seal ``payload`` with the library (fixed randomness and clock) and cross-check the result.
+
+    ``keys`` are the keys that open the file: recipients are sealed to their public keys."""
+    seal_keys = [k.public if isinstance(k, RecipientKey) else k.lib() if isinstance(k, PassKey) else k for k in keys]
     out = io.BytesIO()
     container.seal(
-        out, len(payload), [memoryview(payload)], keys=list(keys), signers=list(signers), metadata=metadata,
+        out, len(payload), [memoryview(payload)], keys=seal_keys, signers=list(signers), metadata=metadata,
         chunk_log2=CHUNK_LOG2, random_bytes=Drbg(name), now=lambda: NOW, workers=1,
     )  # fmt: skip
     data = out.getvalue()
     s = Sealed.parse(data)
-    s.dek = Drbg(name)(32)  # the first draw of seal() is the DEK
+    rnd = Drbg(name)
+    s.dek = rnd(32)  # the first draw of seal() is the DEK, the second the salt
     s.payload = payload
     # The independent reading of the layout must agree with the library's output.
     assert s.to_bytes() == data
     c = s.c
+    assert rnd(32) == c.salt
     assert s.fk.commitment == c.commitment and c.payload_len == len(payload)
-    assert all(unwrap(k, c.salt, body) == s.dek for k, (_, body) in zip(keys, s.slots, strict=True))
+    assert all(open_slot(k, c.salt, slot) == s.dek for k, slot in zip(keys, s.slots, strict=True))
+    assert expected_slots(rnd, keys, s.dek, c.salt) == s.slots
     mac = s.mac
     s.remac()
     assert s.mac == mac
@@ -497,13 +601,14 @@ class Case:
     data: bytes
     why: str
     error: str | None = None  # expected error class name; None: loads
-    keys: Sequence[SymmetricKey] = (KEY_A,)
+    keys: Sequence[Key] = (KEY_A,)
     trusted: Sequence[SigningKey] | None = None
     value: Any = None  # the saved object, for valid cases
     payload: bytes = b""
     metadata: dict[str, str] = field(default_factory=dict)
     signers: Sequence[tuple[SigningKey, bool]] = ()  # (signer, trusted), for valid cases
     xfail: str | None = None
+    max_seconds: float | None = None  # error cases: opening must fail within this time
 
 
 CASES: list[Callable[[], Case]] = []
@@ -1132,14 +1237,176 @@ def payload_ndarray_bool_byte_2() -> Case:
     return c
 
 
+# X25519 recipient and scrypt passphrase slots (FORMAT.md §5)
+
+
+@case
+def valid_x25519_recipient() -> Case:
+    s = small("valid_x25519_recipient", keys=(RECIPIENT_1,))
+    return valid(
+        "valid_x25519_recipient", s, "sealed to one X25519 recipient (ephemeral key from the DRBG)", small_obj(),
+        keys=(RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def valid_two_recipients_and_key() -> Case:
+    keys = (RECIPIENT_1, RECIPIENT_2, KEY_A)
+    s = small("valid_two_recipients_and_key", keys=keys)
+    return valid(
+        "valid_two_recipients_and_key", s,
+        "two X25519 recipient slots and a symmetric slot; each identity or key alone opens it", small_obj(),
+        keys=keys,
+    )  # fmt: skip
+
+
+@case
+def valid_passphrase_log2n_10() -> Case:
+    s = small("valid_passphrase_log2n_10", keys=(PASS,))
+    assert s.slots[0][1][0] == 10
+    return valid(
+        "valid_passphrase_log2n_10", s, "one scrypt passphrase slot, work factor 2**10 (r=8, p=1), cap 2**20",
+        small_obj(), keys=(PASS,),
+    )  # fmt: skip
+
+
+@case
+def x25519_slot_79() -> Case:
+    s = small("x25519_slot_79", keys=(RECIPIENT_1,))
+    t, body = s.slots[0]
+    s.slots[0] = (t, body[:79])
+    s.remac()
+    return bad(
+        "x25519_slot_79", s, "FormatError", "X25519 slot body of 79 bytes, must be 80 (header re-MACed)",
+        keys=(RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def x25519_low_order_share() -> Case:
+    s = small("x25519_low_order_share", keys=(RECIPIENT_1,))
+    t, body = s.slots[0]
+    s.slots[0] = (t, bytes(32) + body[32:])
+    s.remac()
+    return bad(
+        "x25519_low_order_share", s, "FormatError",
+        "share replaced by 32 zero bytes (a low-order point: X25519 gives the all-zero secret), "
+        "opened with the right identity; header re-MACed",
+        keys=(RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def x25519_wrong_identity() -> Case:
+    s = small("x25519_wrong_identity", keys=(RECIPIENT_1,))
+    return bad(
+        "x25519_wrong_identity", s, "DecryptionError", "sealed to recipient 1, opened with another X25519 identity",
+        keys=(RECIPIENT_WRONG,),
+    )  # fmt: skip
+
+
+@case
+def x25519_wrapped_flipped() -> Case:
+    s = small("x25519_wrapped_flipped", keys=(RECIPIENT_1,))
+    t, body = s.slots[0]
+    s.slots[0] = (t, flip(body, 32))
+    return bad(
+        "x25519_wrapped_flipped", s, "DecryptionError",
+        "one bit of the wrapped DEK flipped: a recipient slot names no key, so a slot that does not "
+        "open reads as a wrong identity (unlike a symmetric slot, whose key-id hint exposes the edit)",
+        keys=(RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def x25519_slot_rewrapped_no_remac() -> Case:
+    name = "x25519_slot_rewrapped_no_remac"
+    s = small(name, keys=(RECIPIENT_1,))
+    t, body = s.slots[0]
+    fresh = x25519_wrap(RECIPIENT_1.public.to_bytes(), s.dek, s.c.salt, Drbg(name + "/eph")(32))
+    assert fresh[:32] != body[:32] and x25519_unwrap(RECIPIENT_1, s.c.salt, fresh) == s.dek
+    s.slots[0] = (t, fresh)
+    return bad(
+        name, s, "IntegrityError",
+        "slot replaced by a fresh, valid X25519 wrap of the same DEK (new share) without recomputing "
+        "the header MAC: the slot opens, the commitment matches, the MAC fails",
+        keys=(RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def passphrase_with_symmetric_slot() -> Case:
+    name = "passphrase_with_symmetric_slot"
+    s = small(name)
+    s.slots.append((SLOT_SCRYPT, scrypt_body(PASS.text, s.dek, s.c.salt, Drbg(name + "/psalt")(16), 10)))
+    s.remac()
+    return bad(
+        name, s, "FormatError",
+        "a valid passphrase slot after a valid symmetric slot (header re-MACed): a passphrase slot "
+        "must be the only slot, even though the symmetric key given would open the file",
+    )  # fmt: skip
+
+
+def _passphrase_log2n(name: str, log2n: int, why: str, key: PassKey = PASS, **kw: Any) -> Case:
+    """A log2n-10 passphrase file whose work-factor byte is then set to ``log2n`` (header re-MACed);
+    the wrap stays the 2**10 one, which a correct reader never gets to try."""
+    s = small(name, keys=(PASS,))
+    t, body = s.slots[0]
+    s.slots[0] = (t, bytes([log2n]) + body[1:])
+    s.remac()
+    return bad(name, s, "FormatError", why, keys=(key,), **kw)
+
+
+@case
+def passphrase_log2n_21() -> Case:
+    return _passphrase_log2n(
+        "passphrase_log2n_21", 21,
+        "work factor 2**21 above the default cap 2**20: refused before running scrypt (fast); "
+        "the wrap is a 2**10 one, the reader must not get that far",
+        max_seconds=1.0,
+    )  # fmt: skip
+
+
+@case
+def passphrase_log2n_0() -> Case:
+    return _passphrase_log2n("passphrase_log2n_0", 0, "work factor byte 0, must be 1..30")
+
+
+@case
+def passphrase_log2n_31() -> Case:
+    return _passphrase_log2n(
+        "passphrase_log2n_31", 31, "work factor byte 31, must be 1..30 (opened with the highest cap, 2**30)",
+        key=PassKey(PASS.text, max_log2n=30),
+    )  # fmt: skip
+
+
+@case
+def passphrase_wrong() -> Case:
+    s = small("passphrase_wrong", keys=(PASS,))
+    return bad(
+        "passphrase_wrong", s, "DecryptionError", "log2n-10 passphrase slot, wrong passphrase", keys=(PASS_WRONG,)
+    )
+
+
 # --- writing -------------------------------------------------------------------------------
 
 #: Cases where the library does not (yet) behave as the format says: name -> reason.
 XFAIL: dict[str, str] = {}
 
 
-def _hexkeys(keys: Sequence[SymmetricKey]) -> list[str]:
-    return [k.to_bytes().hex() for k in keys]
+def key_entry(k: Key) -> dict[str, Any]:
+    if isinstance(k, SymmetricKey):
+        return {"kind": "symmetric", "key": k.to_bytes().hex()}
+    if isinstance(k, RecipientKey):
+        return {"kind": "recipient", "secret": k.to_bytes().hex(), "public": k.public.to_bytes().hex()}
+    return {"kind": "passphrase", "passphrase": k.text, "max_log2n": k.max_log2n}
+
+
+def key_entries(keys: Sequence[Key]) -> list[Any]:
+    """Symmetric-only key lists keep their original form, hex strings; any other list is kinded."""
+    if all(isinstance(k, SymmetricKey) for k in keys):
+        return [k.to_bytes().hex() for k in keys]  # type: ignore[union-attr]
+    return [key_entry(k) for k in keys]
 
 
 def manifest_entry(c: Case) -> dict[str, Any]:
@@ -1148,7 +1415,7 @@ def manifest_entry(c: Case) -> dict[str, Any]:
         "file": c.name + ".sealed",
         "sha256": hashlib.sha256(c.data).hexdigest(),
         "size": len(c.data),
-        "keys": _hexkeys(c.keys),
+        "keys": key_entries(c.keys),
         "trusted_signers": None if c.trusted is None else [s.public.to_bytes().hex() for s in c.trusted],
         "why": c.why,
     }
@@ -1165,6 +1432,8 @@ def manifest_entry(c: Case) -> dict[str, Any]:
         }
     else:
         entry["expect"] = {"error": c.error}
+        if c.max_seconds is not None:
+            entry["expect"]["max_seconds"] = c.max_seconds
     reason = c.xfail or XFAIL.get(c.name)
     if reason:
         entry["xfail"] = reason
