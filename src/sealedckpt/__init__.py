@@ -3,7 +3,7 @@
 ``import sealedckpt`` does not import torch; only ``save`` and ``load`` do.
 """
 
-from .api import inspect, load, load_dir, save, sign, verify
+from .api import inspect, load, load_dir, open, save, sign, verify
 from .container import PublicInfo, Signer, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
@@ -47,6 +47,7 @@ __all__ = [
     "inspect",
     "load",
     "load_dir",
+    "open",
     "save",
     "sign",
     "verify",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import gc
 import os
@@ -131,7 +132,7 @@ def _trusted(trusted_signers: Trusted) -> list[VerifyKey] | None:
 @contextlib.contextmanager
 def _reading(f: PathOrFile) -> Iterator[BinaryIO]:
     if isinstance(f, (str, os.PathLike)):
-        with open(f, "rb") as fh:
+        with builtins.open(f, "rb") as fh:
             yield fh
     else:
         yield f
@@ -317,7 +318,7 @@ def sign(
     signers = _signers(sign_with)
     trusted = _trusted(trusted_signers)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
-    with _audited("sign", path, info), open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
+    with _audited("sign", path, info), builtins.open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
         res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
         info["digest"] = f"sha256:{res.root.hex()}"
         return res
@@ -357,7 +358,7 @@ def load_dir(
         for e in res.entries:
             full = os.path.join(root, e.path)
             if e.kind == "safetensors":
-                with open(full, "rb") as fh:
+                with builtins.open(full, "rb") as fh:
                     reader = container.open_sealed(fh, keys)
                     reader.expect_root(distdir.expected_root(e))
                     shard = decode_payload(reader, map_location)
@@ -371,11 +372,11 @@ def load_dir(
             elif e.source.endswith(".index.json"):
                 if e.kind == "public":
                     distdir.check_entry(Path(root), e)
-                    with open(full, "rb") as fh:
+                    with builtins.open(full, "rb") as fh:
                         raw = fh.read(distdir.MAX_MANIFEST)
                 else:
                     buf = _io.BytesIO()
-                    with open(full, "rb") as fh:
+                    with builtins.open(full, "rb") as fh:
                         reader = container.open_sealed(fh, keys)
                         reader.expect_root(distdir.expected_root(e))
                         distdir._write_blob(reader, buf)
@@ -396,3 +397,34 @@ def load_dir(
                 if origin[name] != shard_name:
                     raise IntegrityError(f"tensor {name!r} came from {origin[name]}, the index says {shard_name}")
     return state
+
+
+def open(
+    f: PathOrFile,
+    *,
+    key: LoadKey | Sequence[LoadKey] | None = None,
+    device: str | Any = "cpu",
+    trusted_signers: Trusted = None,
+    require_signature: bool | None = None,
+) -> Any:
+    """Open a sealed checkpoint for lazy per-tensor reads (a context manager, like
+    ``safetensors.safe_open``): ``.keys()``, ``.metadata()``, ``.get_tensor(name)``,
+    ``.get_slice(name)[...]`` read and authenticate only the chunks that hold what is asked for.
+    """
+    from .lazy import SealedFile
+    from .trust import signature_required
+
+    keys = _load_keys(key)
+    if trusted_signers is None and require_signature is not False and signature_required():
+        trusted_signers = "store"
+    trusted = _trusted(trusted_signers)
+    owned = isinstance(f, (str, os.PathLike))
+    fh: BinaryIO = builtins.open(f, "rb") if isinstance(f, (str, os.PathLike)) else f
+    try:
+        with _typed_errors():
+            reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+            return SealedFile(reader, device, fh if owned else None)
+    except BaseException:
+        if owned:
+            fh.close()
+        raise

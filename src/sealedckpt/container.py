@@ -353,6 +353,7 @@ class SealedReader:
         self._check_digests = check_digests
         self._expect_root: bytes | None = None
         self._digests: list[bytes] = []
+        self._prefix = bytearray()  # whole chunks decrypted by read_prefix, kept for the next call
 
     def expect_root(self, root: bytes) -> None:
         """Require the content root (as a signed manifest lists it): every chunk is hashed while
@@ -406,17 +407,11 @@ class SealedReader:
         c = self.content
         if n > c.payload_len:
             raise FormatError("payload shorter than its own header claims")
-        out = bytearray(n)
-        buf = self._scratch()
-        pos = 0
-        i = 0
-        while pos < n:
-            plain = self._decrypt_chunk(i, buf)
-            take = min(n - pos, len(plain))
-            out[pos : pos + take] = plain[:take]
-            pos += take
-            i += 1
-        return bytes(out)
+        if len(self._prefix) < n:
+            buf = self._scratch()
+            while len(self._prefix) < n:
+                self._prefix += self._decrypt_chunk(len(self._prefix) // c.chunk_size, buf)
+        return bytes(self._prefix[:n])
 
     def write_plaintext(self, out: BinaryIO, progress: Progress | None = None) -> int:
         """Decrypt the payload chunk by chunk into ``out`` (write to a temp file; publish it only
@@ -432,8 +427,13 @@ class SealedReader:
         self._finish()
         return total
 
-    def decrypt_regions(self, regions: Sequence[Region], workers: int | None = None) -> None:
+    def decrypt_regions(
+        self, regions: Sequence[Region], workers: int | None = None, *, only_covering: bool = False
+    ) -> None:
         """Decrypt every chunk; bytes under a region land in it, the rest are checked and dropped.
+
+        With ``only_covering``, decrypt only the chunks that overlap a region (lazy reads of one
+        tensor); every chunk read is still authenticated, and digest-checked under a policy.
 
         Regions are sorted, non-overlapping ``(payload_offset, buffer)`` pairs. Raises on the first
         chunk that fails; the caller must then discard every region's buffer. A chunk that lies
@@ -458,21 +458,29 @@ class SealedReader:
             for dst, src_off, k in plan.pieces(start, plen):
                 dst[:] = plain[src_off : src_off + k]
 
-        n = c.n_chunks
-        workers = min(workers or default_workers(), n)
+        if only_covering:
+            todo = sorted({i for off, mv in regions if len(mv) for i in self._chunks_for(off, len(mv))})
+        else:
+            todo = list(range(c.n_chunks))
+        workers = min(workers or default_workers(), len(todo))
         if workers <= 1:
-            for i in range(n):
+            for i in todo:
                 job(i)
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-open") as pool:
-                futures = [pool.submit(job, i) for i in range(n)]
+                futures = [pool.submit(job, i) for i in todo]
                 try:
                     for fut in futures:
                         fut.result()
                 finally:
                     for fut in futures:
                         fut.cancel()
-        self._finish()
+        if not only_covering:
+            self._finish()
+
+    def _chunks_for(self, start: int, n: int) -> range:
+        cs = self.content.chunk_size
+        return range(start // cs, (start + n - 1) // cs + 1)
 
 
 class _RegionIndex:

@@ -399,8 +399,18 @@ def _np_dtype(s: str) -> np.dtype[Any]:
     return dt
 
 
-def decode_payload(reader: SealedReader, map_location: MapLocation = None, workers: int | None = None) -> Any:
-    """Authenticate and decrypt the whole payload, then rebuild the object."""
+@dataclass(frozen=True)
+class PayloadIndex:
+    """The payload's parsed and fully validated header and structure (no tensor data read yet)."""
+
+    data_start: int
+    entries: list[pl.Entry]
+    metadata: dict[str, str]  # the payload's own __metadata__, sealedckpt keys removed
+    structure: Any
+    decoder: _Decoder
+
+
+def read_index(reader: SealedReader) -> PayloadIndex:
     total = reader.content.payload_len
     hlen = pl.header_len(reader.read_prefix(8), total)
     raw = reader.read_prefix(8 + hlen)[8:]
@@ -409,9 +419,30 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
     if meta.get(pl.VERSION_KEY) != pl.STRUCTURE_VERSION or pl.STRUCTURE_KEY not in meta:
         raise FormatError("payload carries no sealedckpt structure of a known version")
     structure = pl.strict_json(meta[pl.STRUCTURE_KEY], "structure")
-    entries = {e.name: e for e in entry_list}
-    dec = _Decoder(entries)
+    dec = _Decoder({e.name: e for e in entry_list})
     dec.check(structure)
+    own = {k: v for k, v in meta.items() if not k.startswith("sealedckpt.")}
+    return PayloadIndex(data_start, entry_list, own, structure, dec)
+
+
+def view_tensor(node: dict[str, Any], base: torch.Tensor) -> torch.Tensor:
+    """A tensor node viewed over ``base`` (its entry's bytes as uint8, on any device)."""
+    dtype = ST_TO_TORCH[node["dtype"]]
+    size = pl.ITEMSIZE[node["dtype"]]
+    typed = base[: (base.numel() // size) * size].view(dtype)
+    t = typed.as_strided(node["shape"], node["stride"], node["offset"])
+    if node.get("param"):
+        return torch.nn.Parameter(t, requires_grad=bool(node.get("rg")))
+    if node.get("rg"):
+        t.requires_grad_(True)
+    return t
+
+
+def decode_payload(reader: SealedReader, map_location: MapLocation = None, workers: int | None = None) -> Any:
+    """Authenticate and decrypt the whole payload, then rebuild the object."""
+    index = read_index(reader)
+    data_start, entry_list, structure, dec = index.data_start, index.entries, index.structure, index.decoder
+    entries = {e.name: e for e in entry_list}
 
     devices: dict[str, str] = {}
     for ref in dec.tensor_refs:
@@ -494,16 +525,7 @@ def _build(node: Any, bases: dict[str, torch.Tensor], cpu: dict[str, torch.Tenso
             out._metadata = _build(node["meta"], bases, cpu)  # type: ignore[attr-defined]
         return out
     if tag == "tensor":
-        base = bases[node["e"]]
-        dtype = ST_TO_TORCH[node["dtype"]]
-        size = pl.ITEMSIZE[node["dtype"]]
-        typed = base[: (base.numel() // size) * size].view(dtype)
-        t = typed.as_strided(node["shape"], node["stride"], node["offset"])
-        if node.get("param"):
-            return torch.nn.Parameter(t, requires_grad=bool(node.get("rg")))
-        if node.get("rg"):
-            t.requires_grad_(True)
-        return t
+        return view_tensor(node, bases[node["e"]])
     if tag == "ndarray":
         dt = _np_dtype(node["dtype"])
         arr = cpu[node["e"]].numpy().view(dt)
