@@ -371,3 +371,29 @@ def test_api_audit_is_opt_in(tmp_path: Path, key: sealedckpt.SymmetricKey, monke
     ]
     assert recs[0]["digest"] == recs[1]["digest"] and recs[0]["digest"].startswith("commitment:")
     assert recs[0]["key_ids"] == [key.key_id] and audit.verify().records == 3
+
+
+def test_audit_switch_from_code_and_signed_records(
+    tmp_path: Path, key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "x.sealed"
+    audit.set_enabled(True)
+    try:
+        sealedckpt.save({"x": 1}, p, key=key)
+        monkeypatch.setenv("SEALEDCKPT_AUDIT", "1")
+        audit.set_enabled(False)
+        sealedckpt.save({"x": 1}, p, key=key)  # code wins over the environment
+    finally:
+        audit.set_enabled(None)
+    assert [r["op"] for r in audit.read()] == ["save"]
+    ks = sealedckpt.Keystore()
+    rec = ks.generate("signing", "log-key")
+    monkeypatch.setenv("SEALEDCKPT_AUDIT_KEY", "log-key")
+    sealedckpt.load(p, key=key)
+    last = audit.read()[-1]
+    assert last["op"] == "load" and last["signer"] == rec.public and "sig" in last
+    vk = textkeys.verify_key_from_text(rec.public or "")
+    report = audit.verify(trusted=None)
+    assert report.records == 2 and report.signed == 1
+    with pytest.raises(audit.AuditError):
+        audit.verify(trusted=[vk])  # the first record is unsigned

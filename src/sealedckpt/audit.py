@@ -130,12 +130,24 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+_override: bool | None = None
+
+
+def set_enabled(on: bool | None) -> None:
+    """Turn auditing on or off for this process from code (``None``: back to the environment)."""
+    global _override
+    _override = on
+
+
 def enabled(default: bool) -> bool:
-    """Whether to audit: ``SEALEDCKPT_AUDIT`` (``1``/``0``) if set, else the caller's ``default``.
+    """Whether to audit: :func:`set_enabled` if called, else ``SEALEDCKPT_AUDIT`` (``1``/``0``)
+    if set, else the caller's ``default``.
 
     The library API passes ``False`` and the CLI ``True``. An unrecognized value is an error
     rather than a silent "off".
     """
+    if _override is not None:
+        return _override
     raw = os.environ.get(ENV_AUDIT, "").strip().lower()
     if not raw:
         return default
@@ -434,7 +446,12 @@ def record(
     log: Path | None = None,
     signing_key: SigningKey | None = None,
 ) -> dict[str, Any]:
-    """Append one record to the log and return it (with ``seq``, ``prev``, ``hash``, ``sig``)."""
+    """Append one record to the log and return it (with ``seq``, ``prev``, ``hash``, ``sig``).
+
+    Without ``signing_key``, records are signed by the keystore signing key that
+    ``SEALEDCKPT_AUDIT_KEY`` names, if set."""
+    if signing_key is None:
+        signing_key = _env_log_key()
     _check_text(op, "op", allow_empty=False)
     _check_text(outcome, "outcome", allow_empty=False)
     abs_path = None if path is None else _check_text(os.path.abspath(os.fspath(path)), "path")
@@ -622,6 +639,21 @@ def cli_scope() -> Iterator[None]:
         yield
     finally:
         _CLI_SCOPE.reset(token)
+
+
+ENV_AUDIT_KEY = "SEALEDCKPT_AUDIT_KEY"
+
+
+def _env_log_key() -> SigningKey | None:
+    name = os.environ.get(ENV_AUDIT_KEY, "").strip()
+    if not name:
+        return None
+    from .keys import Keystore
+
+    key = Keystore().secret(Keystore().find(name))
+    if not isinstance(key, SigningKey):
+        raise AuditError(f"{ENV_AUDIT_KEY} names {name!r}, which is not a signing key")
+    return key
 
 
 def api_enabled() -> bool:

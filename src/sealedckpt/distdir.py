@@ -44,6 +44,7 @@ class DirEntry:
     source: str  # name in the original directory
     kind: str  # "safetensors" | "blob" (sealed) | "public"
     digest: str  # "root:<hex>" for sealed files, "sha256:<hex>" for public ones
+    size: int  # bytes of a public file; of a sealed file's plaintext payload
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ def _blob_layout(source: str, size: int) -> payload.Layout:
 
 def _seal_file(
     src: Path, dst: Path, layout_of: str, keys: Sequence[container.SealKey], metadata: dict[str, str]
-) -> bytes:
-    """Seal one file (safetensors re-framed, or any file as a blob); return its content root."""
+) -> tuple[bytes, int]:
+    """Seal one file (safetensors re-framed, or any file as a blob): (content root, payload length)."""
     with open(src, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if layout_of == "safetensors":
@@ -122,7 +123,7 @@ def _seal_file(
             if mm is not None:
                 mm.close()
     assert summary.root is not None
-    return summary.root
+    return summary.root, layout.payload_len
 
 
 def _canonical(doc: dict[str, Any]) -> bytes:
@@ -159,10 +160,10 @@ def seal_dir(
         if kind == "public":
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, out / rel)
-            entries.append(DirEntry(rel, rel, kind, "sha256:" + _sha256_file(out / rel)))
+            entries.append(DirEntry(rel, rel, kind, "sha256:" + _sha256_file(out / rel), (out / rel).stat().st_size))
         else:
-            root = _seal_file(src / rel, out / (rel + ".sealed"), kind, keys, meta)
-            entries.append(DirEntry(rel + ".sealed", rel, kind, "root:" + root.hex()))
+            root, size = _seal_file(src / rel, out / (rel + ".sealed"), kind, keys, meta)
+            entries.append(DirEntry(rel + ".sealed", rel, kind, "root:" + root.hex(), size))
     doc = {
         "version": MANIFEST_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -228,7 +229,12 @@ def _parse_manifest(raw: bytes) -> tuple[list[DirEntry], dict[str, str]]:
         if e.path in seen:
             raise FormatError(f"manifest lists {e.path!r} twice")
         seen.add(e.path)
-        if e.kind not in ("safetensors", "blob", "public") or not isinstance(e.digest, str):
+        if (
+            e.kind not in ("safetensors", "blob", "public")
+            or not isinstance(e.digest, str)
+            or type(e.size) is not int
+            or e.size < 0
+        ):
             raise FormatError(f"manifest entry {e.path!r} is invalid")
     return entries, {str(k): str(v) for k, v in meta.items()}
 
@@ -279,12 +285,12 @@ def verify_dir(
 def check_entry(d: Path, e: DirEntry) -> None:
     p = d / e.path
     if e.kind == "public":
-        if "sha256:" + _sha256_file(p) != e.digest:
+        if p.stat().st_size != e.size or "sha256:" + _sha256_file(p) != e.digest:
             raise IntegrityError(f"{e.path}: content differs from the manifest")
         return
     with open(p, "rb") as f:
-        root, _ = container.compute_root(f)
-    if "root:" + root.hex() != e.digest:
+        root, content = container.compute_root(f)
+    if "root:" + root.hex() != e.digest or content.payload_len != e.size:
         raise IntegrityError(f"{e.path}: content differs from the manifest (renamed, swapped or edited)")
 
 
