@@ -366,6 +366,10 @@ class SealedReader:
         self._expect_root = root
         self._digests = [b""] * self.content.n_chunks
 
+    def finish(self) -> None:
+        """After chunks were decrypted piecemeal (``only_covering``): run the whole-file checks."""
+        self._finish()
+
     def _finish(self) -> None:
         if self._expect_root is not None:
             got = content_root(self.header.content_bytes, self.content.n_chunks, b"".join(self._digests))
