@@ -197,3 +197,18 @@ def test_text_forms_reject_a_single_changed_character() -> None:
         t = textkeys.secret_to_text(s)
         assert t.startswith("SCKPT-") and textkeys.secret_from_text(t) == s
     assert "SCKPT" not in repr(sealedckpt.SymmetricKey.generate())
+
+
+def test_secret_keys_refuse_pickling_and_compare_by_value() -> None:
+    import copy
+    import pickle
+
+    for cls in (sealedckpt.SymmetricKey, sealedckpt.SigningKey, RecipientKey):
+        k = cls.generate()
+        assert k == cls.from_bytes(k.to_bytes()) and hash(k) == hash(cls.from_bytes(bytes(k)))
+        assert k != cls.generate() and k.key_id in repr(k) and k.to_bytes().hex() not in repr(k)
+        with pytest.raises(TypeError):
+            pickle.dumps(k)
+        with pytest.raises(TypeError):
+            copy.copy(k)
+    assert sealedckpt.SymmetricKey(bytes(32)) != sealedckpt.SigningKey(bytes(32))  # same bytes, other kind

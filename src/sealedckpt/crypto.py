@@ -95,8 +95,30 @@ class _Key:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key_id={self.key_id!r})"
 
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Key)
+        return hmac.compare_digest(self._raw, other._raw)
 
-class SymmetricKey(_Key):
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._id()))
+
+
+class _SecretKey(_Key):
+    """A key that must stay secret: generated from the OS RNG, never pickled or copied."""
+
+    __slots__ = ()
+
+    @classmethod
+    def generate(cls: type[_K]) -> _K:
+        return cls(os.urandom(KEY_SIZE))
+
+    __reduce__ = _forbid_pickle
+    __copy__ = _forbid_pickle
+
+
+class SymmetricKey(_SecretKey):
     """A 256-bit secret key. Its ``key_id`` is a public 16-hex-digit fingerprint."""
 
     __slots__ = ("_key_id", "_raw")
@@ -105,27 +127,12 @@ class SymmetricKey(_Key):
         self._raw = _coerce_key_bytes(key, "a SymmetricKey")
         self._key_id = hashlib.sha256(_KEY_ID_SYMMETRIC + self._raw).digest()[:KEY_ID_SIZE]
 
-    @classmethod
-    def generate(cls) -> SymmetricKey:
-        return cls(os.urandom(KEY_SIZE))
-
     def _id(self) -> bytes:
         return self._key_id
 
     @property
     def key_id_bytes(self) -> bytes:
         return self._key_id
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SymmetricKey):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._key_id)
-
-    __reduce__ = _forbid_pickle
-    __copy__ = _forbid_pickle
 
 
 class VerifyKey(_Key):
@@ -155,16 +162,8 @@ class VerifyKey(_Key):
             return False
         return True
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, VerifyKey):
-            return NotImplemented
-        return self._raw == other._raw
 
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-
-class SigningKey(_Key):
+class SigningKey(_SecretKey):
     """An Ed25519 private key (stored as its 32-byte seed)."""
 
     __slots__ = ("_priv", "_public", "_raw")
@@ -173,10 +172,6 @@ class SigningKey(_Key):
         self._raw = _coerce_key_bytes(seed, "a SigningKey seed")
         self._priv = Ed25519PrivateKey.from_private_bytes(self._raw)
         self._public = VerifyKey(self._priv.public_key().public_bytes_raw())
-
-    @classmethod
-    def generate(cls) -> SigningKey:
-        return cls(os.urandom(KEY_SIZE))
 
     @property
     def public(self) -> VerifyKey:
@@ -187,17 +182,6 @@ class SigningKey(_Key):
 
     def sign(self, message: bytes) -> bytes:
         return self._priv.sign(message)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SigningKey):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._public)
-
-    __reduce__ = _forbid_pickle
-    __copy__ = _forbid_pickle
 
 
 class RecipientPublicKey(_Key):
@@ -215,16 +199,8 @@ class RecipientPublicKey(_Key):
     def _id(self) -> bytes:
         return self._key_id
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RecipientPublicKey):
-            return NotImplemented
-        return self._raw == other._raw
 
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-
-class RecipientKey(_Key):
+class RecipientKey(_SecretKey):
     """An X25519 private key (an age-style identity) that opens files sealed to its public key."""
 
     __slots__ = ("_priv", "_public", "_raw")
@@ -233,10 +209,6 @@ class RecipientKey(_Key):
         self._raw = _coerce_key_bytes(data, "a RecipientKey")
         self._priv = X25519PrivateKey.from_private_bytes(self._raw)
         self._public = RecipientPublicKey(self._priv.public_key().public_bytes_raw())
-
-    @classmethod
-    def generate(cls) -> RecipientKey:
-        return cls(os.urandom(KEY_SIZE))
 
     @property
     def public(self) -> RecipientPublicKey:
@@ -251,17 +223,6 @@ class RecipientKey(_Key):
             return self._priv.exchange(X25519PublicKey.from_public_bytes(share))
         except ValueError:
             return None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RecipientKey):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._public)
-
-    __reduce__ = _forbid_pickle
-    __copy__ = _forbid_pickle
 
 
 class Passphrase:
