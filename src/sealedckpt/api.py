@@ -86,8 +86,9 @@ def default_key() -> SymmetricKey:
 
 
 def _keystore_resolver(header: container.Header) -> list[container.OpenKey]:
-    ids = [s for s in container.slot_ids(header) if not s.startswith("#")]
-    want_recipients = any(s.endswith(":recipient") for s in container.slot_ids(header))
+    labels = container.slot_ids(header)
+    ids = [s for s in labels if not s.startswith("#")]
+    want_recipients = any(s.endswith(":recipient") for s in labels)
     found = keys_mod.Keystore().keys_for_header(ids, want_recipients)
     keys = [k for k in found if isinstance(k, (SymmetricKey, RecipientKey))]
     if not keys:

@@ -117,10 +117,19 @@ def _signer_rows(signers: Sequence[container.Signer]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _print_signers(rows: list[dict[str, Any]], trust_checked: bool, what: str = "signed") -> None:
+def _print_verified(
+    rows: list[dict[str, Any]], trust_checked: bool, what: str, digest: str, metadata: dict[str, str], ok: str
+) -> None:
+    """The human report of a successful verify / verify-dir (the only place that prints OK)."""
     for s in rows:
         mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
         print(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+    print(digest)
+    for k, v in metadata.items():
+        print(f"metadata {k} = {v}")
+    print(f"OK: {ok}")
+    if not trust_checked:
+        print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
 
 
 def _print_json(obj: Any) -> None:
@@ -604,13 +613,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    _print_signers(signers, trusted is not None)
-    print(f"content digest sha256:{res.root.hex()}")
-    for k, v in res.metadata.items():
-        print(f"metadata {k} = {v}")
-    print(f"OK: {args.file}: every signature and every chunk verified")
-    if trusted is None:
-        print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
+    _print_verified(signers, trusted is not None, "signed", f"content digest sha256:{res.root.hex()}",
+                    res.metadata, f"{args.file}: every signature and every chunk verified")  # fmt: skip
     return EXIT_OK
 
 
@@ -706,13 +710,10 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
                      "metadata": res.metadata, "files": [e.__dict__ for e in res.entries],
                      "trust_checked": trusted is not None})  # fmt: skip
         return EXIT_OK
-    _print_signers(signers, trusted is not None, "manifest signed")
-    print(f"manifest sha256:{res.manifest_sha256}")
-    for k, v in res.metadata.items():
-        print(f"metadata {k} = {v}")
-    print(f"OK: {args.dir}: {len(res.entries)} file(s), exactly as listed, every digest verified")
-    if trusted is None:
-        print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
+    ok = f"{args.dir}: {len(res.entries)} file(s), exactly as listed, every digest verified"
+    _print_verified(
+        signers, trusted is not None, "manifest signed", f"manifest sha256:{res.manifest_sha256}", res.metadata, ok
+    )
     return EXIT_OK
 
 
