@@ -397,3 +397,13 @@ def test_audit_switch_from_code_and_signed_records(
     assert report.records == 2 and report.signed == 1
     with pytest.raises(audit.AuditError):
         audit.verify(trusted=[vk])  # the first record is unsigned
+
+
+def test_large_blob_streams_through_unseal_dir(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    src = tmp_path / "m"
+    src.mkdir()
+    blob = os.urandom(9 * 1024 * 1024 + 123)  # spans three 4 MiB chunks after the payload header
+    (src / "tokenizer.model").write_bytes(blob)
+    distdir.seal_dir(src, tmp_path / "s", keys=[key])
+    distdir.unseal_dir(tmp_path / "s", tmp_path / "p", [key])
+    assert (tmp_path / "p" / "tokenizer.model").read_bytes() == blob

@@ -417,15 +417,19 @@ class SealedReader:
                 self._prefix += self._decrypt_chunk(len(self._prefix) // c.chunk_size, buf)
         return bytes(self._prefix[:n])
 
-    def write_plaintext(self, out: BinaryIO, progress: Progress | None = None) -> int:
-        """Decrypt the payload chunk by chunk into ``out`` (write to a temp file; publish it only
-        after this returns, since bytes are written before the last chunk is checked)."""
+    def write_plaintext(self, out: BinaryIO, progress: Progress | None = None, skip: int = 0) -> int:
+        """Decrypt the payload chunk by chunk into ``out``, leaving out its first ``skip`` bytes
+        (write to a temp file; publish it only after this returns, since bytes are written before
+        the last chunk is checked)."""
         buf = self._scratch()
         total = 0
+        pos = 0
         for i in range(self.content.n_chunks):
             plain = self._decrypt_chunk(i, buf)
-            out.write(plain)
-            total += len(plain)
+            start = min(max(skip - pos, 0), len(plain))
+            pos += len(plain)
+            out.write(plain[start:])
+            total += len(plain) - start
             if progress is not None:
                 progress(len(plain))
         self._finish()

@@ -336,13 +336,10 @@ def unseal_dir(
 
 
 def _write_blob(reader: container.SealedReader, out: Any) -> None:
-    """Write a blob payload's bytes (its single entry) after every chunk authenticated."""
+    """Stream a blob payload's bytes (its single entry, the whole data section) into ``out``."""
     total = reader.content.payload_len
     hlen = payload.header_len(reader.read_prefix(8), total)
     meta, entries = payload.parse_header(reader.read_prefix(8 + hlen)[8:], total - 8 - hlen)
     if BLOB_KEY not in meta or len(entries) != 1 or entries[0].name != "blob":
         raise FormatError("sealed file is not a blob")
-    buf = bytearray(entries[0].nbytes)
-    regions = [(8 + hlen, memoryview(buf))] if buf else []
-    reader.decrypt_regions(regions)
-    out.write(buf)
+    reader.write_plaintext(out, skip=8 + hlen)
