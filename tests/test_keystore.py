@@ -199,6 +199,24 @@ def test_concurrent_writers_do_not_lose_keys(tmp_path: Path) -> None:
     assert sum(r.default for r in ks.records()) == 1
 
 
+def test_private_dir_tolerates_losing_the_mkdir_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process creates the directory between our check and our mkdir: not an error."""
+    target = tmp_path / "home"
+    real_mkdir = Path.mkdir
+
+    def racing_mkdir(self: Path, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        real_mkdir(self, mode=0o700, parents=parents, exist_ok=True)  # the other process wins
+        raise FileExistsError(17, "File exists", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    assert keys._private_dir(target) == target
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    monkeypatch.undo()
+    os.chmod(target, 0o755)  # what the winner left is still vetted
+    with pytest.raises(keys.KeystoreError, match="accessible by other users"):
+        keys._private_dir(target)
+
+
 def _gen_many(home: str, i: int) -> None:
     ks = keys.Keystore(Path(home), secrets=keys.FileSecrets(Path(home) / "keys"))
     for j in range(5):

@@ -126,8 +126,11 @@ def _check_private(path: Path, want_dir: bool) -> None:
 
 
 def _private_dir(path: Path) -> Path:
-    if not path.exists():
+    try:
         path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass  # another process may have won the race; _check_private vets what is there
+    else:
         os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
     _check_private(path, want_dir=True)
     return path
@@ -160,10 +163,11 @@ class FileSecrets:
 
     def get(self, key_id: str) -> str | None:
         p = self._path(key_id)
-        if not p.exists():
+        try:
+            _check_private(p, want_dir=False)
+            return p.read_text(encoding="ascii").strip()
+        except FileNotFoundError:  # absent, or removed by another process meanwhile
             return None
-        _check_private(p, want_dir=False)
-        return p.read_text(encoding="ascii").strip()
 
     def delete(self, key_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
