@@ -41,7 +41,7 @@ def test_verify_trusted(capsys: pytest.CaptureFixture[str], signed: Path, signer
     assert err == ""
     code, out, _ = run(capsys, "verify", str(signed), "--trust", pub, "--json")
     doc = json.loads(out)
-    assert doc["ok"] is True and doc["signers"][0]["trusted"] is True and doc["content_digest"].startswith("sha256:")
+    assert doc["ok"] is True and doc["signers"][0]["trusted"] is True and doc["content_digest"].startswith("blake3:")
 
 
 def test_verify_without_trust_says_so(capsys: pytest.CaptureFixture[str], signed: Path) -> None:

@@ -511,7 +511,7 @@ def test_seal_sign_meta_json(capsys: Capsys, st: Path, tmp_path: Path) -> None:
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert doc["output"] == str(p) and doc["key_slots"] == [sym["id"]] and doc["signers"] == [sig["id"]]
-    assert doc["bytes"] == p.stat().st_size and doc["content_digest"].startswith("sha256:")
+    assert doc["bytes"] == p.stat().st_size and doc["content_digest"].startswith("blake3:")
     info = json.loads(ok(capsys, "inspect", str(p), "--json"))
     assert info["metadata"] == {"model": "tiny", "note": "a=b", "empty": ""}
     assert [s["key_id"] for s in info["signatures"]] == [sig["id"]]

@@ -342,7 +342,7 @@ def test_cli_operations_are_audited(capsys: pytest.CaptureFixture[str], tmp_path
         ("verify", "error: FileNotFoundError"),
     ]
     seal = records[2]
-    assert seal["path"] == str(tmp_path / "m.sealed") and seal["digest"].startswith("sha256:")
+    assert seal["path"] == str(tmp_path / "m.sealed") and seal["digest"].startswith("blake3:")
     assert seal["signer_ids"] and seal["key_ids"] and records[3]["digest"] == seal["digest"]
     text = audit.log_path().read_text()
     assert "SCKPT-" not in text  # never a secret

@@ -158,3 +158,17 @@ def test_payload(name: str, tmp_path: Path) -> None:
         assert sorted(st.keys()) == sorted(tensors)
     assert meta["sealedckpt.version"] == "1"
     assert "sealedckpt.structure" in meta
+
+
+@pytest.mark.parametrize(
+    ("data", "want"),
+    [  # from BLAKE3's published test_vectors.json (input = bytes(i % 251), hash mode, 32 bytes)
+        (b"", "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"),
+        (bytes([0]), "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213"),
+        (bytes(i % 251 for i in range(1025)), "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444"),
+    ],
+)
+def test_content_hash_is_blake3_256(data: bytes, want: str) -> None:
+    from sealedckpt import crypto
+
+    assert crypto.content_hash(data).hex() == want

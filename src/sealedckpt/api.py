@@ -286,7 +286,7 @@ def verify(
     with _audited("verify", f, info):
         with _reading(f) as fh, _typed_errors():
             res = container.verify_file(fh, trusted, progress)
-        info["digest"] = f"sha256:{res.root.hex()}"
+        info["digest"] = container.root_label(res.root)
         info["signer_ids"] = [s.key_id for s in res.signers]
         check_release(res.metadata, min_version, expect_model)
     return res
@@ -321,7 +321,7 @@ def sign(
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
     with _audited("sign", path, info), builtins.open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
         res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
-        info["digest"] = f"sha256:{res.root.hex()}"
+        info["digest"] = container.root_label(res.root)
         return res
 
 

@@ -428,7 +428,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
           signer_ids=summary.signer_ids, detail={"input": os.path.abspath(args.input)})  # fmt: skip
     if args.json:
         _print_json({"output": args.output, "key_slots": summary.key_ids, "signers": summary.signer_ids,
-                     "content_digest": None if summary.root is None else "sha256:" + summary.root.hex(),
+                     "content_digest": None if summary.root is None else container.root_label(summary.root),
                      "bytes": summary.bytes_written})  # fmt: skip
     else:
         signed = f"; signed by {', '.join(summary.signer_ids)}" if signers else ""
@@ -598,7 +598,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             args.file, trusted_signers=trusted, progress=bar, min_version=args.min_version, expect_model=args.model
         )
     _note(
-        args, os.path.abspath(args.file), digest=f"sha256:{res.root.hex()}", signer_ids=[s.key_id for s in res.signers]
+        args,
+        os.path.abspath(args.file),
+        digest=container.root_label(res.root),
+        signer_ids=[s.key_id for s in res.signers],
     )
     signers = _signer_rows(res.signers)
     if args.json:
@@ -606,14 +609,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             {
                 "file": args.file,
                 "ok": True,
-                "content_digest": "sha256:" + res.root.hex(),
+                "content_digest": container.root_label(res.root),
                 "signers": signers,
                 "metadata": res.metadata,
                 "trust_checked": trusted is not None,
             }
         )
         return EXIT_OK
-    _print_verified(signers, trusted is not None, "signed", f"content digest sha256:{res.root.hex()}",
+    _print_verified(signers, trusted is not None, "signed", "content digest " + container.root_label(res.root),
                     res.metadata, f"{args.file}: every signature and every chunk verified")  # fmt: skip
     return EXIT_OK
 
@@ -662,9 +665,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
     signers = _signing_keys(ks, args.key, args)
     trusted = _trust_args(ks, args.trust) if args.trust else None
     res = api.sign(args.file, signers, trusted_signers=trusted)
-    _note(args, os.path.abspath(args.file), digest=f"sha256:{res.root.hex()}", signer_ids=[s.key_id for s in signers])
+    _note(
+        args, os.path.abspath(args.file), digest=container.root_label(res.root), signer_ids=[s.key_id for s in signers]
+    )
     ids = ", ".join(s.key_id for s in res.signers)
-    print(f"signed {args.file}: content digest sha256:{res.root.hex()}; signers now {ids}")
+    print(f"signed {args.file}: content digest {container.root_label(res.root)}; signers now {ids}")
     return EXIT_OK
 
 

@@ -163,8 +163,8 @@ class Signer:
 
 
 def content_root(content_bytes: bytes, n_chunks: int, table: bytes) -> bytes:
-    """The digest every signature signs: the content header and every chunk's SHA-256."""
-    return crypto.sha256(
+    """The digest every signature signs: the content header and every chunk's BLAKE3 digest."""
+    return crypto.content_hash(
         _ROOT_DOMAIN + struct.pack("<I", len(content_bytes)) + content_bytes + struct.pack("<Q", n_chunks) + table
     )
 
@@ -397,10 +397,10 @@ class SealedReader:
             raise IntegrityError(f"file truncated inside chunk {i}")
         if self._check_digests:
             want = self.trailer.table[i * fmt.DIGEST_SIZE : (i + 1) * fmt.DIGEST_SIZE]
-            if not crypto.equal(crypto.sha256(ct), want):
+            if not crypto.equal(crypto.content_hash(ct), want):
                 raise IntegrityError(f"chunk {i} does not match its signed digest")
         elif self._digests:
-            self._digests[i] = crypto.sha256(ct)
+            self._digests[i] = crypto.content_hash(ct)
         plain = ct[:plen] if out is None else out[:plen]
         if not self._cipher.decrypt_into(i, i == c.n_chunks - 1, ct, plain):
             raise IntegrityError(f"chunk {i} of {c.n_chunks} failed authentication (tampered, reordered or spliced)")
@@ -612,7 +612,7 @@ def compute_root(f: BinaryIO, progress: Progress | None = None) -> tuple[bytes, 
         ct = buf[: c.plain_len(i) + fmt.TAG_SIZE]
         if src.read_into(header.size + i * (c.chunk_size + fmt.TAG_SIZE), ct) != len(ct):
             raise IntegrityError(f"file truncated inside chunk {i}")
-        d = crypto.sha256(ct)
+        d = crypto.content_hash(ct)
         if trailer.root is not None and not crypto.equal(d, trailer.table[i * 32 : (i + 1) * 32]):
             raise IntegrityError(f"chunk {i} does not match its signed digest")
         digests.append(d)
@@ -645,7 +645,7 @@ def verify_file(
         ct = buf[: c.plain_len(i) + fmt.TAG_SIZE]
         if src.read_into(header.size + i * (c.chunk_size + fmt.TAG_SIZE), ct) != len(ct):
             raise IntegrityError(f"file truncated inside chunk {i}")
-        if not crypto.equal(crypto.sha256(ct), trailer.table[i * 32 : (i + 1) * 32]):
+        if not crypto.equal(crypto.content_hash(ct), trailer.table[i * 32 : (i + 1) * 32]):
             raise IntegrityError(f"chunk {i} does not match its signed digest")
         if progress is not None:
             progress(len(ct))
@@ -655,10 +655,15 @@ def verify_file(
 # --- writing -------------------------------------------------------------------------------
 
 
+def root_label(root: bytes) -> str:
+    """A content root as printed and recorded: ``blake3:<hex>``."""
+    return f"blake3:{root.hex()}"
+
+
 def content_digest(root: bytes | None, commitment: bytes) -> str:
     """How audit records name a file's content: its signed root, else its key commitment
     (unique per file; free to read, while a root costs a hash of every chunk)."""
-    return f"sha256:{root.hex()}" if root is not None else f"commitment:{commitment.hex()}"
+    return root_label(root) if root is not None else f"commitment:{commitment.hex()}"
 
 
 @dataclass(frozen=True)
@@ -739,7 +744,7 @@ def seal(
     def job(i: int, plain: memoryview, ct: memoryview) -> memoryview:
         cipher.encrypt_into(i, i == n - 1, plain, ct)
         if hashing:
-            digests[i] = crypto.sha256(ct)
+            digests[i] = crypto.content_hash(ct)
         return ct
 
     pending: deque[Future[memoryview]] = deque()
@@ -896,7 +901,7 @@ def add_signatures(
         ct = buf[: c.plain_len(i) + fmt.TAG_SIZE]
         if src.read_into(header.size + i * (c.chunk_size + fmt.TAG_SIZE), ct) != len(ct):
             raise IntegrityError(f"file truncated inside chunk {i}")
-        d = crypto.sha256(ct)
+        d = crypto.content_hash(ct)
         if trailer.signers and not crypto.equal(d, trailer.table[i * 32 : (i + 1) * 32]):
             raise IntegrityError(f"chunk {i} does not match its signed digest")
         digests.append(d)

@@ -4,7 +4,7 @@ Constructions (see docs/FORMAT.md §4): HKDF-SHA256 (RFC 5869) for per-file subk
 the key commitment, AES-256-GCM (NIST SP 800-38D) for key wrapping and for payload
 chunks with STREAM nonces (Hoang, Reyhanitabar, Rogaway, Vizár 2015; as in age and
 Tink's AES-GCM-HKDF streaming AEAD), HMAC-SHA256 for the header MAC, Ed25519 (RFC 8032)
-for signatures, SHA-256 for chunk digests.
+for signatures, BLAKE3-256 for chunk digests and the signed root (SHA-256 for key ids).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
+import blake3
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -334,6 +335,11 @@ def equal(a: bytes, b: bytes) -> bool:
 
 def sha256(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def content_hash(data: bytes | bytearray | memoryview) -> bytes:
+    """BLAKE3-256 (unkeyed hash mode): chunk digests and the signed root (docs/FORMAT.md §7)."""
+    return blake3.blake3(data).digest()
 
 
 def _wrap_key(key: SymmetricKey) -> AESGCM:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 import torch
 from cryptography.hazmat.primitives import hashes
@@ -90,6 +91,11 @@ def u64(n: int) -> bytes:
 
 def sha256(b: bytes) -> bytes:
     return hashlib.sha256(b).digest()
+
+
+def b3(b: bytes) -> bytes:
+    """BLAKE3-256, the format's content hash (chunk digests and root)."""
+    return blake3.blake3(b).digest()
 
 
 def flip(b: bytes, i: int, mask: int = 0x01) -> bytes:
@@ -241,7 +247,7 @@ def scrypt_body(text: str, dek: bytes, salt: bytes, psalt: bytes, log2n: int) ->
 
 
 def content_root(content: bytes, count: int, table: bytes) -> bytes:
-    return sha256(ROOT_DOMAIN + u32(len(content)) + content + u64(count) + table)
+    return b3(ROOT_DOMAIN + u32(len(content)) + content + u64(count) + table)
 
 
 def sig_entry(signer: SigningKey, root: bytes, *, claim: bytes | None = None, signed_at: int = NOW) -> bytes:
@@ -362,7 +368,7 @@ class Sealed:
         return [decrypt_chunk(fk, i, i == n - 1, ct) for i, ct in enumerate(self.chunks)]
 
     def table(self) -> bytes:
-        return b"".join(sha256(ct) for ct in self.chunks)
+        return b"".join(b3(ct) for ct in self.chunks)
 
     def sign(self, *signers: SigningKey, table: bytes | None = None) -> None:
         table = self.table() if table is None else table
