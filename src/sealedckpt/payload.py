@@ -113,19 +113,22 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
         raise FormatError("payload __metadata__ must map strings to strings")
     entries = []
     for name, info in obj.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        if type(info) is not dict or info.keys() != _ENTRY_FIELDS:
             raise FormatError(f"payload entry {name!r} must have exactly dtype, shape and data_offsets")
         dtype, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in ITEMSIZE:
+        itemsize = ITEMSIZE.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
             raise FormatError(f"payload entry {name!r} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape) or len(shape) > 64:
+        if type(shape) is not list or len(shape) > 64:
             raise FormatError(f"payload entry {name!r} has an invalid shape")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_uint(o) for o in offs) and offs[0] <= offs[1]):
-            raise FormatError(f"payload entry {name!r} has invalid data_offsets")
         numel = 1
         for d in shape:  # at most 64 dims below 2**63 each: exact big-int arithmetic, no overflow
+            if type(d) is not int or not 0 <= d < _U63:
+                raise FormatError(f"payload entry {name!r} has an invalid shape")
             numel *= d
-        if offs[1] - offs[0] != numel * ITEMSIZE[dtype]:
+        if not (type(offs) is list and len(offs) == 2 and _is_uint(offs[0]) and _is_uint(offs[1]) and offs[0] <= offs[1]):
+            raise FormatError(f"payload entry {name!r} has invalid data_offsets")
+        if offs[1] - offs[0] != numel * itemsize:
             raise FormatError(f"payload entry {name!r}: byte length does not match shape and dtype")
         entries.append(Entry(name, dtype, tuple(shape), offs[0], offs[1]))
     entries.sort(key=lambda e: (e.begin, e.end))
@@ -141,8 +144,12 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
     return meta, entries
 
 
+_U63 = 1 << 63
+_ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+
+
 def _is_uint(x: object) -> bool:
-    return type(x) is int and 0 <= x < (1 << 63)
+    return type(x) is int and 0 <= x < _U63
 
 
 def _contiguous(shape: tuple[int, ...]) -> list[int]:

@@ -316,9 +316,11 @@ class _Decoder:
             raise FormatError("structure node is not a tagged object")
         tag = node["t"]
         allowed = _FIELDS.get(tag)
-        if allowed is None or not set(node) <= allowed[0] | allowed[1] or not set(node) >= allowed[0]:
+        if allowed is None or not allowed[0] <= node.keys() <= allowed[1]:
             raise FormatError(f"structure node {tag!r} has unexpected fields")
-        if tag in ("tuple",):
+        if tag == "tensor":
+            self._check_tensor(node)
+        elif tag == "tuple":
             _require(isinstance(node["v"], list), "tuple value")
             for v in node["v"]:
                 self.check(v, depth + 1)
@@ -330,8 +332,6 @@ class _Decoder:
                 self.check(kv[1], depth + 1)
             if "meta" in node:
                 self.check(node["meta"], depth + 1)
-        elif tag == "tensor":
-            self._check_tensor(node)
         elif tag == "ndarray":
             e = self._entry(node["e"])
             _require(isinstance(node["dtype"], str) and isinstance(node["shape"], list), "ndarray fields")
@@ -357,30 +357,38 @@ class _Decoder:
         _require(dtype in ST_TO_TORCH, "tensor dtype")
         _require(isinstance(node["device"], str), "tensor device")
         ok = (
-            isinstance(shape, list) and isinstance(stride, list) and len(shape) == len(stride) <= 64
-            and all(type(d) is int and 0 <= d < 1 << 62 for d in shape + stride)
-            and type(offset) is int and 0 <= offset < 1 << 62
+            type(shape) is list and type(stride) is list and len(shape) == len(stride) <= 64
+            and type(offset) is int and 0 <= offset < _DIM_LIMIT
         )  # fmt: skip
+        last, empty = offset, False
+        if ok:
+            for d, st in zip(shape, stride):
+                if type(d) is not int or type(st) is not int or not (0 <= d < _DIM_LIMIT and 0 <= st < _DIM_LIMIT):
+                    ok = False
+                    break
+                empty = empty or d == 0
+                last += (d - 1) * st
         _require(ok, "tensor shape/stride/offset")
-        size = pl.ITEMSIZE[dtype]
-        if math.prod(shape) > 0:
-            last = offset + sum((d - 1) * s for d, s in zip(shape, stride, strict=True))
-            _require((last + 1) * size <= e.nbytes, "tensor view within its storage")
+        if not empty:
+            _require((last + 1) * pl.ITEMSIZE[dtype] <= e.nbytes, "tensor view within its storage")
         self.tensor_refs.append(node)
 
 
-_FIELDS: dict[str, tuple[set[str], set[str]]] = {
-    "tuple": ({"t", "v"}, set()),
-    "dict": ({"t", "v"}, set()),
-    "odict": ({"t", "v"}, {"meta"}),
-    "float": ({"t", "v"}, set()),
-    "bytes": ({"t", "v"}, set()),
-    "dtype": ({"t", "v"}, set()),
-    "device": ({"t", "v"}, set()),
-    "size": ({"t", "v"}, set()),
-    "npscalar": ({"t", "dtype", "v"}, set()),
-    "ndarray": ({"t", "e", "dtype", "shape"}, set()),
-    "tensor": ({"t", "e", "dtype", "shape", "stride", "offset", "device"}, {"rg", "param"}),
+_DIM_LIMIT = 1 << 62
+
+_TENSOR_FIELDS = frozenset({"t", "e", "dtype", "shape", "stride", "offset", "device"})
+_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {  # tag -> (required fields, allowed fields)
+    "tuple": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "dict": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "odict": (frozenset({"t", "v"}), frozenset({"t", "v", "meta"})),
+    "float": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "bytes": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "dtype": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "device": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "size": (frozenset({"t", "v"}), frozenset({"t", "v"})),
+    "npscalar": (frozenset({"t", "dtype", "v"}), frozenset({"t", "dtype", "v"})),
+    "ndarray": (frozenset({"t", "e", "dtype", "shape"}), frozenset({"t", "e", "dtype", "shape"})),
+    "tensor": (_TENSOR_FIELDS, _TENSOR_FIELDS | {"rg", "param"}),
 }
 
 
@@ -425,12 +433,24 @@ def read_index(reader: SealedReader) -> PayloadIndex:
     return PayloadIndex(data_start, entry_list, own, structure, dec)
 
 
+def typed_base(buf: torch.Tensor, entry: pl.Entry) -> torch.Tensor:
+    """An entry's flat uint8 buffer viewed as the entry's own dtype where its length allows
+    (so that views of that dtype need one ``as_strided``); else the buffer itself."""
+    dtype = ST_TO_TORCH[entry.dtype]
+    if dtype is torch.uint8 or buf.numel() % pl.ITEMSIZE[entry.dtype]:
+        return buf
+    return buf.view(dtype)
+
+
 def view_tensor(node: dict[str, Any], base: torch.Tensor) -> torch.Tensor:
-    """A tensor node viewed over ``base`` (its entry's bytes as uint8, on any device)."""
+    """A tensor node viewed over ``base``: its entry's flat bytes, as uint8 or as ``typed_base``
+    gave them, on any device."""
     dtype = ST_TO_TORCH[node["dtype"]]
-    size = pl.ITEMSIZE[node["dtype"]]
-    typed = base[: (base.numel() // size) * size].view(dtype)
-    t = typed.as_strided(node["shape"], node["stride"], node["offset"])
+    if base.dtype is not dtype:
+        size = pl.ITEMSIZE[node["dtype"]]
+        raw = base if base.dtype is torch.uint8 else base.view(torch.uint8)
+        base = raw[: (raw.numel() // size) * size].view(dtype)
+    t = base.as_strided(node["shape"], node["stride"], node["offset"])
     if node.get("param"):
         return torch.nn.Parameter(t, requires_grad=bool(node.get("rg")))
     if node.get("rg"):
@@ -474,17 +494,20 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
         reader.decrypt_regions(regions, workers)
     _check_bools(dec, {**buffers, **device_bufs})
 
-    bases: dict[str, torch.Tensor] = dict(device_bufs)
+    bases: dict[str, torch.Tensor] = {}
     for name, e in entries.items():
-        tgt = targets.get(name, torch.device("cpu"))
         if name in buffers:
-            bases[name] = _place(buffers[name], tgt, devices.get(name, "cpu"), map_location)
-        elif name not in bases:
-            bases[name] = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
+            base = _place(buffers[name], targets.get(name, _CPU), devices.get(name, "cpu"), map_location)
+        elif name in device_bufs:
+            base = device_bufs[name]
+        else:
+            base = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
+        bases[name] = typed_base(base, e)
     return _build(structure, bases, buffers)
 
 
 STAGING_BYTES = 16 << 20
+_CPU = torch.device("cpu")
 
 
 class DeviceCopier:
