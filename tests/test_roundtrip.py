@@ -153,6 +153,7 @@ def test_tied_weights_stay_tied_and_are_stored_once(key: sealedckpt.SymmetricKey
     assert out["col"].stride() == (64,)
     out["embed.weight"][0, 3] = 42.0
     assert out["lm_head.weight"][0, 3] == 42.0 and out["col"][0] == 42.0
+    assert out["embed.weight"] is not out["lm_head.weight"]  # distinct tensors over one storage, as torch.load
     assert_same(obj, sealedckpt.load(io.BytesIO(buf.getvalue()), key=key))
 
 
@@ -163,6 +164,7 @@ def test_each_untied_tensor_owns_its_storage(key: sealedckpt.SymmetricKey) -> No
     out = sealedckpt.load(io.BytesIO(buf.getvalue()), key=key)
     assert out["a"].untyped_storage().nbytes() == 40
     assert out["a"].untyped_storage().data_ptr() != out["b"].untyped_storage().data_ptr()
+    assert out["a"]._base is None  # the tensor is its storage's own, not a view of a loader buffer
 
 
 def test_parameters_and_requires_grad(key: sealedckpt.SymmetricKey) -> None:

@@ -126,7 +126,8 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
             if type(d) is not int or not 0 <= d < _U63:
                 raise FormatError(f"payload entry {name!r} has an invalid shape")
             numel *= d
-        if not (type(offs) is list and len(offs) == 2 and _is_uint(offs[0]) and _is_uint(offs[1]) and offs[0] <= offs[1]):
+        valid_offsets = type(offs) is list and len(offs) == 2 and _is_uint(offs[0]) and _is_uint(offs[1])
+        if not (valid_offsets and offs[0] <= offs[1]):
             raise FormatError(f"payload entry {name!r} has invalid data_offsets")
         if offs[1] - offs[0] != numel * itemsize:
             raise FormatError(f"payload entry {name!r}: byte length does not match shape and dtype")

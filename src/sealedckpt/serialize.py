@@ -362,7 +362,7 @@ class _Decoder:
         )  # fmt: skip
         last, empty = offset, False
         if ok:
-            for d, st in zip(shape, stride):
+            for d, st in zip(shape, stride, strict=True):
                 if type(d) is not int or type(st) is not int or not (0 <= d < _DIM_LIMIT and 0 <= st < _DIM_LIMIT):
                     ok = False
                     break
@@ -433,24 +433,41 @@ def read_index(reader: SealedReader) -> PayloadIndex:
     return PayloadIndex(data_start, entry_list, own, structure, dec)
 
 
-def typed_base(buf: torch.Tensor, entry: pl.Entry) -> torch.Tensor:
-    """An entry's flat uint8 buffer viewed as the entry's own dtype where its length allows
-    (so that views of that dtype need one ``as_strided``); else the buffer itself."""
-    dtype = ST_TO_TORCH[entry.dtype]
-    if dtype is torch.uint8 or buf.numel() % pl.ITEMSIZE[entry.dtype]:
-        return buf
-    return buf.view(dtype)
+def flat_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor's bytes as a flat uint8 view (no copy)."""
+    return t.reshape(-1).view(torch.uint8)
+
+
+def _entry_buffer(e: pl.Entry) -> tuple[torch.Tensor, memoryview]:
+    """CPU memory for one entry, allocated with the entry's own dtype and shape (so that the
+    tensor that is the whole entry needs no view), and a writable byte view of it."""
+    t = torch.empty(e.shape, dtype=ST_TO_TORCH[e.dtype])
+    try:
+        arr = t.numpy()
+    except TypeError:  # bfloat16 and float8 have no numpy dtype
+        arr = flat_bytes(t).numpy()
+    return t, byte_view(arr) if t.numel() else memoryview(b"")
 
 
 def view_tensor(node: dict[str, Any], base: torch.Tensor) -> torch.Tensor:
-    """A tensor node viewed over ``base``: its entry's flat bytes, as uint8 or as ``typed_base``
-    gave them, on any device."""
+    """A tensor node viewed over ``base``, its entry's memory (flat uint8, or typed and shaped as
+    ``_entry_buffer`` allocates it) on any device."""
     dtype = ST_TO_TORCH[node["dtype"]]
     if base.dtype is not dtype:
         size = pl.ITEMSIZE[node["dtype"]]
-        raw = base if base.dtype is torch.uint8 else base.view(torch.uint8)
+        raw = flat_bytes(base)
         base = raw[: (raw.numel() // size) * size].view(dtype)
-    t = base.as_strided(node["shape"], node["stride"], node["offset"])
+    return _wrap(node, base.as_strided(node["shape"], node["stride"], node["offset"]))
+
+
+def _is_whole(node: dict[str, Any], base: torch.Tensor) -> bool:
+    return (
+        base.dtype is ST_TO_TORCH[node["dtype"]] and node["offset"] == 0
+        and list(base.shape) == node["shape"] and list(base.stride()) == node["stride"]
+    )  # fmt: skip
+
+
+def _wrap(node: dict[str, Any], t: torch.Tensor) -> torch.Tensor:
     if node.get("param"):
         return torch.nn.Parameter(t, requires_grad=bool(node.get("rg")))
     if node.get("rg"):
@@ -468,7 +485,8 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
     for ref in dec.tensor_refs:
         if devices.setdefault(ref["e"], ref["device"]) != ref["device"]:
             raise FormatError(f"payload entry {ref['e']!r} is referenced from two devices")
-    targets = {name: _target_device(dev, map_location) for name, dev in devices.items()}
+    per_device = {dev: _target_device(dev, map_location) for dev in set(devices.values())}
+    targets = {name: per_device[dev] for name, dev in devices.items()}
 
     streamed = {
         name for name, tgt in targets.items() if tgt is not None and tgt.type not in ("cpu", "meta")
@@ -484,26 +502,26 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
             assert tgt is not None
             device_bufs[e.name] = _device_alloc(tgt, e.nbytes)
             continue
-        buf = torch.empty(e.nbytes, dtype=torch.uint8)
+        buf, view = _entry_buffer(e)
         buffers[e.name] = buf
         if e.nbytes:
-            regions.append((data_start + e.begin, byte_view(buf.numpy())))
+            regions.append((data_start + e.begin, view))
     if device_bufs:
         _stream_to_devices(reader, data_start, entry_list, buffers, device_bufs, workers)
     else:
         reader.decrypt_regions(regions, workers)
     _check_bools(dec, {**buffers, **device_bufs})
 
-    bases: dict[str, torch.Tensor] = {}
+    bases: dict[str, torch.Tensor] = dict(device_bufs)
     for name, e in entries.items():
         if name in buffers:
-            base = _place(buffers[name], targets.get(name, _CPU), devices.get(name, "cpu"), map_location)
-        elif name in device_bufs:
-            base = device_bufs[name]
-        else:
-            base = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
-        bases[name] = typed_base(base, e)
-    return _build(structure, bases, buffers)
+            tgt = targets.get(name, _CPU)
+            buf = buffers[name]
+            on_cpu = tgt is not None and tgt.type == "cpu"
+            bases[name] = buf if on_cpu else _place(buf, tgt, devices[name], map_location)
+        elif name not in bases:
+            bases[name] = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
+    return _Builder(bases, buffers).build(structure)
 
 
 STAGING_BYTES = 16 << 20
@@ -577,7 +595,7 @@ def _stream_to_devices(
             if name in device_bufs:
                 copier.copy(device_bufs[name][a - start : b - start], src)
             else:
-                cpu_bufs[name][a - start : b - start].copy_(src)
+                flat_bytes(cpu_bufs[name])[a - start : b - start].copy_(src)
         fences[slot] = copier.fence()
     for f in fences:
         copier.wait(f)
@@ -589,10 +607,10 @@ def _check_bools(dec: _Decoder, buffers: dict[str, torch.Tensor]) -> None:
     for ref in dec.tensor_refs:
         buf = buffers.get(ref["e"])
         if ref["dtype"] == "BOOL" and buf is not None and math.prod(ref["shape"]) > 0:
-            if bool((buf.as_strided(ref["shape"], ref["stride"], ref["offset"]) > 1).any()):
+            if bool((flat_bytes(buf).as_strided(ref["shape"], ref["stride"], ref["offset"]) > 1).any()):
                 raise FormatError(f"bool tensor over payload entry {ref['e']!r} holds bytes other than 0 and 1")
     for ref in dec.array_refs:
-        if _np_dtype(ref["dtype"]).kind == "b" and bool((buffers[ref["e"]] > 1).any()):
+        if _np_dtype(ref["dtype"]).kind == "b" and bool((flat_bytes(buffers[ref["e"]]) > 1).any()):
             raise FormatError(f"bool array in payload entry {ref['e']!r} holds bytes other than 0 and 1")
 
 
@@ -614,59 +632,73 @@ def _place(buf: torch.Tensor, tgt: torch.device | None, saved: str, map_location
         ) from None
 
 
-def _build(node: Any, bases: dict[str, torch.Tensor], cpu: dict[str, torch.Tensor]) -> Any:
-    if node is None or isinstance(node, (bool, str, int, float)):
-        return node
-    if isinstance(node, list):
-        return [_build(v, bases, cpu) for v in node]
-    tag = node["t"]
-    if tag == "tuple":
-        return tuple(_build(v, bases, cpu) for v in node["v"])
-    if tag in ("dict", "odict"):
-        out: dict[Any, Any] = {} if tag == "dict" else OrderedDict()
-        for k, v in node["v"]:
-            key = _build(k, bases, cpu)
+class _Builder:
+    """Rebuilds the checkpoint object over decrypted entry memory. The first tensor that is
+    exactly its entry gets the entry's tensor itself; every other one is a view of it."""
+
+    def __init__(self, bases: dict[str, torch.Tensor], cpu: dict[str, torch.Tensor]) -> None:
+        self.bases = bases
+        self.cpu = cpu
+        self.claimed: set[str] = set()
+
+    def build(self, node: Any) -> Any:
+        if node is None or isinstance(node, (bool, str, int, float)):
+            return node
+        if isinstance(node, list):
+            return [self.build(v) for v in node]
+        tag = node["t"]
+        if tag == "tensor":  # the common case first
+            name = node["e"]
+            base = self.bases[name]
+            if name not in self.claimed and _is_whole(node, base):
+                self.claimed.add(name)
+                return _wrap(node, base)
+            return view_tensor(node, base)
+        if tag == "tuple":
+            return tuple(self.build(v) for v in node["v"])
+        if tag in ("dict", "odict"):
+            out: dict[Any, Any] = {} if tag == "dict" else OrderedDict()
+            for k, v in node["v"]:
+                key = self.build(k)
+                try:
+                    if key in out:
+                        raise FormatError("duplicate dict key in structure")
+                    out[key] = self.build(v)
+                except TypeError:
+                    raise FormatError("unhashable dict key in structure") from None
+            if "meta" in node:
+                out._metadata = self.build(node["meta"])  # type: ignore[attr-defined]
+            return out
+        if tag == "ndarray":
+            dt = _np_dtype(node["dtype"])
+            arr = flat_bytes(self.cpu[node["e"]]).numpy().view(dt)
+            return arr.reshape(node["shape"])
+        if tag == "npscalar":
+            dt = _np_dtype(node["dtype"])
+            raw = _b64(node["v"])
+            if len(raw) != dt.itemsize:
+                raise FormatError("numpy scalar has the wrong size")
+            return np.frombuffer(raw, dtype=dt)[0]
+        if tag == "float":
+            v = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(node["v"])
+            if v is None:
+                raise FormatError(f"invalid float tag {node['v']!r}")
+            return v
+        if tag == "bytes":
+            return _b64(node["v"])
+        if tag == "dtype":
+            tdt = TORCH_DTYPES.get(node["v"])
+            if tdt is None:
+                raise FormatError(f"unknown torch dtype {node['v']!r}")
+            return tdt
+        if tag == "device":
             try:
-                if key in out:
-                    raise FormatError("duplicate dict key in structure")
-                out[key] = _build(v, bases, cpu)
-            except TypeError:
-                raise FormatError("unhashable dict key in structure") from None
-        if "meta" in node:
-            out._metadata = _build(node["meta"], bases, cpu)  # type: ignore[attr-defined]
-        return out
-    if tag == "tensor":
-        return view_tensor(node, bases[node["e"]])
-    if tag == "ndarray":
-        dt = _np_dtype(node["dtype"])
-        arr = cpu[node["e"]].numpy().view(dt)
-        return arr.reshape(node["shape"])
-    if tag == "npscalar":
-        dt = _np_dtype(node["dtype"])
-        raw = _b64(node["v"])
-        if len(raw) != dt.itemsize:
-            raise FormatError("numpy scalar has the wrong size")
-        return np.frombuffer(raw, dtype=dt)[0]
-    if tag == "float":
-        v = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(node["v"])
-        if v is None:
-            raise FormatError(f"invalid float tag {node['v']!r}")
-        return v
-    if tag == "bytes":
-        return _b64(node["v"])
-    if tag == "dtype":
-        tdt = TORCH_DTYPES.get(node["v"])
-        if tdt is None:
-            raise FormatError(f"unknown torch dtype {node['v']!r}")
-        return tdt
-    if tag == "device":
-        try:
-            return torch.device(node["v"])
-        except RuntimeError:
-            raise FormatError(f"invalid device {node['v']!r}") from None
-    if tag == "size":
-        return torch.Size(node["v"])
-    raise FormatError(f"unknown structure tag {tag!r}")  # pragma: no cover - check() rejects it
+                return torch.device(node["v"])
+            except RuntimeError:
+                raise FormatError(f"invalid device {node['v']!r}") from None
+        if tag == "size":
+            return torch.Size(node["v"])
+        raise FormatError(f"unknown structure tag {tag!r}")  # pragma: no cover - check() rejects it
 
 
 def _b64(s: str) -> bytes:
