@@ -415,7 +415,11 @@ class SealedReader:
             buf = self._scratch()
             while len(self._prefix) < n:
                 self._prefix += self._decrypt_chunk(len(self._prefix) // c.chunk_size, buf)
-        return bytes(self._prefix[:n])
+        return bytes(memoryview(self._prefix)[:n])
+
+    def release_prefix(self) -> None:
+        """Drop the chunks ``read_prefix`` keeps (once the payload header has been parsed)."""
+        self._prefix = bytearray()
 
     def write_plaintext(self, out: BinaryIO, progress: Progress | None = None, skip: int = 0) -> int:
         """Decrypt the payload chunk by chunk into ``out``, leaving out its first ``skip`` bytes

@@ -422,6 +422,7 @@ def read_index(reader: SealedReader) -> PayloadIndex:
     total = reader.content.payload_len
     hlen = pl.header_len(reader.read_prefix(8), total)
     raw = reader.read_prefix(8 + hlen)[8:]
+    reader.release_prefix()
     data_start = 8 + hlen
     meta, entry_list = pl.parse_header(raw, total - data_start)
     if meta.get(pl.VERSION_KEY) != pl.STRUCTURE_VERSION or pl.STRUCTURE_KEY not in meta:
