@@ -689,11 +689,12 @@ def child_main(spec_json: str) -> int:
     """One fresh-process run: prepare, time one operation, report time and peak RSS."""
     spec = json.loads(spec_json)
     keys = read_keys(Path(spec["keys"])) if spec["keys"] else None
+    if SEALED is not None:  # modules sealedckpt imports on first use, as torch's are imported with torch
+        for name in ("sealedckpt.serialize", "sealedckpt.lazy", "sealedckpt.trust", "sealedckpt.audit"):
+            importlib.import_module(name)
     if spec["method"] == LAZY:
         assert keys is not None
         m = lazy_method(keys, spec["tensor"])
-        importlib.import_module("sealedckpt.lazy")  # imported on first open(): not part of the read
-        importlib.import_module("sealedckpt.trust")
     else:
         tz = import_tensorizer()[0] if spec["method"].startswith("tensorizer") else None
         tz_key = Path(spec["tz_key"]).read_bytes() if spec.get("tz_key") else None
