@@ -120,6 +120,48 @@ def test_gpu_path_streams_through_staging_buffers(
         sealedckpt.load(io.BytesIO(bytes(bad)), key=key, map_location="cuda:1")
 
 
+def test_gpu_path_with_some_entries_kept_on_cpu(key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose tensors were saved on two devices, one mapped to a (fake) GPU and one kept on
+    the CPU: the CPU entries are filled from the same staging windows, typed and shaped."""
+    real = serialize._Encoder._tensor
+
+    def on_gpu_if_big(self: serialize._Encoder, t: torch.Tensor, path: str) -> dict[str, object]:
+        ref = real(self, t, path)
+        if t.numel() > 100:
+            ref["device"] = "cuda:0"
+        return ref
+
+    monkeypatch.setattr(serialize._Encoder, "_tensor", on_gpu_if_big)
+    gen = torch.Generator().manual_seed(1)
+    big = torch.randn(1_500_000, generator=gen)  # 6 MB: spans two 4 MiB windows
+    small = torch.randn(4, 5, generator=gen).to(torch.bfloat16)  # no numpy dtype: the byte-view fallback
+    flags = torch.tensor([True, False, True])
+    data = _sealed({"big": big, "small": small, "flags": flags}, key)
+    monkeypatch.undo()
+
+    class FakeCopier(serialize.DeviceCopier):
+        def staging(self, nbytes: int) -> torch.Tensor:
+            return torch.empty(nbytes, dtype=torch.uint8)
+
+        def copy(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+            dst.copy_(src)
+
+    on_device: list[int] = []
+
+    def fake_alloc(device: torch.device, nbytes: int) -> torch.Tensor:
+        on_device.append(nbytes)
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    monkeypatch.setattr(serialize, "DeviceCopier", FakeCopier)
+    monkeypatch.setattr(serialize, "_device_alloc", fake_alloc)
+    monkeypatch.setattr(serialize, "STAGING_BYTES", 4 << 20)
+    out = sealedckpt.load(io.BytesIO(data), key=key)
+    assert on_device == [6_000_000]
+    assert torch.equal(out["big"], big)
+    assert out["small"].dtype == torch.bfloat16 and out["small"].shape == (4, 5) and torch.equal(out["small"], small)
+    assert out["flags"].dtype == torch.bool and torch.equal(out["flags"], flags)
+
+
 def test_invalid_map_location(key: sealedckpt.SymmetricKey) -> None:
     data = _sealed({"a": torch.ones(1)}, key)
     with pytest.raises(sealedckpt.DeviceError):
