@@ -22,7 +22,9 @@ fp32 sets of several sizes, to check that GB/s does not depend on the size.
 
 Settings:
   warm   all runs in this process; the file is read once (untimed) first so the page
-         cache is warm; results are dropped and gc.collect() runs between runs.
+         cache is warm, and each method runs once untimed before its timed runs (so each
+         starts from its own freed memory, not the previous method's); results are dropped
+         and gc.collect() runs between runs.
   fresh  each timed run in a new interpreter (same sys.executable) which imports torch,
          safetensors, numpy and sealedckpt and prepares its input before the clock
          starts, then times only the operation and reports its peak RSS growth:
@@ -625,11 +627,15 @@ def run_warm(m: Method, ds: str, sd: StateDict, files: dict[str, Path], runs: in
 
     if m.op != "save":
         _warm_read(path)  # untimed: the page cache holds the file
-    for _ in range(runs):
+    # One untimed run first, so that every method's timed runs start from the same state: its own
+    # earlier run's memory freed to the allocator (which may hand it out again without page faults)
+    # rather than whatever the method before it left behind.
+    for i in range(runs + 1):
         dt, res.error = attempt(one_run)
         if res.error:
             break
-        res.times_s.append(dt)
+        if i:
+            res.times_s.append(dt)
     res.error = res.error or None
     return res
 
