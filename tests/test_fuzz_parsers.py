@@ -7,6 +7,7 @@ import json
 import struct
 from typing import Any
 
+import pytest
 import torch
 from helpers import assert_same
 from hypothesis import HealthCheck, given, settings
@@ -196,3 +197,33 @@ def test_deep_nesting_is_refused_on_both_sides() -> None:
         raise AssertionError("expected FormatError")
     except sealedckpt.FormatError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("entry_shape", "node_shape", "node_stride"),
+    [
+        ([2**40, 2**40, 0], [2**40, 2**40, 0], [0, 0, 1]),  # an entry no runtime can allocate
+        ([0], [2**40, 2**40, 0], [0, 0, 1]),  # a view no runtime can represent over a valid entry
+        ([0, 2**61], None, None),  # within the limits: loads as an empty tensor of that shape
+    ],
+)
+def test_zero_size_shapes_beyond_int64_are_refused(
+    entry_shape: list[int], node_shape: list[int] | None, node_stride: list[int] | None
+) -> None:
+    """A key holder could write an empty entry whose shape overflows int64 element counts: it is
+    a FormatError, never a RuntimeError from torch."""
+    key = sealedckpt.SymmetricKey(bytes(range(32)))
+    shape = node_shape if node_shape is not None else entry_shape
+    stride = node_stride if node_stride is not None else [1] * len(shape)
+    node = {"t": "tensor", "e": "w", "dtype": "F32", "shape": shape, "stride": stride, "offset": 0, "device": "cpu"}
+    entries = {"w": {"dtype": "F32", "shape": entry_shape, "data_offsets": [0, 0]}}
+    blob = _seal_raw_payload(_payload_with_structure({"t": "dict", "v": [["w", node]]}, entries), key)
+    if node_shape is None:
+        out = sealedckpt.load(io.BytesIO(blob), key=key)
+        assert out["w"].shape == (0, 2**61) and out["w"].dtype == torch.float32
+        return
+    with pytest.raises(sealedckpt.FormatError, match=r"too large|shape"):
+        sealedckpt.load(io.BytesIO(blob), key=key)
+    with pytest.raises(sealedckpt.FormatError):
+        with sealedckpt.open(io.BytesIO(blob), key=key) as f:
+            f.get_tensor("w")

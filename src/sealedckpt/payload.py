@@ -121,11 +121,14 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
             raise FormatError(f"payload entry {name!r} has unknown dtype {dtype!r}")
         if type(shape) is not list or len(shape) > 64:
             raise FormatError(f"payload entry {name!r} has an invalid shape")
-        numel = 1
+        numel = nonzero = 1
         for d in shape:  # at most 64 dims below 2**63 each: exact big-int arithmetic, no overflow
             if type(d) is not int or not 0 <= d < _U63:
                 raise FormatError(f"payload entry {name!r} has an invalid shape")
             numel *= d
+            nonzero *= d or 1
+        if nonzero >= _U63:
+            raise FormatError(f"payload entry {name!r} has a shape too large to represent")
         valid_offsets = type(offs) is list and len(offs) == 2 and _is_uint(offs[0]) and _is_uint(offs[1])
         if not (valid_offsets and offs[0] <= offs[1]):
             raise FormatError(f"payload entry {name!r} has invalid data_offsets")

@@ -360,15 +360,16 @@ class _Decoder:
             type(shape) is list and type(stride) is list and len(shape) == len(stride) <= 64
             and type(offset) is int and 0 <= offset < _DIM_LIMIT
         )  # fmt: skip
-        last, empty = offset, False
+        last, empty, nonzero = offset, False, 1
         if ok:
             for d, st in zip(shape, stride, strict=True):
                 if type(d) is not int or type(st) is not int or not (0 <= d < _DIM_LIMIT and 0 <= st < _DIM_LIMIT):
                     ok = False
                     break
                 empty = empty or d == 0
+                nonzero *= d or 1
                 last += (d - 1) * st
-        _require(ok, "tensor shape/stride/offset")
+        _require(ok and nonzero < 1 << 63, "tensor shape/stride/offset")
         if not empty:
             _require((last + 1) * pl.ITEMSIZE[dtype] <= e.nbytes, "tensor view within its storage")
         self.tensor_refs.append(node)
@@ -443,11 +444,13 @@ def _entry_buffer(e: pl.Entry) -> tuple[torch.Tensor, memoryview]:
     """CPU memory for one entry, allocated with the entry's own dtype and shape (so that the
     tensor that is the whole entry needs no view), and a writable byte view of it."""
     t = torch.empty(e.shape, dtype=ST_TO_TORCH[e.dtype])
+    if not t.numel():
+        return t, memoryview(b"")
     try:
         arr = t.numpy()
     except TypeError:  # bfloat16 and float8 have no numpy dtype
         arr = flat_bytes(t).numpy()
-    return t, byte_view(arr) if t.numel() else memoryview(b"")
+    return t, byte_view(arr)
 
 
 def view_tensor(node: dict[str, Any], base: torch.Tensor) -> torch.Tensor:
