@@ -1172,6 +1172,18 @@ def payload_size_mismatch() -> Case:
 
 
 @case
+def payload_empty_shape_overflows() -> Case:
+    shape = [1 << 40, 1 << 40, 0]  # zero bytes, but 2**80 elements before the zero: no runtime can build it
+    entries = {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}}
+    structure = {"t": "dict", "v": [["w", tensor_ref("w", "F32", shape, [0, 0, 1])]]}
+    return _payload_case(
+        "payload_empty_shape_overflows",
+        handmade(structure, entries, b""),
+        "empty F32 entry whose non-zero dims multiply to 2**80 (limit 2**63)",
+    )
+
+
+@case
 def payload_unknown_dtype() -> Case:
     entries = {"w": {"dtype": "C64", "shape": [2], "data_offsets": [0, 16]}}
     return _payload_case("payload_unknown_dtype", handmade(entries=entries), "unknown safetensors dtype C64")
