@@ -179,6 +179,19 @@ def test_parameters_and_requires_grad(key: sealedckpt.SymmetricKey) -> None:
     assert type(out["leaf"]) is torch.Tensor and out["leaf"].requires_grad
 
 
+def test_views_of_a_tensor_that_requires_grad_load_as_leaves(key: sealedckpt.SymmetricKey) -> None:
+    """As torch.load gives them: every loaded tensor is a leaf, tied views included."""
+    leaf = torch.randn(4, requires_grad=True)
+    p = torch.nn.Parameter(torch.randn(6))
+    buf = io.BytesIO()
+    sealedckpt.save({"leaf": leaf, "head": leaf[:2], "p": p, "p_view": p[1:3]}, buf, key=key)
+    out = sealedckpt.load(io.BytesIO(buf.getvalue()), key=key)
+    for name in ("leaf", "head", "p", "p_view"):
+        assert out[name].grad_fn is None and out[name].is_leaf and out[name].requires_grad, name
+    assert out["head"].data_ptr() == out["leaf"].data_ptr() and out["p_view"].data_ptr() == out["p"].data_ptr() + 4
+    assert torch.equal(out["head"].detach(), leaf[:2].detach())
+
+
 def test_caller_tensors_are_not_modified(key: sealedckpt.SymmetricKey) -> None:
     t = torch.arange(1 << 20, dtype=torch.float32)  # spans chunks
     before = t.clone()

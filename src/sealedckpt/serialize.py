@@ -657,7 +657,8 @@ class _Builder:
             if name not in self.claimed and _is_whole(node, base):
                 self.claimed.add(name)
                 return _wrap(node, base)
-            return view_tensor(node, base)
+            # the entry's own tensor may have been given requires_grad; views of it stay leaves
+            return view_tensor(node, base.detach() if base.requires_grad else base)
         if tag == "tuple":
             return tuple(self.build(v) for v in node["v"])
         if tag in ("dict", "odict"):
