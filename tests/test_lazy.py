@@ -123,3 +123,22 @@ def test_open_a_path_and_close(tmp_path: Any, key: sealedckpt.SymmetricKey) -> N
     sf.close()
     with pytest.raises(sealedckpt.DecryptionError):
         sealedckpt.open(p, key=sealedckpt.SymmetricKey.generate())
+
+
+def test_payload_header_spanning_several_chunks(key: sealedckpt.SymmetricKey) -> None:
+    """With 64 KiB chunks, 3,000 tensors' header spans several chunks: it is read (and the
+    chunks' buffers reused) correctly, by load and by open."""
+    from sealedckpt import container
+    from sealedckpt.serialize import plan_payload
+
+    obj = {f"layer.{i}.w": torch.full((3,), float(i)) for i in range(3000)}
+    plan = plan_payload(obj)
+    assert len(plan.layout.header) > 3 * 65536
+    buf = io.BytesIO()
+    container.seal(buf, plan.payload_len, plan.segments(), keys=[key], chunk_log2=16)
+    data = buf.getvalue()
+    out = sealedckpt.load(io.BytesIO(data), key=key)
+    assert list(out) == list(obj) and all(torch.equal(out[k], v) for k, v in obj.items())
+    with sealedckpt.open(io.BytesIO(data), key=key) as f:
+        assert torch.equal(f.get_tensor("layer.2999.w"), obj["layer.2999.w"])
+        assert torch.equal(f.get_tensor("layer.0.w"), obj["layer.0.w"])

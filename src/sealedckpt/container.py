@@ -47,6 +47,9 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+_MAX_SPARE = 4  # scratch buffers a reader keeps for reuse: one per worker at most
+
+
 # --- reading files ---------------------------------------------------------------------------
 
 
@@ -353,7 +356,9 @@ class SealedReader:
         self._check_digests = check_digests
         self._expect_root: bytes | None = None
         self._digests: list[bytes] = []
-        self._prefix = bytearray()  # whole chunks decrypted by read_prefix, kept for the next call
+        self._prefix: list[tuple[memoryview, memoryview]] = []  # (scratch, plaintext) of chunks 0..k
+        self._spare: list[memoryview] = []  # scratch buffers for reuse (page faults cost more than AES)
+        self._spare_lock = threading.Lock()
 
     def expect_root(self, root: bytes) -> None:
         """Require the content root (as a signed manifest lists it): every chunk is hashed while
@@ -388,6 +393,17 @@ class SealedReader:
         c = self.content
         return memoryview(bytearray(min(c.chunk_size, c.payload_len) + fmt.TAG_SIZE))
 
+    def _take_scratch(self) -> memoryview:
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return self._scratch()
+
+    def _give_scratch(self, buf: memoryview) -> None:
+        with self._spare_lock:
+            if len(self._spare) < _MAX_SPARE:
+                self._spare.append(buf)
+
     def _decrypt_chunk(self, i: int, ct_buf: memoryview, out: memoryview | None = None) -> memoryview:
         """Read, check and decrypt chunk ``i`` into ``out`` (or in place); return the plaintext view."""
         c = self.content
@@ -411,15 +427,17 @@ class SealedReader:
         c = self.content
         if n > c.payload_len:
             raise FormatError("payload shorter than its own header claims")
-        if len(self._prefix) < n:
-            buf = self._scratch()
-            while len(self._prefix) < n:
-                self._prefix += self._decrypt_chunk(len(self._prefix) // c.chunk_size, buf)
-        return bytes(memoryview(self._prefix)[:n])
+        while len(self._prefix) * c.chunk_size < n:
+            buf = self._take_scratch()  # decrypted in place and kept: no second copy of the chunk
+            self._prefix.append((buf, self._decrypt_chunk(len(self._prefix), buf)))
+        cs = c.chunk_size
+        return b"".join(plain[: max(0, min(cs, n - i * cs))] for i, (_, plain) in enumerate(self._prefix))
 
     def release_prefix(self) -> None:
-        """Drop the chunks ``read_prefix`` keeps (once the payload header has been parsed)."""
-        self._prefix = bytearray()
+        """Hand the chunks ``read_prefix`` keeps back for reuse (once the payload header is parsed)."""
+        for buf, _ in self._prefix:
+            self._give_scratch(buf)
+        self._prefix = []
 
     def write_plaintext(self, out: BinaryIO, progress: Progress | None = None, skip: int = 0) -> int:
         """Decrypt the payload chunk by chunk into ``out``, leaving out its first ``skip`` bytes
@@ -454,21 +472,19 @@ class SealedReader:
         """
         c = self.content
         plan = _RegionIndex(regions)
-        local = threading.local()
 
         def job(i: int) -> None:
-            buf = getattr(local, "buf", None)
-            if buf is None:
-                buf = local.buf = self._scratch()
+            buf = self._take_scratch()
             start = i * c.chunk_size
             plen = c.plain_len(i)
             direct = plan.covering(start, plen)
             if direct is not None:
                 self._decrypt_chunk(i, buf, direct)
-                return
-            plain = self._decrypt_chunk(i, buf)
-            for dst, src_off, k in plan.pieces(start, plen):
-                dst[:] = plain[src_off : src_off + k]
+            else:
+                plain = self._decrypt_chunk(i, buf)
+                for dst, src_off, k in plan.pieces(start, plen):
+                    dst[:] = plain[src_off : src_off + k]
+            self._give_scratch(buf)  # not on failure: that buffer is simply dropped
 
         if only_covering:
             todo = sorted({i for off, mv in regions if len(mv) for i in self._chunks_for(off, len(mv))})
