@@ -490,7 +490,8 @@ class SealedReader:
             todo = sorted({i for off, mv in regions if len(mv) for i in self._chunks_for(off, len(mv))})
         else:
             todo = list(range(c.n_chunks))
-        workers = min(workers or default_workers(), len(todo))
+        # a thread and its fresh scratch buffer cost more than decrypting one more 4 MiB chunk
+        workers = max(1, min(workers or default_workers(), len(todo) // 2))
         if workers <= 1:
             for i in todo:
                 job(i)
