@@ -696,7 +696,9 @@ def child_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     keys = read_keys(Path(spec["keys"])) if spec["keys"] else None
     if SEALED is not None:  # modules sealedckpt imports on first use, as torch's are imported with torch
-        for name in ("sealedckpt.serialize", "sealedckpt.lazy", "sealedckpt.trust", "sealedckpt.audit"):
+        lazy_modules = ("sealedckpt.payload.codec", "sealedckpt.payload.lazy",
+                        "sealedckpt.stores.trust", "sealedckpt.stores.audit")  # fmt: skip
+        for name in lazy_modules:
             importlib.import_module(name)
     if spec["method"] == LAZY:
         assert keys is not None

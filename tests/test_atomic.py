@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import sealedckpt
-from sealedckpt import atomic, serialize
+from sealedckpt import _fs as atomic
+from sealedckpt.payload import codec as serialize
 
 
 def test_exception_mid_save_keeps_old_file_and_leaves_no_temp(

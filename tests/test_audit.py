@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sealedckpt import audit, cli_audit, textkeys
-from sealedckpt.audit import AuditError
-from sealedckpt.crypto import SigningKey, SymmetricKey
+from sealedckpt.cli import audit as cli_audit
+from sealedckpt.crypto import SigningKey, SymmetricKey, textkeys
 from sealedckpt.errors import SealedCkptError
+from sealedckpt.stores import audit
+from sealedckpt.stores.audit import AuditError
 
 FIELDS = audit._FIELDS
 

@@ -12,7 +12,8 @@ import torch
 from helpers import run_cli
 
 import sealedckpt
-from sealedckpt import cli, textkeys
+from sealedckpt import cli
+from sealedckpt.crypto import textkeys
 
 run = run_cli
 

@@ -18,8 +18,8 @@ from helpers import run_cli
 from safetensors.torch import load_file, save_file
 
 import sealedckpt
-from sealedckpt import cli, textkeys
-from sealedckpt.crypto import RecipientKey
+from sealedckpt import cli
+from sealedckpt.crypto import RecipientKey, textkeys
 
 Capsys = pytest.CaptureFixture[str]
 

@@ -14,8 +14,11 @@ import torch
 from helpers import run_cli
 
 import sealedckpt
-from sealedckpt import audit, cli, distdir, textkeys
-from sealedckpt.trust import TrustStore
+from sealedckpt import cli
+from sealedckpt.crypto import textkeys
+from sealedckpt.release import directory as distdir
+from sealedckpt.stores import audit
+from sealedckpt.stores.trust import TrustStore
 
 run = run_cli
 
@@ -271,7 +274,7 @@ def test_rewrapped_directory_still_verifies(
     key: sealedckpt.SymmetricKey,
     publisher: sealedckpt.SigningKey,
 ) -> None:
-    from sealedckpt import container
+    from sealedckpt.container import sealed as container
 
     src, sd = model_dir
     out = tmp_path / "sealed"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import sealedckpt
-from sealedckpt import keys, textkeys
-from sealedckpt.crypto import Passphrase, RecipientKey, SigningKey, SymmetricKey
+from sealedckpt.crypto import Passphrase, RecipientKey, SigningKey, SymmetricKey, textkeys
+from sealedckpt.stores import keystore as keys
 
 
 def _secret_service() -> object | None:

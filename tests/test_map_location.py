@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sealedckpt
-from sealedckpt import serialize
+from sealedckpt.payload import codec as serialize
 
 
 def _sealed(obj: object, key: sealedckpt.SymmetricKey) -> bytes:

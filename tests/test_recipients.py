@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import sealedckpt
-from sealedckpt import container, keys, textkeys
-from sealedckpt import format as fmt
-from sealedckpt.crypto import Passphrase, RecipientKey
+from sealedckpt.container import format as fmt
+from sealedckpt.container import sealed as container
+from sealedckpt.crypto import Passphrase, RecipientKey, textkeys
+from sealedckpt.stores import keystore as keys
 
 FAST = 10  # scrypt work factor for tests
 

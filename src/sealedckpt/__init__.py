@@ -18,7 +18,7 @@ from .errors import (
     UnsafePayloadError,
     UnsupportedTypeError,
 )
-from .keys import Keystore, KeystoreError
+from .stores.keystore import Keystore, KeystoreError
 
 __version__ = "0.1.0"
 

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from . import container
-from . import keys as keys_mod
-from .atomic import atomic_write
+from ._fs import atomic_write
 from .container import PublicInfo, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import FormatError, IntegrityError, NoKeyError, RollbackError, SealedCkptError
+from .stores import keystore as keys_mod
 
 if TYPE_CHECKING:
-    from .serialize import MapLocation
+    from .payload.codec import MapLocation
 
 PathOrFile = str | os.PathLike[str] | BinaryIO
 RawKey = bytes | bytearray | memoryview
@@ -119,7 +119,7 @@ def _trusted(trusted_signers: Trusted) -> list[VerifyKey] | None:
     if isinstance(trusted_signers, str):
         if trusted_signers != "store":
             raise TypeError('trusted_signers must be VerifyKey objects or "store"')
-        from .trust import TrustStore
+        from .stores.trust import TrustStore
 
         return TrustStore().keys()
     if isinstance(trusted_signers, VerifyKey):
@@ -155,7 +155,7 @@ def _gc_paused() -> Iterator[None]:
 @contextlib.contextmanager
 def _audited(op: str, f: object, info: dict[str, Any]) -> Iterator[None]:
     """Record the operation (when the audit log is on) with its outcome, success or failure."""
-    from . import audit
+    from .stores import audit
 
     if not audit.api_enabled():
         yield
@@ -194,7 +194,7 @@ def save(
     A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
     directory). ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
     """
-    from .serialize import plan_payload
+    from .payload.codec import plan_payload
 
     keys = _save_keys(key)
     signers = _signers(sign_with)
@@ -235,7 +235,7 @@ def load(
     store; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes that the default. ``min_version`` and
     ``expect_model`` check the public ``version`` / ``model`` metadata (rollback protection).
     """
-    from .trust import signature_required
+    from .stores.trust import signature_required
 
     keys = _load_keys(key)
     if trusted_signers is None and require_signature is not False and signature_required():
@@ -250,7 +250,7 @@ def load(
         info["key_ids"] = [s for s in container.slot_ids(reader.header) if not s.startswith("#")]
         info["signer_ids"] = [s.key_id for s in reader.signers]
         check_release(reader.content.metadata, min_version, expect_model)
-        from .serialize import decode_payload
+        from .payload.codec import decode_payload
 
         return decode_payload(reader, map_location)
 
@@ -277,7 +277,7 @@ def verify(
     With ``trusted_signers`` (keys, or ``"store"``), at least one signature must be by one of
     them; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the default.
     """
-    from .trust import signature_required
+    from .stores.trust import signature_required
 
     if trusted_signers is None and signature_required():
         trusted_signers = "store"
@@ -342,9 +342,9 @@ def load_dir(
     import io as _io
     import json as _json
 
-    from . import distdir
-    from .serialize import decode_payload
-    from .trust import signature_required
+    from .payload.codec import decode_payload
+    from .release import directory as distdir
+    from .stores.trust import signature_required
 
     if trusted_signers is None and signature_required():
         trusted_signers = "store"
@@ -412,8 +412,8 @@ def open(
     ``safetensors.safe_open``): ``.keys()``, ``.metadata()``, ``.get_tensor(name)``,
     ``.get_slice(name)[...]`` read and authenticate only the chunks that hold what is asked for.
     """
-    from .lazy import SealedFile
-    from .trust import signature_required
+    from .payload.lazy import SealedFile
+    from .stores.trust import signature_required
 
     keys = _load_keys(key)
     if trusted_signers is None and require_signature is not False and signature_required():

@@ -19,9 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from . import crypto
-from . import format as fmt
-from .crypto import (
+from .. import crypto
+from ..crypto import (
     ChunkCipher,
     Passphrase,
     RecipientKey,
@@ -30,7 +29,8 @@ from .crypto import (
     SymmetricKey,
     VerifyKey,
 )
-from .errors import DecryptionError, FormatError, IntegrityError, SignatureError
+from ..errors import DecryptionError, FormatError, IntegrityError, SignatureError
+from . import format as fmt
 from .sniff import HEAD_SIZE, TAIL_SIZE, refuse_unsealed
 
 _ROOT_DOMAIN = b"sealedckpt/v1 root\x00"

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import payload as pl
-from .container import SealedReader
-from .errors import DeviceError, FormatError, UnsupportedTypeError
+from ..container import SealedReader
+from ..errors import DeviceError, FormatError, UnsupportedTypeError
+from . import safetensors as pl
 
 MAX_DEPTH = 100
 

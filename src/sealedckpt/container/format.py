@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from .errors import FormatError, IntegrityError
+from ..errors import FormatError, IntegrityError
 
 MAGIC = b"\x89SCKPT\r\n"
 VERSION = 1

@@ -14,11 +14,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import textkeys
-from .atomic import atomic_write
-from .crypto import VerifyKey
-from .errors import SignatureError
-from .keys import KeystoreError, _check_name, _check_private, default_home, home_lock
+from .._fs import atomic_write
+from ..crypto import VerifyKey, textkeys
+from ..errors import SignatureError
+from .keystore import KeystoreError, _check_name, _check_private, default_home, home_lock
 
 ENV_REQUIRE = "SEALEDCKPT_REQUIRE_SIGNATURE"
 

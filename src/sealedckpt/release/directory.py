@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import container, payload, textkeys
-from .atomic import atomic_write
-from .crypto import SigningKey, VerifyKey
-from .errors import FormatError, IntegrityError, SignatureError
+from .. import container
+from .._fs import atomic_write
+from ..crypto import SigningKey, VerifyKey, textkeys
+from ..errors import FormatError, IntegrityError, SignatureError
+from ..payload import safetensors as payload
 
 MANIFEST = "sealedckpt-manifest.json"
 SIGNATURES = "sealedckpt-manifest.sig"

@@ -30,9 +30,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from . import textkeys
-from .atomic import atomic_write
-from .crypto import (
+from .._fs import atomic_write
+from ..crypto import (
     Passphrase,
     RecipientKey,
     RecipientPublicKey,
@@ -41,8 +40,9 @@ from .crypto import (
     VerifyKey,
     open_secret,
     seal_secret,
+    textkeys,
 )
-from .errors import NoKeyError, SealedCkptError
+from ..errors import NoKeyError, SealedCkptError
 
 Kind = Literal["symmetric", "recipient", "signing"]
 KINDS: tuple[Kind, ...] = ("symmetric", "recipient", "signing")

@@ -6,7 +6,7 @@ import json
 import re
 import struct
 
-from .errors import FormatError, UnsafePayloadError
+from ..errors import FormatError, UnsafePayloadError
 from .format import MAGIC
 
 #: How many leading bytes :func:`classify` wants to see.

@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 
 import torch
 
-from . import payload as pl
-from .container import SealedReader
-from .errors import FormatError
-from .serialize import PayloadIndex, byte_view, read_index, view_tensor
+from ..container import SealedReader
+from ..errors import FormatError
+from . import safetensors as pl
+from .codec import PayloadIndex, byte_view, read_index, view_tensor
 
 
 def _tensor_leaves(node: Any, path: str, out: dict[str, dict[str, Any]]) -> None:

@@ -9,7 +9,7 @@ A key with one character changed fails the checksum.
 
 from __future__ import annotations
 
-from .crypto import RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
+from .primitives import RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .errors import FormatError
+from ..errors import FormatError
 
 MAX_HEADER_LEN = 100_000_000
 ITEMSIZE = {

@@ -23,12 +23,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, api, audit, container, payload, sniff, textkeys
-from .atomic import atomic_write
-from .audit import AuditError
-from .cli_audit import add_audit_parser
-from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
-from .errors import (
+from .. import __version__, api, container
+from .._fs import atomic_write
+from ..container import sniff
+from ..crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey, textkeys
+from ..errors import (
     DecryptionError,
     FormatError,
     IntegrityError,
@@ -36,9 +35,13 @@ from .errors import (
     SignatureError,
     UnsafePayloadError,
 )
-from .keys import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice, set_passphrase_provider
+from ..payload import safetensors as payload
+from ..stores import audit
+from ..stores.audit import AuditError
+from ..stores.keystore import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice, set_passphrase_provider
+from ..stores.trust import TrustStore
+from .audit import add_audit_parser
 from .progress import Bar
-from .trust import TrustStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6
 
@@ -468,7 +471,7 @@ def _seal_legacy(
     """The explicit, opt-in legacy converter: unpickles (weights_only=True) a trusted file."""
     import torch
 
-    from .serialize import plan_payload
+    from ..payload.codec import plan_payload
 
     print(f"sealedckpt: warning: unpickling {src} (weights_only=True) because of --allow-pickle; "
           "do this only for files you trust", file=sys.stderr)  # fmt: skip
@@ -568,7 +571,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _trust_args(ks: Keystore, refs: Sequence[str] | None) -> list[VerifyKey] | None:
     """--trust values: a key (text, file, keystore or trust-store name) or ``store`` (all trusted)."""
     if not refs:
-        from .trust import signature_required
+        from ..stores.trust import signature_required
 
         return TrustStore().keys() if signature_required() else None
     out: list[VerifyKey] = []
@@ -674,7 +677,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_seal_dir(args: argparse.Namespace) -> int:
-    from . import distdir
+    from ..release import directory as distdir
 
     ks = _keystore()
     keys = _seal_keys(ks, args) or [api.default_key()]
@@ -699,7 +702,7 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_dir(args: argparse.Namespace) -> int:
-    from . import distdir
+    from ..release import directory as distdir
 
     trusted = _trust_args(_keystore(), args.trust)
     res = distdir.verify_dir(args.dir, trusted_signers=trusted)
@@ -723,7 +726,7 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_sign_dir(args: argparse.Namespace) -> int:
-    from . import distdir
+    from ..release import directory as distdir
 
     ks = _keystore()
     signers = _signing_keys(ks, args.key, args)
@@ -737,7 +740,7 @@ def cmd_sign_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_unseal_dir(args: argparse.Namespace) -> int:
-    from . import distdir
+    from ..release import directory as distdir
 
     ks = _keystore()
     keys = _open_keys(ks, args, args.key or [])

@@ -45,10 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import textkeys
-from .crypto import SigningKey, VerifyKey
-from .errors import SealedCkptError
-from .keys import default_home
+from ..crypto import SigningKey, VerifyKey, textkeys
+from ..errors import SealedCkptError
+from .keystore import default_home
 
 __all__ = [
     "ENV_AUDIT",
@@ -648,7 +647,7 @@ def _env_log_key() -> SigningKey | None:
     name = os.environ.get(ENV_AUDIT_KEY, "").strip()
     if not name:
         return None
-    from .keys import Keystore
+    from .keystore import Keystore
 
     key = Keystore().secret(Keystore().find(name))
     if not isinstance(key, SigningKey):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import audit, textkeys
-from .crypto import VerifyKey
+from ..crypto import VerifyKey, textkeys
+from ..stores import audit
 
 __all__ = ["add_audit_parser", "cmd_audit_show", "cmd_audit_verify"]
 

@@ -1,0 +1,3 @@
+"""The sealed container: byte layout, key slots, the chunk stream, sealed files (no torch)."""
+
+from .sealed import *  # noqa: F403

@@ -1,0 +1,1 @@
+"""Releases: sealed model directories and their signed manifests (no torch)."""

@@ -1,0 +1,1 @@
+"""Stores on disk or in the OS keyring: keystore, trust store, audit log."""
