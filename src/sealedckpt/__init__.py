@@ -7,10 +7,15 @@ from .api import inspect, load, load_dir, open, save, sign, verify
 from .container import PublicInfo, Signer, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
+    ArgumentTypeError,
+    AuditError,
+    CliError,
     DecryptionError,
     DeviceError,
     FormatError,
     IntegrityError,
+    InvalidArgumentError,
+    KeystoreError,
     NoKeyError,
     RollbackError,
     SealedCkptError,
@@ -18,15 +23,19 @@ from .errors import (
     UnsafePayloadError,
     UnsupportedTypeError,
 )
-from .stores.keystore import Keystore, KeystoreError
+from .stores.keystore import Keystore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
+    "AuditError",
+    "CliError",
     "DecryptionError",
     "DeviceError",
     "FormatError",
     "IntegrityError",
+    "InvalidArgumentError",
     "Keystore",
     "KeystoreError",
     "NoKeyError",

@@ -1,7 +1,9 @@
-"""The one error family raised by sealedckpt.
+"""The one error family raised by sealedckpt: every exception class of the package is here.
 
-Every failure on the load path is a :class:`SealedCkptError`; callers never see a raw
-``ValueError``, ``KeyError`` or ``cryptography.exceptions.InvalidTag`` from us.
+Every failure is a :class:`SealedCkptError`; callers never see a raw ``ValueError``,
+``KeyError`` or ``cryptography.exceptions.InvalidTag`` from us. A caller's mistake on the save
+side is also a ``TypeError`` or ``ValueError`` (:class:`ArgumentTypeError`,
+:class:`InvalidArgumentError`), so ``except ValueError`` in existing code keeps working.
 """
 
 from __future__ import annotations
@@ -65,3 +67,27 @@ class UnsupportedTypeError(SealedCkptError, TypeError):
         self.path = path
         where = path if path else "<root>"
         super().__init__(f"cannot store {where}: {message}", hint=hint)
+
+
+class ArgumentTypeError(SealedCkptError, TypeError):
+    """An argument of the wrong type (a key that is not a key, a signer that is not a SigningKey)."""
+
+
+class InvalidArgumentError(SealedCkptError, ValueError):
+    """An argument with a value that cannot work (no key to seal for, a key given twice)."""
+
+
+class KeystoreError(SealedCkptError):
+    """The keystore is missing, unsafe, inconsistent, or has no such key."""
+
+
+class AuditError(SealedCkptError):
+    """The audit log is malformed or was tampered with, or a record was refused."""
+
+
+class CliError(SealedCkptError):
+    """A command-line failure with its exit code (``sealedckpt: error: ...``)."""
+
+    def __init__(self, message: str, code: int = 1, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code

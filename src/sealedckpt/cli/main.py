@@ -28,9 +28,11 @@ from .._fs import atomic_write
 from ..container import sniff
 from ..crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey, textkeys
 from ..errors import (
+    CliError,
     DecryptionError,
     FormatError,
     IntegrityError,
+    KeystoreError,
     SealedCkptError,
     SignatureError,
     UnsafePayloadError,
@@ -38,21 +40,12 @@ from ..errors import (
 from ..payload import safetensors as payload
 from ..stores import audit
 from ..stores.audit import AuditError
-from ..stores.keystore import KINDS, KeyRecord, Keystore, KeystoreError, KeystoreNotice, set_passphrase_provider
+from ..stores.keystore import KINDS, KeyRecord, Keystore, KeystoreNotice, set_passphrase_provider
 from ..stores.trust import TrustStore
 from .audit import add_audit_parser
 from .progress import Bar
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6
-
-
-class CliError(Exception):
-    """A user-facing failure with its exit code and an optional hint."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.hint = hint
 
 
 def exit_code(exc: BaseException) -> int:

@@ -271,10 +271,7 @@ def _open_slots(header: Header, keys: Sequence[OpenKey]) -> bytes:
                 return dek
     for xslot in x25519:
         for ident in identities:
-            try:
-                dek = crypto.x25519_unwrap(ident, xslot.share, xslot.wrapped, _X25519_AAD + salt)
-            except crypto.LowOrderShare:
-                raise FormatError("X25519 key slot with a low-order share") from None
+            dek = crypto.x25519_unwrap(ident, xslot.share, xslot.wrapped, _X25519_AAD + salt)
             if dek is not None:
                 return dek
     for pslot in scrypt:

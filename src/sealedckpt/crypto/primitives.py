@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from ..errors import FormatError
+
 RandomBytes = Callable[[int], bytes]
 
 KEY_SIZE = 32
@@ -263,14 +265,10 @@ def x25519_wrap(recipient: RecipientPublicKey, dek: bytes, aad: bytes, random_by
     return share + AESGCM(wk).encrypt(_ZERO_NONCE, dek, aad)
 
 
-class LowOrderShare(Exception):
-    """An X25519 slot whose share yields the all-zero secret."""
-
-
 def x25519_unwrap(identity: RecipientKey, share: bytes, wrapped: bytes, aad: bytes) -> bytes | None:
     shared = identity.exchange(share)
     if shared is None:
-        raise LowOrderShare
+        raise FormatError("X25519 key slot with a low-order share")
     wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=share + identity.public.to_bytes(), info=_INFO_X25519).derive(
         shared
     )

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..crypto import SigningKey, VerifyKey, textkeys
-from ..errors import SealedCkptError
+from ..errors import AuditError
 from .keystore import default_home
 
 __all__ = [
@@ -92,10 +92,6 @@ _SIG_FIELDS = ("signer", "sig")
 _BLOCK = 4096
 _VERIFY_HINT = "run `sealedckpt audit verify` to see what is wrong with the log"
 _SECRET_MARKERS = tuple(h + "1" for h in (textkeys.HRP_SYMMETRIC, textkeys.HRP_SIGNING, textkeys.HRP_IDENTITY))
-
-
-class AuditError(SealedCkptError):
-    """The audit log is malformed or was tampered with, or a record was refused."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from ..crypto import (
     seal_secret,
     textkeys,
 )
-from ..errors import NoKeyError, SealedCkptError
+from ..errors import KeystoreError, NoKeyError
 
 Kind = Literal["symmetric", "recipient", "signing"]
 KINDS: tuple[Kind, ...] = ("symmetric", "recipient", "signing")
@@ -57,10 +57,6 @@ REGISTRY_VERSION = 1
 
 SecretKey = SymmetricKey | SigningKey | RecipientKey
 PublicKey = RecipientPublicKey | VerifyKey
-
-
-class KeystoreError(SealedCkptError):
-    """The keystore is missing, unsafe, inconsistent, or has no such key."""
 
 
 class KeystoreNotice(UserWarning):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .._fs import atomic_write
 from ..crypto import VerifyKey, textkeys
-from ..errors import SignatureError
-from .keystore import KeystoreError, _check_name, _check_private, default_home, home_lock
+from ..errors import KeystoreError, SignatureError
+from .keystore import _check_name, _check_private, default_home, home_lock
 
 ENV_REQUIRE = "SEALEDCKPT_REQUIRE_SIGNATURE"
 
