@@ -11,12 +11,13 @@ Verification needs no decryption key and no torch.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as _dt
 import hashlib
 import json
-import mmap
 import os
 import shutil
+import string
 import struct
 import time
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ from typing import Any
 from .. import container
 from .._fs import atomic_write
 from ..crypto import SigningKey, VerifyKey, textkeys
-from ..errors import FormatError, IntegrityError, SignatureError
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
 from ..payload import safetensors as payload
+from .files import seal_layout
 
 MANIFEST = "sealedckpt-manifest.json"
 SIGNATURES = "sealedckpt-manifest.sig"
@@ -110,19 +112,8 @@ def _seal_file(
         else:
             layout = _blob_layout(src.name, size)
             data_start = 0
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > data_start else None
-        try:
-            view = memoryview(mm)[data_start:] if mm is not None else memoryview(b"")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(dst) as out:
-                summary = container.seal(
-                    out, layout.payload_len, [memoryview(layout.header), view], keys=keys, metadata=metadata,
-                    want_root=True,
-                )  # fmt: skip
-            view.release()
-        finally:
-            if mm is not None:
-                mm.close()
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        summary = seal_layout(f, layout, data_start, dst, keys=keys, metadata=metadata, want_root=True)
     assert summary.root is not None
     return summary.root, layout.payload_len
 
@@ -179,6 +170,11 @@ def seal_dir(
     return entries
 
 
+def manifest_sha256(d: str | os.PathLike[str]) -> str:
+    """The SHA-256 (hex) of a sealed directory's manifest bytes: what its signatures sign."""
+    return _sha256_file(Path(d) / MANIFEST)
+
+
 def _read_signatures(d: Path) -> list[dict[str, Any]]:
     p = d / SIGNATURES
     if not p.exists():
@@ -188,12 +184,18 @@ def _read_signatures(d: Path) -> list[dict[str, Any]]:
         raise FormatError("manifest signature file too large")
     try:
         doc = json.loads(raw)
-        sigs = doc["signatures"]
-        if doc.get("version") != MANIFEST_VERSION or not isinstance(sigs, list) or len(sigs) > 16:
-            raise ValueError
-        return [dict(s) for s in sigs]
-    except (ValueError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise FormatError("manifest signature file is malformed") from None
+    sigs = doc.get("signatures") if isinstance(doc, dict) else None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("version") != MANIFEST_VERSION
+        or not isinstance(sigs, list)
+        or len(sigs) > 16
+        or not all(isinstance(s, dict) for s in sigs)
+    ):
+        raise FormatError("manifest signature file is malformed")
+    return [dict(s) for s in sigs]
 
 
 def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey], now: float | None = None) -> None:
@@ -206,38 +208,64 @@ def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey],
     for s in signers:
         text = textkeys.verify_key_to_text(s.public)
         if text in have:
-            raise ValueError(f"key {s.key_id} has already signed this manifest")
+            raise InvalidArgumentError(f"key {s.key_id} has already signed this manifest")
         sig = s.sign(_sig_message(s.public.to_bytes(), signed_at, manifest))
         sigs.append({"public_key": text, "signed_at": signed_at, "signature": base64.b64encode(sig).decode()})
     with atomic_write(d / SIGNATURES) as f:
         f.write(_canonical({"version": MANIFEST_VERSION, "signatures": sigs}))
 
 
+_ENTRY_FIELDS = frozenset(("path", "source", "kind", "digest", "size"))
+
+
+def _parse_entry(f: object) -> DirEntry:
+    """One manifest ``files`` item, every field checked for its type."""
+    if not isinstance(f, dict) or set(f) != _ENTRY_FIELDS:
+        raise FormatError("manifest structure is invalid")
+    path, source, kind, digest, size = (f[k] for k in ("path", "source", "kind", "digest", "size"))
+    if not isinstance(path, str) or not isinstance(source, str):
+        raise FormatError("manifest structure is invalid")
+    if (
+        kind not in ("safetensors", "blob", "public")
+        or not isinstance(digest, str)
+        or type(size) is not int
+        or size < 0
+    ):
+        raise FormatError(f"manifest entry {path!r} is invalid")
+    return DirEntry(path, source, kind, digest, size)
+
+
 def _parse_manifest(raw: bytes) -> tuple[list[DirEntry], dict[str, str]]:
-    try:
-        doc = payload.strict_json(raw, "manifest")
-        if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
-            raise FormatError("unsupported manifest version")
-        files, meta = doc["files"], doc.get("metadata", {})
-        if not isinstance(files, list) or len(files) > MAX_FILES or not isinstance(meta, dict):
-            raise FormatError("manifest structure is invalid")
-        entries = [DirEntry(**f) for f in files]
-    except (KeyError, TypeError):
-        raise FormatError("manifest structure is invalid") from None
+    doc = payload.strict_json(raw, "manifest")
+    if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
+        raise FormatError("unsupported manifest version")
+    files, meta = doc.get("files"), doc.get("metadata", {})
+    if not isinstance(files, list) or len(files) > MAX_FILES or not isinstance(meta, dict):
+        raise FormatError("manifest structure is invalid")
+    entries = [_parse_entry(f) for f in files]
     seen = set()
     for e in entries:
         _safe_rel(e.path)
         if e.path in seen:
             raise FormatError(f"manifest lists {e.path!r} twice")
         seen.add(e.path)
-        if (
-            e.kind not in ("safetensors", "blob", "public")
-            or not isinstance(e.digest, str)
-            or type(e.size) is not int
-            or e.size < 0
-        ):
-            raise FormatError(f"manifest entry {e.path!r} is invalid")
     return entries, {str(k): str(v) for k, v in meta.items()}
+
+
+def _parse_signature(s: dict[str, Any]) -> tuple[VerifyKey, int, bytes]:
+    """One signature entry: (verify key, signing time, signature bytes)."""
+    public_key, signed_at, sig = s.get("public_key"), s.get("signed_at"), s.get("signature")
+    if not isinstance(public_key, str) or type(signed_at) is not int or not isinstance(sig, str):
+        raise FormatError("manifest signature entry is malformed")
+    try:
+        vk = textkeys.verify_key_from_text(public_key)
+    except ValueError:
+        raise FormatError("manifest signature entry is malformed") from None
+    try:
+        raw = base64.b64decode(sig, validate=True)
+    except binascii.Error:
+        raise FormatError("manifest signature entry is malformed") from None
+    return vk, signed_at, raw
 
 
 def verify_dir(
@@ -256,12 +284,7 @@ def verify_dir(
     signers: list[container.Signer] = []
     trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
     for s in _read_signatures(d):
-        try:
-            vk = textkeys.verify_key_from_text(str(s["public_key"]))
-            signed_at = int(s["signed_at"])
-            sig = base64.b64decode(str(s["signature"]), validate=True)
-        except (KeyError, ValueError, TypeError):
-            raise FormatError("manifest signature entry is malformed") from None
+        vk, signed_at, sig = _parse_signature(s)
         if not 0 <= signed_at < 1 << 63 or not vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest)):
             raise SignatureError(f"manifest signature by {vk.key_id} does not verify: manifest or signature altered")
         signers.append(container.Signer(vk, signed_at, vk.to_bytes() in trusted_raw))
@@ -284,6 +307,7 @@ def verify_dir(
 
 
 def check_entry(d: Path, e: DirEntry) -> None:
+    """Raise :class:`IntegrityError` unless the file of ``e`` has the manifest's digest and size."""
     p = d / e.path
     if e.kind == "public":
         if p.stat().st_size != e.size or "sha256:" + _sha256_file(p) != e.digest:
@@ -296,12 +320,13 @@ def check_entry(d: Path, e: DirEntry) -> None:
 
 
 def expected_root(e: DirEntry) -> bytes:
+    """The content root the manifest lists for a sealed entry."""
     if not e.digest.startswith("root:"):
         raise FormatError(f"{e.path}: not a sealed entry")
-    try:
-        return bytes.fromhex(e.digest[5:])
-    except ValueError:
-        raise FormatError(f"{e.path}: malformed digest") from None
+    hexdigits = e.digest[5:]
+    if len(hexdigits) % 2 or any(c not in string.hexdigits for c in hexdigits):
+        raise FormatError(f"{e.path}: malformed digest")
+    return bytes.fromhex(hexdigits)
 
 
 def unseal_dir(

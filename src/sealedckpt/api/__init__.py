@@ -1,0 +1,45 @@
+"""The public entry points: checkpoints in code, files on disk, sealed model directories.
+
+Every function that opens or seals takes an optional ``keystore`` (used when ``key=None``) and
+``audit`` log (default: the log ``SEALEDCKPT_AUDIT`` switches on, off unless set); the
+operation is recorded there with its outcome.
+"""
+
+from ..container import root_label
+from ..release.directory import DirEntry, DirVerifyResult
+from ..release.files import Progress, ProgressStart
+from ..release.policy import check_release
+from ._common import PathOrFile
+from ._keys import LoadKey, SaveKey, Trusted, default_key, key_label
+from .checkpoint import inspect, load, open, save, sign, verify
+from .dirs import load_dir, seal_dir, sign_dir, unseal_dir, verify_dir
+from .files import rewrap_file, seal_file, unseal_file
+
+__all__ = [
+    "DirEntry",
+    "DirVerifyResult",
+    "LoadKey",
+    "PathOrFile",
+    "Progress",
+    "ProgressStart",
+    "SaveKey",
+    "Trusted",
+    "check_release",
+    "default_key",
+    "inspect",
+    "key_label",
+    "load",
+    "load_dir",
+    "open",
+    "rewrap_file",
+    "root_label",
+    "save",
+    "seal_dir",
+    "seal_file",
+    "sign",
+    "sign_dir",
+    "unseal_dir",
+    "unseal_file",
+    "verify",
+    "verify_dir",
+]

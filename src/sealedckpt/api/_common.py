@@ -1,0 +1,75 @@
+"""What every API entry point shares: file handles, the audit record, GC pauses."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import gc
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ..errors import FormatError, SealedCkptError
+from ..stores.audit import AuditLog
+from ..stores.keystore import Keystore
+
+PathOrFile = str | os.PathLike[str] | BinaryIO
+
+
+def audit_log(audit: AuditLog | None, keystore: Keystore | None) -> AuditLog | None:
+    """The log to record into: ``audit``, else the one the environment switches on (off by default)."""
+    return audit if audit is not None else AuditLog.from_env(default=False, keystore=keystore)
+
+
+@contextlib.contextmanager
+def audited(log: AuditLog | None, op: str, f: object, info: dict[str, Any]) -> Iterator[None]:
+    """Record the operation into ``log`` (if any) with its outcome, success or failure.
+
+    ``info`` holds the record's fields as the operation learns them; ``info["path"]`` (when set)
+    replaces ``f`` as the recorded path.
+    """
+    if log is None:
+        yield
+        return
+    path = os.fspath(f) if isinstance(f, (str, os.PathLike)) else None
+    try:
+        yield
+    except BaseException as exc:
+        log.record(op, **{"path": path, **info, "outcome": f"error: {type(exc).__name__}"})
+        raise
+    log.record(op, **{"path": path, **info, "outcome": "ok"})
+
+
+@contextlib.contextmanager
+def reading(f: PathOrFile) -> Iterator[BinaryIO]:
+    """``f`` opened for reading (a path), or as given (a file object)."""
+    if isinstance(f, (str, os.PathLike)):
+        with builtins.open(f, "rb") as fh:
+            yield fh
+    else:
+        yield f
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Building or parsing a structure of many small objects would trigger repeated full
+    collections (O(live objects) each); none of the objects made here form cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def _typed_errors() -> Iterator[None]:
+    """Belt and braces: a parser slip must still surface as a SealedCkptError."""
+    try:
+        yield
+    except SealedCkptError:
+        raise
+    except (ValueError, KeyError, IndexError, OverflowError, struct.error) as exc:
+        raise FormatError(f"malformed sealed checkpoint ({type(exc).__name__})") from exc

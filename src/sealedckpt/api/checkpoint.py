@@ -1,0 +1,192 @@
+"""Checkpoints in code: save, load, open, inspect, verify, sign."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .. import container
+from .._fs import atomic_write
+from ..container import PublicInfo, VerifyResult
+from ..crypto import SigningKey
+from ..errors import ArgumentTypeError
+from ..release.policy import check_release
+from ..stores.audit import AuditLog
+from ..stores.keystore import Keystore
+from . import _keys
+from ._common import PathOrFile, _typed_errors, audit_log, audited, gc_paused, reading
+from ._keys import LoadKey, SaveKey, Trusted
+
+if TYPE_CHECKING:
+    from ..payload.codec import MapLocation
+
+
+def save(
+    obj: Any,
+    f: PathOrFile,
+    *,
+    key: SaveKey | Sequence[SaveKey] | None = None,
+    sign_with: SigningKey | Sequence[SigningKey] | None = None,
+    metadata: dict[str, str] | None = None,
+    keystore: Keystore | None = None,
+    audit: AuditLog | None = None,
+) -> None:
+    """Seal ``obj`` (a whole training checkpoint) into ``f``, like ``torch.save``.
+
+    A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
+    directory). ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
+    ``key=None`` uses :func:`default_key` (from ``keystore``, default ``Keystore()``).
+    """
+    from ..payload.codec import plan_payload
+
+    log = audit_log(audit, keystore)
+    keys = _keys.save_keys(key, keystore)
+    signers = _keys.signers(sign_with)
+    with gc_paused():
+        plan = plan_payload(obj)
+    info: dict[str, Any] = {"key_ids": [_keys.key_label(k) for k in keys], "signer_ids": [s.key_id for s in signers]}
+    with audited(log, "save", f, info):
+        if isinstance(f, (str, os.PathLike)):
+            with atomic_write(f) as out:
+                summary = container.seal(
+                    out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+                )
+        else:
+            summary = container.seal(
+                f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+            )
+            flush = getattr(f, "flush", None)
+            if flush is not None:
+                flush()
+        info["digest"] = summary.digest
+
+
+def load(
+    f: PathOrFile,
+    *,
+    key: LoadKey | Sequence[LoadKey] | None = None,
+    map_location: MapLocation = None,
+    trusted_signers: Trusted = None,
+    require_signature: bool | None = None,
+    min_version: int | None = None,
+    expect_model: str | None = None,
+    keystore: Keystore | None = None,
+    audit: AuditLog | None = None,
+) -> Any:
+    """Open a sealed checkpoint, like ``torch.load``; never unpickles anything.
+
+    Every chunk is authenticated (and, under a signature policy, checked against the
+    signed digests) before any object is returned. ``trusted_signers="store"`` uses the trust
+    store; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes that the default. ``min_version`` and
+    ``expect_model`` check the public ``version`` / ``model`` metadata (rollback protection).
+    """
+    from ..payload.codec import decode_payload
+
+    log = audit_log(audit, keystore)
+    keys = _keys.load_keys(key, keystore)
+    trusted = _keys.trusted(trusted_signers, policy=require_signature is not False)
+    if require_signature is False and trusted is not None:
+        raise ArgumentTypeError("trusted_signers given with require_signature=False")
+    info: dict[str, Any] = {}
+    with audited(log, "load", f, info), reading(f) as fh, _typed_errors(), gc_paused():
+        reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        info.update(reader_fields(reader))
+        check_release(reader.content.metadata, min_version, expect_model)
+        return decode_payload(reader, map_location)
+
+
+def reader_fields(reader: container.SealedReader) -> dict[str, Any]:
+    """The audit fields of an opened file: content digest, key slot ids, signer ids."""
+    return {
+        "digest": container.content_digest(reader.trailer.root, reader.content.commitment),
+        "key_ids": [s for s in container.slot_ids(reader.header) if not s.startswith("#")],
+        "signer_ids": [s.key_id for s in reader.signers],
+    }
+
+
+def inspect(f: PathOrFile) -> PublicInfo:
+    """Public facts from the header, without a key (and without importing torch).
+
+    Signatures listed here are NOT verified; use :func:`verify`.
+    """
+    with reading(f) as fh, _typed_errors():
+        return container.read_public_info(fh)
+
+
+def verify(
+    f: PathOrFile,
+    *,
+    trusted_signers: Trusted = None,
+    min_version: int | None = None,
+    expect_model: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    audit: AuditLog | None = None,
+) -> VerifyResult:
+    """Check every signature and every chunk digest without a decryption key.
+
+    With ``trusted_signers`` (keys, or ``"store"``), at least one signature must be by one of
+    them; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the default.
+    """
+    log = audit_log(audit, None)
+    trusted = _keys.trusted(trusted_signers)
+    info: dict[str, Any] = {}
+    with audited(log, "verify", f, info):
+        with reading(f) as fh, _typed_errors():
+            res = container.verify_file(fh, trusted, progress)
+        info["digest"] = container.root_label(res.root)
+        info["signer_ids"] = [s.key_id for s in res.signers]
+        check_release(res.metadata, min_version, expect_model)
+    return res
+
+
+def sign(
+    path: str | os.PathLike[str],
+    sign_with: SigningKey | Sequence[SigningKey],
+    *,
+    trusted_signers: Trusted = None,
+    audit: AuditLog | None = None,
+) -> VerifyResult:
+    """Add (counter-)signatures to a sealed file in place, without a decryption key.
+
+    Existing signatures and every chunk are verified first (and, with ``trusted_signers``, at
+    least one existing signature must be trusted): an auditor signs only what checked out.
+    """
+    log = audit_log(audit, None)
+    signers = _keys.signers(sign_with)
+    trusted = _keys.trusted(trusted_signers, policy=False)
+    info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
+    with audited(log, "sign", path, info), builtins.open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
+        res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
+        info["digest"] = container.root_label(res.root)
+        return res
+
+
+def open(
+    f: PathOrFile,
+    *,
+    key: LoadKey | Sequence[LoadKey] | None = None,
+    device: str | Any = "cpu",
+    trusted_signers: Trusted = None,
+    require_signature: bool | None = None,
+    keystore: Keystore | None = None,
+) -> Any:
+    """Open a sealed checkpoint for lazy per-tensor reads (a context manager, like
+    ``safetensors.safe_open``): ``.keys()``, ``.metadata()``, ``.get_tensor(name)``,
+    ``.get_slice(name)[...]`` read and authenticate only the chunks that hold what is asked for.
+    """
+    from ..payload.lazy import SealedFile
+
+    keys = _keys.load_keys(key, keystore)
+    trusted = _keys.trusted(trusted_signers, policy=require_signature is not False)
+    owned = isinstance(f, (str, os.PathLike))
+    fh: BinaryIO = builtins.open(f, "rb") if isinstance(f, (str, os.PathLike)) else f
+    try:
+        with _typed_errors():
+            reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+            return SealedFile(reader, device, fh if owned else None)
+    except BaseException:
+        if owned:
+            fh.close()
+        raise

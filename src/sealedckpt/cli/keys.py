@@ -1,0 +1,134 @@
+"""``sealedckpt key ...``: the keystore (the CLI records these itself; no API call does)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..crypto import textkeys
+from ..errors import CliError
+from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json
+from .parse import Session, read_passphrase, record_json
+
+
+def cmd_key_gen(args: argparse.Namespace) -> int:
+    s = Session.of(args)
+    with s.recording("key.gen", None) as info:
+        protect = (
+            read_passphrase(args, confirm=True, what="passphrase to protect the key") if args.passphrase_protect
+            else None
+        )  # fmt: skip
+        rec = s.keystore.generate(args.kind, args.name, default=args.default, protect=protect)
+        info.update(key_ids=[rec.id], detail={"name": rec.name, "kind": rec.kind, "store": rec.backend})
+    if args.json:
+        print_json(record_json(rec))
+    else:
+        print(f"generated {rec.kind} key {rec.name} (id {rec.id}) in the {rec.backend} store"
+              + (", default" if rec.default else ""))  # fmt: skip
+        if rec.public:
+            print(f"public key: {rec.public}")
+    return EXIT_OK
+
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    records = Session.of(args, audited=False).keystore.records()
+    if args.json:
+        print_json([record_json(r) for r in records])
+        return EXIT_OK
+    if not records:
+        print("no keys", file=sys.stderr)
+        print("hint: create one with `sealedckpt key gen --default`", file=sys.stderr)
+        return EXIT_OK
+    for r in records:
+        flags = [f for f, on in (("default", r.default), ("retired", r.retired), ("protected", r.protected),
+                                 ("public-only", not r.has_secret)) if on]  # fmt: skip
+        print(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip())
+    return EXIT_OK
+
+
+def cmd_key_show(args: argparse.Namespace) -> int:
+    r = Session.of(args, audited=False).keystore.find(args.name)
+    if args.json:
+        print_json(record_json(r))
+        return EXIT_OK
+    for k, v in record_json(r).items():
+        if v not in (None, False):
+            print(f"{k:<12} {v}")
+    return EXIT_OK
+
+
+def cmd_key_export_public(args: argparse.Namespace) -> int:
+    r = Session.of(args, audited=False).keystore.find(args.name)
+    if r.public is None:
+        raise CliError(f"key {r.name!r} is symmetric: it has no public half", EXIT_USAGE,
+                       hint="share symmetric keys only through a secret channel")  # fmt: skip
+    print(r.public)
+    return EXIT_OK
+
+
+def _key_from_text(text: str) -> Any:
+    low = text.lower()
+    try:
+        if low.startswith("sckpt1") or low.startswith(textkeys.HRP_VERIFY + "1"):
+            return textkeys.public_from_text(text)
+        return textkeys.secret_from_text(text)
+    except ValueError as exc:
+        raise CliError(
+            f"cannot import: {exc}", EXIT_USAGE, hint="keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
+        ) from None
+
+
+def cmd_key_import(args: argparse.Namespace) -> int:
+    s = Session.of(args)
+    with s.recording("key.import", args.file) as info:
+        if args.file in (None, "-"):
+            text = sys.stdin.read(4096)
+        else:
+            text = Path(args.file).read_text(encoding="utf-8")
+        rec = s.keystore.add(_key_from_text(text.strip()), args.name, default=args.default)
+        info.update(path=None, key_ids=[rec.id], detail={"name": rec.name, "kind": rec.kind})
+    print(f"imported {rec.kind} key {rec.name} (id {rec.id})" + ("" if rec.has_secret else ", public only"))
+    return EXIT_OK
+
+
+def cmd_key_rm(args: argparse.Namespace) -> int:
+    s = Session.of(args)
+    with s.recording("key.rm", None) as info:
+        r = s.keystore.find(args.name)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"refusing to delete key {r.name!r} without --yes", EXIT_USAGE)
+            prompt = f"Delete {r.kind} key {r.name} ({r.id})? Files sealed only for it become unreadable. [y/N] "
+            if input(prompt).strip().lower() not in ("y", "yes"):
+                print("kept", file=sys.stderr)
+                return EXIT_ERROR  # recorded as "ok", as a command that ran
+        s.keystore.remove(r.id)
+        info.update(key_ids=[r.id], detail={"name": r.name, "kind": r.kind})
+    print(f"removed key {r.name} ({r.id})")
+    return EXIT_OK
+
+
+def cmd_key_rotate(args: argparse.Namespace) -> int:
+    s = Session.of(args)
+    with s.recording("key.rotate", None) as info:
+        protect = (
+            read_passphrase(args, confirm=True, what="passphrase to protect the new key")
+            if args.passphrase_protect
+            else None
+        )
+        old, new = s.keystore.rotate(args.name, protect=protect)
+        info.update(key_ids=[old.id, new.id], detail={"retired": old.name, "new": new.name})
+    print(f"new {new.kind} key {new.name} (id {new.id}) is now the default; {old.name} ({old.id}) is retired")
+    if new.kind == "symmetric":
+        print(f"hint: re-wrap existing files with `sealedckpt rewrap FILES... --key {new.name}`", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_key_default(args: argparse.Namespace) -> int:
+    s = Session.of(args)
+    with s.recording("key.default", None):
+        r = s.keystore.set_default(args.name)
+    print(f"{r.name} ({r.id}) is the default {r.kind} key")
+    return EXIT_OK

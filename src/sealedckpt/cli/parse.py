@@ -1,0 +1,216 @@
+"""Turning arguments into keys, trust lists, metadata and secrets (never from argv).
+
+Passphrases come from ``--passphrase-file FILE`` (``-`` = stdin), else a prompt on a terminal,
+else stdin; keys come from the keystore or from files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey, textkeys
+from ..errors import CliError, KeystoreError
+from ..stores.audit import AuditLog
+from ..stores.keystore import KeyRecord, Keystore
+from ..stores.trust import TrustStore
+from .output import EXIT_USAGE
+
+SealKey = SymmetricKey | RecipientPublicKey | Passphrase
+OpenKey = SymmetricKey | RecipientKey | Passphrase
+
+
+def read_passphrase(args: argparse.Namespace, confirm: bool, what: str = "passphrase") -> Passphrase:
+    """From --passphrase-file FILE (``-`` = stdin), else a prompt on a terminal, else stdin."""
+    source = getattr(args, "passphrase_file", None)
+    if source == "-" or (source is None and not sys.stdin.isatty()):
+        text = sys.stdin.readline().rstrip("\r\n")
+    elif source is not None:
+        try:
+            text = Path(source).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise CliError(f"cannot read passphrase file: {exc.strerror}") from None
+    else:
+        text = getpass.getpass(f"Enter {what}: ")
+        if confirm and getpass.getpass(f"Confirm {what}: ") != text:
+            raise CliError("the passphrases do not match", EXIT_USAGE)
+    if not text:
+        raise CliError("empty passphrase", EXIT_USAGE)
+    log2n = getattr(args, "work_factor", None)
+    try:
+        return Passphrase(text, log2n=log2n) if log2n else Passphrase(text)
+    except ValueError as exc:  # an out-of-range --work-factor
+        raise CliError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One command's keystore (asking for key passphrases as ``args`` says) and audit log."""
+
+    keystore: Keystore
+    audit: AuditLog | None
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, *, audited: bool = True) -> Session:
+        """The session of a command; ``audited=False`` for commands that record nothing."""
+
+        def ask(rec: KeyRecord) -> Passphrase:
+            return read_passphrase(args, confirm=False, what=f"passphrase for key {rec.name}")
+
+        ks = Keystore(passphrase=ask)
+        return cls(ks, AuditLog.from_env(default=True, keystore=ks) if audited else None)
+
+    @contextlib.contextmanager
+    def recording(self, op: str, path: str | None, *, success: bool = True) -> Iterator[dict[str, Any]]:
+        """Record ``op`` with its outcome (only a failure unless ``success``); the caller fills
+        the yielded dict with the record's fields (``path`` there replaces ``path``)."""
+        info: dict[str, Any] = {}
+        if self.audit is None:
+            yield info
+            return
+        try:
+            yield info
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.audit.record(op, **{"path": path, **info, "outcome": f"error: {type(exc).__name__}"})
+            raise
+        if success:
+            self.audit.record(op, **{"path": path, **info, "outcome": "ok"})
+
+    def secret(self, ref: str) -> Any:
+        """The secret key named ``ref`` in the keystore (a protected one asks for its passphrase)."""
+        return self.keystore.secret(self.keystore.find(ref))
+
+    def public(self, ref: str) -> RecipientPublicKey | VerifyKey:
+        """A public key given as text, as a file holding the text, or as a keystore name."""
+        low = ref.strip().lower()
+        if low.startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
+            try:
+                return textkeys.public_from_text(ref)
+            except ValueError as exc:
+                raise CliError(f"invalid public key: {exc}", EXIT_USAGE) from None
+        if os.path.isfile(ref):
+            text = Path(ref).read_text(encoding="utf-8").strip()
+            try:
+                return textkeys.public_from_text(text)
+            except ValueError as exc:
+                raise CliError(f"{ref}: not a public key: {exc}", EXIT_USAGE) from None
+        return self._public_record(ref)
+
+    def _public_record(self, ref: str) -> RecipientPublicKey | VerifyKey:
+        try:
+            rec = self.keystore.find(ref)
+        except KeystoreError:
+            rec = None
+        if rec is not None:
+            if rec.public is None:
+                raise CliError(f"key {ref!r} is symmetric: it has no public key", EXIT_USAGE,
+                               hint="use --key for symmetric keys")  # fmt: skip
+            return self.keystore.public(rec)
+        raise CliError(
+            f"not a public key, a file or a key name: {ref!r}",
+            EXIT_USAGE,
+            hint=f"public keys look like {textkeys.HRP_RECIPIENT}1... or {textkeys.HRP_VERIFY}1...",
+        )
+
+    def verify_key(self, ref: str) -> VerifyKey:
+        """A verify key given as text, a file or a keystore signing key name."""
+        pub = self.public(ref)
+        if not isinstance(pub, VerifyKey):
+            raise CliError(f"{ref}: a recipient key cannot verify signatures", EXIT_USAGE,
+                           hint=f"verify keys look like {textkeys.HRP_VERIFY}1...")  # fmt: skip
+        return pub
+
+    def trusted(self, refs: Sequence[str] | None) -> list[VerifyKey] | None:
+        """--trust values: a key (text, file, keystore or trust-store name) or ``store`` (all
+        trusted); None without --trust (the API then applies its default policy)."""
+        if not refs:
+            return None
+        out: list[VerifyKey] = []
+        for ref in refs:
+            if ref == "store":
+                out.extend(TrustStore().keys())
+                continue
+            named = next((p for p in TrustStore().publishers() if p.name == ref), None)
+            out.append(named.key if named is not None else self.verify_key(ref))
+        return out
+
+    def signing_keys(self, refs: Sequence[str], option: str = "") -> list[SigningKey]:
+        """Signing keys from the keystore (``option``, e.g. ``--sign ``, prefixes errors)."""
+        out = []
+        for ref in refs:
+            s = self.secret(ref)
+            if not isinstance(s, SigningKey):
+                raise CliError(f"{option}{ref}: not a signing key", EXIT_USAGE)
+            out.append(s)
+        return out
+
+    def seal_keys(self, args: argparse.Namespace) -> list[SealKey]:
+        """The keys to seal for: --key, --to, or --passphrase (alone); [] when none is given."""
+        keys: list[SealKey] = []
+        for ref in args.key or []:
+            k = self.secret(ref)
+            if not isinstance(k, SymmetricKey):
+                raise CliError(f"--key {ref}: not a symmetric key (use --to for recipients)", EXIT_USAGE)
+            keys.append(k)
+        for ref in args.to or []:
+            pub = self.public(ref)
+            if not isinstance(pub, RecipientPublicKey):
+                raise CliError(f"--to {ref}: not a recipient public key", EXIT_USAGE)
+            keys.append(pub)
+        if getattr(args, "passphrase", False):
+            if keys:
+                raise CliError("a passphrase must be the only key of a file (like age)", EXIT_USAGE)
+            keys.append(read_passphrase(args, confirm=True))
+        return keys
+
+    # long: one branch per key source (passphrase, keystore names, identity files), each with its own errors
+    def open_keys(self, args: argparse.Namespace, refs: Sequence[str]) -> list[OpenKey] | None:
+        """The keys to open with; None (the API then asks the keystore) when none is given."""
+        if getattr(args, "open_passphrase", False):
+            if getattr(args, "passphrase", False) and getattr(args, "passphrase_file", None):
+                raise CliError("two passphrases (old and new) cannot come from one --passphrase-file", EXIT_USAGE,
+                               hint="run it on a terminal and answer both prompts")  # fmt: skip
+            return [read_passphrase(args, confirm=False, what="current passphrase")]
+        keys: list[OpenKey] = []
+        for ref in refs:
+            k = self.secret(ref)
+            if not isinstance(k, (SymmetricKey, RecipientKey)):
+                raise CliError(f"key {ref}: a signing key cannot open files", EXIT_USAGE)
+            keys.append(k)
+        for path in getattr(args, "identity", None) or []:
+            try:
+                ident = textkeys.secret_from_text(Path(path).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CliError(f"--identity {path}: {exc}", EXIT_USAGE) from None
+            if isinstance(ident, SigningKey):
+                raise CliError(f"--identity {path}: a signing key cannot open files", EXIT_USAGE)
+            keys.append(ident)
+        return keys or None
+
+
+def parse_meta(items: Sequence[str]) -> dict[str, str]:
+    """--meta KEY=VALUE items as a dict."""
+    meta: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise CliError(f"--meta takes KEY=VALUE, got {item!r}", EXIT_USAGE)
+        meta[k] = v
+    return meta
+
+
+def record_json(r: KeyRecord) -> dict[str, Any]:
+    """A key record's public facts (``key list/show --json``)."""
+    return {
+        "id": r.id, "name": r.name, "kind": r.kind, "created": r.created, "store": r.backend,
+        "public": r.public, "default": r.default, "retired": r.retired, "replaced_by": r.replaced_by,
+        "protected": r.protected,
+    }  # fmt: skip
