@@ -1,9 +1,25 @@
 """sealedckpt: encrypted, signed, pickle-free checkpoints for PyTorch.
 
-``import sealedckpt`` does not import torch; only ``save`` and ``load`` do.
+``import sealedckpt`` does not import torch; only ``save``, ``load``, ``open`` and ``load_dir``
+do (and ``seal_file`` with ``allow_pickle``).
 """
 
-from .api import inspect, load, load_dir, open, save, sign, verify
+from .api import (
+    inspect,
+    load,
+    load_dir,
+    open,
+    rewrap_file,
+    save,
+    seal_dir,
+    seal_file,
+    sign,
+    sign_dir,
+    unseal_dir,
+    unseal_file,
+    verify,
+    verify_dir,
+)
 from .container import PublicInfo, Signer, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
@@ -57,7 +73,14 @@ __all__ = [
     "load",
     "load_dir",
     "open",
+    "rewrap_file",
     "save",
+    "seal_dir",
+    "seal_file",
     "sign",
+    "sign_dir",
+    "unseal_dir",
+    "unseal_file",
     "verify",
+    "verify_dir",
 ]

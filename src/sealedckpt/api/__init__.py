@@ -1,8 +1,8 @@
 """The public entry points: checkpoints in code, files on disk, sealed model directories.
 
-Every function that opens or seals takes an optional ``keystore`` (used when ``key=None``) and
-``audit`` log (default: the log ``SEALEDCKPT_AUDIT`` switches on, off unless set); the
-operation is recorded there with its outcome.
+A ``keystore`` argument is where keys come from when ``key=None`` (default ``Keystore()``).
+Functions with an ``audit`` argument record their operation, with its outcome, into that log
+(default: the log ``SEALEDCKPT_AUDIT`` switches on; off unless set).
 """
 
 from ..container import root_label
@@ -10,7 +10,7 @@ from ..release.directory import DirEntry, DirVerifyResult
 from ..release.files import Progress, ProgressStart
 from ..release.policy import check_release
 from ._common import PathOrFile
-from ._keys import LoadKey, SaveKey, Trusted, default_key, key_label
+from ._keys import LoadKey, SaveKey, Trusted, default_key
 from .checkpoint import inspect, load, open, save, sign, verify
 from .dirs import load_dir, seal_dir, sign_dir, unseal_dir, verify_dir
 from .files import rewrap_file, seal_file, unseal_file
@@ -27,7 +27,6 @@ __all__ = [
     "check_release",
     "default_key",
     "inspect",
-    "key_label",
     "load",
     "load_dir",
     "open",

@@ -1,7 +1,7 @@
-"""``sealedckpt audit show|verify``: read and check the audit log (see :mod:`sealedckpt.audit`).
+"""``sealedckpt audit show|verify``: read and check the audit log (see :mod:`sealedckpt.stores.audit`).
 
 Registered on the main parser by :func:`add_audit_parser`. Handlers print results to stdout and
-raise :class:`~sealedckpt.audit.AuditError` on failure; the main CLI prints
+raise :class:`~sealedckpt.errors.AuditError` on failure; the main CLI prints
 ``sealedckpt: error: ...`` and maps it to the integrity exit code.
 """
 

@@ -107,12 +107,12 @@ def fail(exc: BaseException, as_json: bool) -> NoReturn:
 
 
 def show_warning(
-    msg: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
     line: str | None = None,
 ) -> None:  # fmt: skip
     """Warnings as ``sealedckpt: note: ...`` (keystore notices) or ``sealedckpt: warning: ...``."""
     level = "note" if issubclass(category, KeystoreNotice) else "warning"
-    print(f"sealedckpt: {level}: {msg}", file=sys.stderr)
+    print(f"sealedckpt: {level}: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -171,7 +171,6 @@ class Session:
             keys.append(read_passphrase(args, confirm=True))
         return keys
 
-    # long: one branch per key source (passphrase, keystore names, identity files), each with its own errors
     def open_keys(self, args: argparse.Namespace, refs: Sequence[str]) -> list[OpenKey] | None:
         """The keys to open with; None (the API then asks the keystore) when none is given."""
         if getattr(args, "open_passphrase", False):
