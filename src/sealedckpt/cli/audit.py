@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..crypto import VerifyKey, textkeys
 from ..stores import audit
+from .output import print_json
 
 __all__ = ["add_audit_parser", "cmd_audit_show", "cmd_audit_verify"]
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 def _safe(text: str) -> str:
@@ -80,7 +76,7 @@ def _human(rec: dict[str, Any]) -> str:
 def cmd_audit_show(args: argparse.Namespace) -> int:
     records = audit.read(_log(args), since=args.since)
     if args.json:
-        _print_json(records)
+        print_json(records, ensure_ascii=False)
         return 0
     if not records:
         print("no audit records", file=sys.stderr)
@@ -95,7 +91,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     trusted: list[VerifyKey] | None = list(args.trust) if args.trust else None
     report = audit.verify(log, trusted=trusted, expect_head=args.expect_head)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "log": str(log),
                 "ok": True,
@@ -107,7 +103,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 "last_time": report.last_time,
                 "trust_checked": trusted is not None,
                 "head_checked": args.expect_head is not None,
-            }
+            },
+            ensure_ascii=False,
         )
         return 0
     print(f"OK: {report.records} records, chain intact, head {report.head}")

@@ -51,9 +51,9 @@ def when(ts: int) -> str:
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def print_json(obj: Any) -> None:
+def print_json(obj: Any, *, ensure_ascii: bool = True) -> None:
     """``obj`` as indented JSON with sorted keys on stdout."""
-    print(json.dumps(obj, indent=2, sort_keys=True))
+    print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=ensure_ascii))
 
 
 def signer_rows(signers: Sequence[Signer]) -> list[dict[str, Any]]:
