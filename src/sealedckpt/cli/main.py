@@ -40,7 +40,8 @@ from ..errors import (
 from ..payload import safetensors as payload
 from ..stores import audit
 from ..stores.audit import AuditError
-from ..stores.keystore import KINDS, KeyRecord, Keystore, KeystoreNotice, set_passphrase_provider
+from ..stores.backends import KeystoreNotice
+from ..stores.keystore import KINDS, KeyRecord, Keystore, set_passphrase_provider
 from ..stores.trust import TrustStore
 from .audit import add_audit_parser
 from .progress import Bar
