@@ -53,3 +53,25 @@ def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class MemorySecrets:
+    """A secret backend in memory (tests only)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._d: dict[str, str] = {}
+
+    def put(self, key_id: str, secret: str) -> None:
+        from sealedckpt import KeystoreError
+
+        if key_id in self._d:
+            raise KeystoreError(f"a secret for key {key_id} already exists")
+        self._d[key_id] = secret
+
+    def get(self, key_id: str) -> str | None:
+        return self._d.get(key_id)
+
+    def delete(self, key_id: str) -> None:
+        self._d.pop(key_id, None)

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from sealedckpt.cli import audit as cli_audit
 from sealedckpt.crypto import SigningKey, SymmetricKey, textkeys
 from sealedckpt.errors import SealedCkptError
-from sealedckpt.stores import audit
+from sealedckpt.stores import audit, audit_records
 from sealedckpt.stores.audit import AuditError
 
-FIELDS = audit._FIELDS
+FIELDS = audit_records.FIELDS
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def loads(raw: bytes) -> dict[str, Any]:
 
 
 def dumps(rec: dict[str, Any]) -> bytes:
-    return audit._line(rec)
+    return audit_records.line(rec)
 
 
 def mutate(value: Any) -> Any:
@@ -90,7 +90,7 @@ def rehash(rec: dict[str, Any], signing_key: SigningKey | None = None) -> dict[s
         rec["signer"] = textkeys.verify_key_to_text(signing_key.public)
     rec["hash"] = audit.record_hash(rec)
     if signing_key is not None:
-        rec["sig"] = base64.b64encode(signing_key.sign(audit._sig_message(rec["hash"]))).decode()
+        rec["sig"] = base64.b64encode(signing_key.sign(audit_records.sig_message(rec["hash"]))).decode()
     return rec
 
 
@@ -408,7 +408,7 @@ def test_bad_signature_is_detected(log: Path, signer: SigningKey) -> None:
     write_log(log, 3, signing_key=signer)
     parts = lines(log)
     rec = loads(parts[1])
-    rec["sig"] = base64.b64encode(SigningKey.generate().sign(audit._sig_message(rec["hash"]))).decode()
+    rec["sig"] = base64.b64encode(SigningKey.generate().sign(audit_records.sig_message(rec["hash"]))).decode()
     put(log, [parts[0], dumps(rec), parts[2]])
     with pytest.raises(AuditError, match="line 2: invalid signature"):
         audit.verify(log)
@@ -643,3 +643,28 @@ def test_cli_verify_trust(capsys: pytest.CaptureFixture[str], log: Path, signer:
 def test_cli_requires_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "audit")
     assert code == 2 and "COMMAND" in err
+
+
+def test_audit_log_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The audit context is a value: off unless asked, its path and signer from the environment."""
+    monkeypatch.delenv(audit.ENV_AUDIT, raising=False)
+    monkeypatch.setenv(audit.ENV_AUDIT_LOG, str(tmp_path / "env.jsonl"))
+    assert audit.AuditLog.from_env(default=False) is None
+    on = audit.AuditLog.from_env(default=True)
+    assert on == audit.AuditLog(tmp_path / "env.jsonl", None)
+    monkeypatch.setenv(audit.ENV_AUDIT, "0")
+    assert audit.AuditLog.from_env(default=True) is None
+    monkeypatch.setenv(audit.ENV_AUDIT, "sometimes")
+    with pytest.raises(AuditError, match="must be 1 or 0"):
+        audit.AuditLog.from_env(default=True)
+
+
+def test_audit_log_records_where_it_points(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    log = audit.AuditLog(tmp_path / "a.jsonl", key)
+    assert key.key_id in repr(log) and "SCKPT-" not in repr(log)
+    rec = log.record("seal", path="x.sealed", digest="blake3:" + "0" * 64, key_ids=["ab"])
+    assert rec["seq"] == 0 and rec["op"] == "seal" and rec["signer"] == textkeys.verify_key_to_text(key.public)
+    assert log.record("load")["prev"] == rec["hash"]
+    report = audit.verify(tmp_path / "a.jsonl", trusted=[key.public])
+    assert report.records == 2 and report.signed == 2

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import MemorySecrets
 
 import sealedckpt
 from sealedckpt.crypto import Passphrase, RecipientKey, SigningKey, SymmetricKey, textkeys
+from sealedckpt.stores import backends
 from sealedckpt.stores import keystore as keys
 
 
@@ -40,22 +42,22 @@ def test_secret_service_is_present_when_required() -> None:
 
 
 @pytest.fixture(params=["memory", "file", "secret-service"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[keys.SecretBackend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[backends.SecretBackend]:
     if request.param == "memory":
-        yield keys.MemorySecrets()
+        yield MemorySecrets()
     elif request.param == "file":
-        yield keys.FileSecrets(tmp_path / "home" / "keys")
+        yield backends.FileSecrets(tmp_path / "home" / "keys")
     else:
         if SECRET_SERVICE is None:
             pytest.skip("no Secret Service session")
-        yield keys.KeyringSecrets(SECRET_SERVICE)
+        yield backends.KeyringSecrets(SECRET_SERVICE)
 
 
 def _kid() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def test_backend_put_get_delete(backend: keys.SecretBackend) -> None:
+def test_backend_put_get_delete(backend: backends.SecretBackend) -> None:
     kid = _kid()
     assert backend.get(kid) is None
     text = textkeys.secret_to_text(SymmetricKey.generate())
@@ -70,7 +72,7 @@ def test_backend_put_get_delete(backend: keys.SecretBackend) -> None:
 
 
 @pytest.mark.parametrize("kind", keys.KINDS)
-def test_keystore_over_each_backend(backend: keys.SecretBackend, tmp_path: Path, kind: keys.Kind) -> None:
+def test_keystore_over_each_backend(backend: backends.SecretBackend, tmp_path: Path, kind: keys.Kind) -> None:
     ks = keys.Keystore(tmp_path / "home", secrets=backend)
     rec = ks.generate(kind, f"k-{kind}")
     assert rec.default and rec.backend == backend.name and ks.find(f"k-{kind}") == rec
@@ -90,7 +92,7 @@ def test_keystore_over_each_backend(backend: keys.SecretBackend, tmp_path: Path,
     assert ks.records() == []
 
 
-def test_passphrase_protected_key(backend: keys.SecretBackend, tmp_path: Path) -> None:
+def test_passphrase_protected_key(backend: backends.SecretBackend, tmp_path: Path) -> None:
     ks = keys.Keystore(tmp_path / "home", secrets=backend)
     pw = Passphrase("correct horse", log2n=10)
     rec = ks.generate("symmetric", "prot", protect=pw)
@@ -105,9 +107,30 @@ def test_passphrase_protected_key(backend: keys.SecretBackend, tmp_path: Path) -
     ks.remove(rec.id)
 
 
+def test_passphrase_callback_is_injected(tmp_path: Path) -> None:
+    """A protected key asks the keystore's own callback, with the record it is unlocking."""
+    asked: list[str] = []
+
+    def ask(rec: keys.KeyRecord) -> Passphrase | None:
+        asked.append(rec.name)
+        return Passphrase("pw", log2n=10) if rec.name == "prot" else None
+
+    home = tmp_path / "home"
+    shared = MemorySecrets()
+    keys.Keystore(home, secrets=shared).generate("symmetric", "prot", protect=Passphrase("pw", log2n=10))
+    keys.Keystore(home, secrets=shared).generate("symmetric", "other", protect=Passphrase("x", log2n=10))
+    ks = keys.Keystore(home, secrets=shared, passphrase=ask)
+    assert ks.secret(ks.find("prot")).key_id == ks.find("prot").id
+    with pytest.raises(sealedckpt.NoKeyError, match="protected by a passphrase"):
+        ks.secret(ks.find("other"))  # the callback declined
+    assert asked == ["prot", "other"]
+    with pytest.raises(sealedckpt.NoKeyError, match="protected by a passphrase"):
+        keys.Keystore(home, secrets=shared).secret(ks.find("prot"))  # another keystore: no callback
+
+
 def test_file_store_layout_and_permissions(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ks = keys.Keystore(home, secrets=keys.FileSecrets(home / "keys"))
+    ks = keys.Keystore(home, secrets=backends.FileSecrets(home / "keys"))
     rec = ks.generate("symmetric", "a")
     assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(home / "keys").st_mode) == 0o700
@@ -121,7 +144,7 @@ def test_file_store_layout_and_permissions(tmp_path: Path) -> None:
 
 def test_file_store_refuses_loose_permissions_and_links(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    store = keys.FileSecrets(home / "keys")
+    store = backends.FileSecrets(home / "keys")
     ks = keys.Keystore(home, secrets=store)
     rec = ks.generate("symmetric", "a")
     key_file = home / "keys" / f"{rec.id}.key"
@@ -144,7 +167,7 @@ def test_file_store_refuses_loose_permissions_and_links(tmp_path: Path) -> None:
 
 
 def test_names_ids_and_public_only_entries(tmp_path: Path) -> None:
-    ks = keys.Keystore(tmp_path / "h", secrets=keys.MemorySecrets())
+    ks = keys.Keystore(tmp_path / "h", secrets=MemorySecrets())
     rec = ks.generate("symmetric", "train")
     assert ks.find(rec.id[:6]) == rec and ks.find(rec.id) == rec
     with pytest.raises(keys.KeystoreError, match="already exists"):
@@ -164,22 +187,22 @@ def test_names_ids_and_public_only_entries(tmp_path: Path) -> None:
 
 def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEALEDCKPT_KEYSTORE", "file")
-    assert isinstance(keys.choose_backend(tmp_path), keys.FileSecrets)
+    assert isinstance(backends.choose_backend(tmp_path), backends.FileSecrets)
     monkeypatch.setenv("SEALEDCKPT_KEYSTORE", "bogus")
     with pytest.raises(keys.KeystoreError, match="must be 'keyring' or 'file'"):
-        keys.choose_backend(tmp_path)
+        backends.choose_backend(tmp_path)
     monkeypatch.delenv("SEALEDCKPT_KEYSTORE")
-    monkeypatch.setattr(keys, "keyring_available", lambda: False)
-    with pytest.warns(keys.KeystoreNotice, match="file keystore"):
-        assert isinstance(keys.choose_backend(tmp_path), keys.FileSecrets)
+    monkeypatch.setattr(backends, "keyring_available", lambda: False)
+    with pytest.warns(backends.KeystoreNotice, match="file keystore"):
+        assert isinstance(backends.choose_backend(tmp_path), backends.FileSecrets)
     (tmp_path / "keys").mkdir()
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert isinstance(keys.choose_backend(tmp_path), keys.FileSecrets)  # said once only
-    monkeypatch.setattr(keys, "keyring_available", lambda: True)
-    assert isinstance(keys.choose_backend(tmp_path), keys.KeyringSecrets)
+        assert isinstance(backends.choose_backend(tmp_path), backends.FileSecrets)  # said once only
+    monkeypatch.setattr(backends, "keyring_available", lambda: True)
+    assert isinstance(backends.choose_backend(tmp_path), backends.KeyringSecrets)
 
 
 def test_concurrent_writers_do_not_lose_keys(tmp_path: Path) -> None:
@@ -193,7 +216,7 @@ def test_concurrent_writers_do_not_lose_keys(tmp_path: Path) -> None:
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    ks = keys.Keystore(home, secrets=keys.FileSecrets(home / "keys"))
+    ks = keys.Keystore(home, secrets=backends.FileSecrets(home / "keys"))
     names = sorted(r.name for r in ks.records())
     assert names == sorted(f"w{i}-{j}" for i in range(4) for j in range(5))
     assert sum(r.default for r in ks.records()) == 1
@@ -209,15 +232,15 @@ def test_private_dir_tolerates_losing_the_mkdir_race(tmp_path: Path, monkeypatch
         raise FileExistsError(17, "File exists", str(self))
 
     monkeypatch.setattr(Path, "mkdir", racing_mkdir)
-    assert keys._private_dir(target) == target
+    assert backends.private_dir(target) == target
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
     monkeypatch.undo()
     os.chmod(target, 0o755)  # what the winner left is still vetted
     with pytest.raises(keys.KeystoreError, match="accessible by other users"):
-        keys._private_dir(target)
+        backends.private_dir(target)
 
 
 def _gen_many(home: str, i: int) -> None:
-    ks = keys.Keystore(Path(home), secrets=keys.FileSecrets(Path(home) / "keys"))
+    ks = keys.Keystore(Path(home), secrets=backends.FileSecrets(Path(home) / "keys"))
     for j in range(5):
         ks.generate("symmetric", f"w{i}-{j}")

@@ -1,4 +1,4 @@
-"""Crash-safe replacement of a file: the path holds either the old file or the whole new one."""
+"""Files: crash-safe replacement (the path holds the old file or the whole new one), fsync, locks."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _umask() -> int:
     return 0o022
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -33,6 +33,21 @@ def _fsync_dir(directory: str) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def flock(fd: int, exclusive: bool) -> None:
+    """Block until ``fd`` holds an exclusive (or shared) advisory lock (POSIX; a no-op elsewhere)."""
+    if os.name == "posix":
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+
+def funlock(fd: int) -> None:
+    if os.name == "posix":
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 _LINKABLE: dict[int, bool] = {}
@@ -101,7 +116,7 @@ def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Bi
             os.chmod(named, mode & ~_umask())
             os.replace(named, target)
             named = None
-        _fsync_dir(directory)
+        fsync_dir(directory)
     finally:
         os.close(fd)
         for leftover in (named, link_name):

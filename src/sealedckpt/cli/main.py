@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import SealedCkptError
-from ..stores.keystore import KeystoreNotice
+from ..stores.backends import KeystoreNotice
 from .args import build_parser
 from .output import fail, show_warning
 

@@ -23,7 +23,7 @@ from ..errors import (
     SignatureError,
     UnsafePayloadError,
 )
-from ..stores.keystore import KeystoreNotice
+from ..stores.backends import KeystoreNotice
 from .progress import Bar
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6

@@ -34,26 +34,28 @@ import binascii
 import contextlib
 import contextvars
 import datetime as _dt
-import getpass
-import hashlib
-import json
 import os
-import socket
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._fs import flock, fsync_dir, funlock
 from ..crypto import SigningKey, VerifyKey, textkeys
 from ..errors import AuditError
-from .keystore import default_home
+from .audit_records import GENESIS, is_hex64, line, new_record, parse, record_hash, record_time, sig_message
+from .backends import default_home
+
+if TYPE_CHECKING:
+    from .keystore import Keystore
 
 __all__ = [
     "ENV_AUDIT",
     "ENV_AUDIT_LOG",
     "GENESIS",
     "AuditError",
+    "AuditLog",
     "VerifyReport",
     "enabled",
     "log_path",
@@ -65,33 +67,9 @@ __all__ = [
 
 ENV_AUDIT = "SEALEDCKPT_AUDIT"
 ENV_AUDIT_LOG = "SEALEDCKPT_AUDIT_LOG"
-FORMAT_VERSION = 1
-GENESIS = "0" * 64
-SIG_CONTEXT = b"sealedckpt/v1 audit\x00"
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-#: The order fields are written in (and must appear in, see :func:`verify`).
-_FIELDS = (
-    "v",
-    "seq",
-    "time",
-    "op",
-    "path",
-    "digest",
-    "key_ids",
-    "signer_ids",
-    "outcome",
-    "host",
-    "user",
-    "pid",
-    "detail",
-    "prev",
-    "hash",
-)
-_SIG_FIELDS = ("signer", "sig")
+ENV_AUDIT_KEY = "SEALEDCKPT_AUDIT_KEY"
 _BLOCK = 4096
 _VERIFY_HINT = "run `sealedckpt audit verify` to see what is wrong with the log"
-_SECRET_MARKERS = tuple(h + "1" for h in (textkeys.HRP_SYMMETRIC, textkeys.HRP_SIGNING, textkeys.HRP_IDENTITY))
 
 
 @dataclass(frozen=True)
@@ -153,188 +131,7 @@ def enabled(default: bool) -> bool:
     raise AuditError(f"{ENV_AUDIT} must be 1 or 0, not {raw!r}")
 
 
-# --- encoding -------------------------------------------------------------------------------------
-
-
-def _canonical(obj: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-            "utf-8"
-        )
-    except (UnicodeEncodeError, ValueError, TypeError) as exc:
-        raise AuditError(f"record cannot be encoded: {exc}") from None
-
-
-def record_hash(rec: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of the canonical JSON of ``rec`` without ``hash`` and ``sig``."""
-    body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
-    return hashlib.sha256(_canonical(body)).hexdigest()
-
-
-def _line(rec: Mapping[str, Any]) -> bytes:
-    ordered = {k: rec[k] for k in (*_FIELDS, *_SIG_FIELDS) if k in rec}
-    try:
-        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8") + b"\n"
-    except (UnicodeEncodeError, ValueError, TypeError) as exc:
-        raise AuditError(f"record cannot be encoded: {exc}") from None
-
-
-def _sig_message(hash_hex: str) -> bytes:
-    return SIG_CONTEXT + bytes.fromhex(hash_hex)
-
-
-def _looks_secret(s: str) -> bool:
-    if "SCKPT-" in s:
-        return True
-    low = s.lower()
-    return any(m in low for m in _SECRET_MARKERS)
-
-
-def _check_text(value: object, what: str, *, allow_empty: bool = True) -> str:
-    if not isinstance(value, str):
-        raise AuditError(f"audit {what} must be a string, not {type(value).__name__}")
-    if not allow_empty and not value:
-        raise AuditError(f"audit {what} must not be empty")
-    if _looks_secret(value):
-        raise AuditError(
-            f"refusing to write what looks like a secret key into the audit log ({what})",
-            hint="audit records hold key ids, never keys",
-        )
-    return value
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name and no passwd entry (e.g. a container with an unknown uid)
-        getuid = getattr(os, "getuid", None)
-        return str(getuid()) if getuid is not None else "unknown"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime(TIME_FORMAT)
-
-
-# --- parsing and checking one line ----------------------------------------------------------------
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _is_hex64(v: object) -> bool:
-    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_str_list(v: object) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
-def _parse(raw: bytes, lineno: int) -> dict[str, Any]:
-    """One line (without its newline) as a schema-checked record; AuditError naming the line."""
-    where = f"audit log line {lineno}"
-    try:
-        rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError:
-        raise AuditError(f"{where}: not valid UTF-8") from None
-    except ValueError as exc:
-        raise AuditError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(rec, dict):
-        raise AuditError(f"{where}: not a JSON object")
-    if rec.get("v") != FORMAT_VERSION or not _is_int(rec.get("v")):
-        raise AuditError(f"{where}: unsupported record version {rec.get('v')!r}")
-    keys = set(rec)
-    missing = [k for k in _FIELDS if k not in keys]
-    if missing:
-        raise AuditError(f"{where}: missing field(s) {', '.join(missing)}")
-    extra = sorted(keys - set(_FIELDS) - set(_SIG_FIELDS))
-    if extra:
-        raise AuditError(f"{where}: unknown field(s) {', '.join(extra)}")
-    if ("signer" in keys) != ("sig" in keys):
-        raise AuditError(f"{where}: 'signer' and 'sig' must appear together")
-    bad: str | None = None
-    if not _is_int(rec["seq"]) or rec["seq"] < 0:
-        bad = "seq"
-    elif not isinstance(rec["time"], str):
-        bad = "time"
-    elif not isinstance(rec["op"], str) or not rec["op"]:
-        bad = "op"
-    elif rec["path"] is not None and not isinstance(rec["path"], str):
-        bad = "path"
-    elif rec["digest"] is not None and not isinstance(rec["digest"], str):
-        bad = "digest"
-    elif not _is_str_list(rec["key_ids"]):
-        bad = "key_ids"
-    elif not _is_str_list(rec["signer_ids"]):
-        bad = "signer_ids"
-    elif not isinstance(rec["outcome"], str):
-        bad = "outcome"
-    elif not isinstance(rec["host"], str):
-        bad = "host"
-    elif not isinstance(rec["user"], str):
-        bad = "user"
-    elif not _is_int(rec["pid"]):
-        bad = "pid"
-    elif not isinstance(rec["detail"], dict) or not all(isinstance(v, str) for v in rec["detail"].values()):
-        bad = "detail"
-    elif not _is_hex64(rec["prev"]):
-        bad = "prev"
-    elif not _is_hex64(rec["hash"]):
-        bad = "hash"
-    elif "signer" in rec and not isinstance(rec["signer"], str):
-        bad = "signer"
-    elif "sig" in rec and not isinstance(rec["sig"], str):
-        bad = "sig"
-    if bad is not None:
-        raise AuditError(f"{where}: field {bad!r} has the wrong type or form")
-    try:
-        _dt.datetime.strptime(rec["time"], TIME_FORMAT)
-    except ValueError:
-        raise AuditError(f"{where}: field 'time' is not an ISO-8601 UTC time with microseconds") from None
-    return rec
-
-
-def _record_time(rec: Mapping[str, Any]) -> _dt.datetime:
-    return _dt.datetime.strptime(rec["time"], TIME_FORMAT).replace(tzinfo=_dt.timezone.utc)
-
-
 # --- file access ----------------------------------------------------------------------------------
-
-
-def _flock(fd: int, exclusive: bool) -> None:
-    if os.name == "posix":
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-
-
-def _funlock(fd: int) -> None:
-    if os.name == "posix":
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _open_for_append(path: Path) -> int:
@@ -353,7 +150,7 @@ def _open_for_append(path: Path) -> int:
         else:
             with contextlib.suppress(OSError):
                 os.fchmod(fd, 0o600)  # the umask may have cleared bits; never widen beyond 0600
-            _fsync_dir(parent)
+            fsync_dir(str(parent))
             break
         try:
             fd = os.open(path, flags)
@@ -391,11 +188,11 @@ def _last_line(fd: int, size: int) -> bytes:
 
 def _snapshot_size(fd: int) -> int:
     """Size of the log with no append in progress (shared lock only while we fstat)."""
-    _flock(fd, exclusive=False)
+    flock(fd, exclusive=False)
     try:
         return os.fstat(fd).st_size
     finally:
-        _funlock(fd)
+        funlock(fd)
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -447,76 +244,55 @@ def record(
     ``SEALEDCKPT_AUDIT_KEY`` names, if set."""
     if signing_key is None:
         signing_key = _env_log_key()
-    _check_text(op, "op", allow_empty=False)
-    _check_text(outcome, "outcome", allow_empty=False)
-    abs_path = None if path is None else _check_text(os.path.abspath(os.fspath(path)), "path")
-    if digest is not None:
-        _check_text(digest, "digest")
-    if isinstance(key_ids, str) or isinstance(signer_ids, str):
-        raise AuditError("audit key_ids and signer_ids must be lists of strings, not a string")
-    kids = [_check_text(k, "key id") for k in key_ids]
-    sids = [_check_text(k, "signer id") for k in signer_ids]
-    det: dict[str, str] = {}
-    for k, v in (detail or {}).items():
-        det[_check_text(k, "detail key")] = _check_text(v, f"detail {k!r}")
-    signer = None if signing_key is None else textkeys.verify_key_to_text(signing_key.public)
-
+    rec = new_record(
+        op, path=path, digest=digest, key_ids=key_ids, signer_ids=signer_ids, outcome=outcome, detail=detail
+    )
     target = log if log is not None else log_path()
     fd = _open_for_append(target)
     try:
-        _flock(fd, exclusive=True)
+        flock(fd, exclusive=True)
         size = os.fstat(fd).st_size
-        if size == 0:
-            seq, prev = 0, GENESIS
-        else:
-            if os.pread(fd, 1, size - 1) != b"\n":
-                raise AuditError(
-                    f"the audit log {target} ends in a torn line (an interrupted write?); refusing to append",
-                    hint=_VERIFY_HINT,
-                )
-            try:
-                last: dict[str, Any] | None = _parse(_last_line(fd, size), lineno=0)
-            except AuditError:
-                last = None
-            if last is None or record_hash(last) != last["hash"]:
-                raise AuditError(
-                    f"the last record of the audit log {target} is damaged; refusing to append", hint=_VERIFY_HINT
-                )
-            seq, prev = last["seq"] + 1, last["hash"]
-        rec: dict[str, Any] = {
-            "v": FORMAT_VERSION,
-            "seq": seq,
-            "time": _now(),
-            "op": op,
-            "path": abs_path,
-            "digest": digest,
-            "key_ids": kids,
-            "signer_ids": sids,
-            "outcome": outcome,
-            "host": socket.gethostname(),
-            "user": _user(),
-            "pid": os.getpid(),
-            "detail": det,
-            "prev": prev,
-        }
-        if signer is not None:
-            rec["signer"] = signer
+        rec["seq"], rec["prev"] = _next_link(fd, size, target)
+        if signing_key is not None:
+            rec["signer"] = textkeys.verify_key_to_text(signing_key.public)
         rec["hash"] = record_hash(rec)
         if signing_key is not None:
-            rec["sig"] = base64.b64encode(signing_key.sign(_sig_message(rec["hash"]))).decode("ascii")
-        line = _line(rec)
-        try:
-            n = os.write(fd, line)
-            if n != len(line):
-                raise OSError(f"short write ({n} of {len(line)} bytes)")
-            os.fsync(fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)  # we hold the lock: take back a partial line
-            raise
+            rec["sig"] = base64.b64encode(signing_key.sign(sig_message(rec["hash"]))).decode("ascii")
+        _append(fd, size, line(rec))
         return rec
     finally:
         os.close(fd)  # also releases the lock
+
+
+def _next_link(fd: int, size: int, target: Path) -> tuple[int, str]:
+    """``seq`` and ``prev`` of the record to append after the log's last record."""
+    if size == 0:
+        return 0, GENESIS
+    if os.pread(fd, 1, size - 1) != b"\n":
+        raise AuditError(
+            f"the audit log {target} ends in a torn line (an interrupted write?); refusing to append",
+            hint=_VERIFY_HINT,
+        )
+    try:
+        last: dict[str, Any] | None = parse(_last_line(fd, size), lineno=0)
+    except AuditError:
+        last = None
+    if last is None or record_hash(last) != last["hash"]:
+        raise AuditError(f"the last record of the audit log {target} is damaged; refusing to append", hint=_VERIFY_HINT)
+    return last["seq"] + 1, last["hash"]
+
+
+def _append(fd: int, size: int, data: bytes) -> None:
+    """Write ``data`` at the end and fsync; on failure take back a partial line (we hold the lock)."""
+    try:
+        n = os.write(fd, data)
+        if n != len(data):
+            raise OSError(f"short write ({n} of {len(data)} bytes)")
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
 
 
 def read(log: Path | None = None, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -532,8 +308,8 @@ def read(log: Path | None = None, since: _dt.datetime | None = None) -> list[dic
         since = since.replace(tzinfo=_dt.timezone.utc)
     out = []
     for lineno, raw in _iter_lines(target):
-        rec = _parse(raw, lineno)
-        if since is None or _record_time(rec) >= since:
+        rec = parse(raw, lineno)
+        if since is None or record_time(rec) >= since:
             out.append(rec)
     return out
 
@@ -554,75 +330,137 @@ def verify(
     trust = set(trusted) if trusted is not None else None
     if expect_head is not None:
         expect_head = expect_head.strip().lower()
-        if not _is_hex64(expect_head):
+        if not is_hex64(expect_head):
             raise AuditError("expected head must be 64 hex digits (a record hash)")
     head = GENESIS
     count = signed = 0
-    first_time: str | None = None
-    last_time: str | None = None
+    first: str | None = None
+    last: str | None = None
     signers: set[str] = set()
     key_cache: dict[str, VerifyKey] = {}
     for lineno, raw in _iter_lines(target):
         where = f"audit log line {lineno}"
-        if not raw:
-            raise AuditError(f"{where}: empty line")
-        rec = _parse(raw, lineno)
-        if record_hash(rec) != rec["hash"]:
-            raise AuditError(f"{where}: record hash mismatch (the record was edited)")
-        if rec["seq"] != count:
-            raise AuditError(
-                f"{where}: seq is {rec['seq']}, expected {count} (a record was removed, inserted, reordered "
-                "or duplicated)"
-            )
-        if rec["prev"] != head:
-            raise AuditError(
-                f"{where}: prev does not match the hash of the record before it (the chain is broken: a record "
-                "was removed, inserted, reordered or replaced)"
-            )
-        if _line(rec)[:-1] != raw:
-            raise AuditError(f"{where}: not in canonical form (bytes were changed)")
+        rec = _check_link(raw, lineno, count, head)
         if "sig" in rec:
-            vk = key_cache.get(rec["signer"])
-            if vk is None:
-                try:
-                    vk = textkeys.verify_key_from_text(rec["signer"])
-                except ValueError as exc:
-                    raise AuditError(f"{where}: signer is not a verify key ({exc})") from None
-                key_cache[rec["signer"]] = vk
-            try:
-                sig = base64.b64decode(rec["sig"], validate=True)
-            except (binascii.Error, ValueError):
-                raise AuditError(f"{where}: signature is not base64") from None
-            if base64.b64encode(sig).decode("ascii") != rec["sig"] or textkeys.verify_key_to_text(vk) != rec["signer"]:
-                raise AuditError(f"{where}: signature or signer not in canonical form (bytes were changed)")
-            if not vk.verify(sig, _sig_message(rec["hash"])):
-                raise AuditError(f"{where}: invalid signature")
-            if trust is not None and vk not in trust:
-                raise AuditError(f"{where}: signed by {rec['signer']}, which is not trusted")
+            _check_signature(rec, where, key_cache, trust)
             signed += 1
             signers.add(rec["signer"])
         elif trust is not None:
             raise AuditError(f"{where}: record is not signed, but trusted signers were required")
         head = rec["hash"]
         count += 1
-        if first_time is None:
-            first_time = rec["time"]
-        last_time = rec["time"]
+        first, last = first or rec["time"], rec["time"]
     if expect_head is not None and head != expect_head:
         raise AuditError(
             f"audit log head is {head} after {count} record(s), expected {expect_head} "
             "(records were removed from the end, or the log was rewritten)"
         )
-    return VerifyReport(
-        records=count,
-        head=head,
-        signed=signed,
-        first_time=first_time,
-        last_time=last_time,
-        signers=tuple(sorted(signers)),
-    )
+    return VerifyReport(count, head, signed, first, last, tuple(sorted(signers)))
 
 
+def _check_link(raw: bytes, lineno: int, seq: int, prev: str) -> dict[str, Any]:
+    """One line as a record whose hash, place in the chain and bytes all check out."""
+    where = f"audit log line {lineno}"
+    if not raw:
+        raise AuditError(f"{where}: empty line")
+    rec = parse(raw, lineno)
+    if record_hash(rec) != rec["hash"]:
+        raise AuditError(f"{where}: record hash mismatch (the record was edited)")
+    if rec["seq"] != seq:
+        raise AuditError(
+            f"{where}: seq is {rec['seq']}, expected {seq} (a record was removed, inserted, reordered or duplicated)"
+        )
+    if rec["prev"] != prev:
+        raise AuditError(
+            f"{where}: prev does not match the hash of the record before it (the chain is broken: a record "
+            "was removed, inserted, reordered or replaced)"
+        )
+    if line(rec)[:-1] != raw:
+        raise AuditError(f"{where}: not in canonical form (bytes were changed)")
+    return rec
+
+
+def _check_signature(
+    rec: Mapping[str, Any], where: str, key_cache: dict[str, VerifyKey], trust: set[VerifyKey] | None
+) -> None:
+    vk = key_cache.get(rec["signer"])
+    if vk is None:
+        try:
+            vk = textkeys.verify_key_from_text(rec["signer"])
+        except ValueError as exc:
+            raise AuditError(f"{where}: signer is not a verify key ({exc})") from None
+        key_cache[rec["signer"]] = vk
+    try:
+        sig = base64.b64decode(rec["sig"], validate=True)
+    except (binascii.Error, ValueError):
+        raise AuditError(f"{where}: signature is not base64") from None
+    if base64.b64encode(sig).decode("ascii") != rec["sig"] or textkeys.verify_key_to_text(vk) != rec["signer"]:
+        raise AuditError(f"{where}: signature or signer not in canonical form (bytes were changed)")
+    if not vk.verify(sig, sig_message(rec["hash"])):
+        raise AuditError(f"{where}: invalid signature")
+    if trust is not None and vk not in trust:
+        raise AuditError(f"{where}: signed by {rec['signer']}, which is not trusted")
+
+
+def _env_log_key(keystore: Keystore | None = None) -> SigningKey | None:
+    name = os.environ.get(ENV_AUDIT_KEY, "").strip()
+    if not name:
+        return None
+    if keystore is None:
+        from .keystore import Keystore
+
+        keystore = Keystore()
+    key = keystore.secret(keystore.find(name))
+    if not isinstance(key, SigningKey):
+        raise AuditError(f"{ENV_AUDIT_KEY} names {name!r}, which is not a signing key")
+    return key
+
+
+@dataclass(frozen=True)
+class AuditLog:
+    """Where records go and who signs them: the audit context, passed explicitly."""
+
+    path: Path
+    signing_key: SigningKey | None = None
+
+    def __repr__(self) -> str:
+        signer = "unsigned" if self.signing_key is None else f"signed by {self.signing_key.key_id}"
+        return f"AuditLog({str(self.path)!r}, {signer})"
+
+    @classmethod
+    def from_env(cls, *, default: bool, keystore: Keystore | None = None) -> AuditLog | None:
+        """The log the environment asks for, or None when auditing is off (see :func:`enabled`):
+        ``SEALEDCKPT_AUDIT_LOG`` (else the default home) signed by ``SEALEDCKPT_AUDIT_KEY``."""
+        if not enabled(default):
+            return None
+        return cls(log_path(), _env_log_key(keystore))
+
+    def record(
+        self,
+        op: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        digest: str | None = None,
+        key_ids: Sequence[str] = (),
+        signer_ids: Sequence[str] = (),
+        outcome: str = "ok",
+        detail: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Append one record (see :func:`record`)."""
+        return record(
+            op,
+            path=path,
+            digest=digest,
+            key_ids=key_ids,
+            signer_ids=signer_ids,
+            outcome=outcome,
+            detail=detail,
+            log=self.path,
+            signing_key=self.signing_key,
+        )
+
+
+# Until the CLI and the API pass an AuditLog explicitly (restructure in progress).
 _CLI_SCOPE: contextvars.ContextVar[bool] = contextvars.ContextVar("sealedckpt_audit_cli", default=False)
 
 
@@ -634,21 +472,6 @@ def cli_scope() -> Iterator[None]:
         yield
     finally:
         _CLI_SCOPE.reset(token)
-
-
-ENV_AUDIT_KEY = "SEALEDCKPT_AUDIT_KEY"
-
-
-def _env_log_key() -> SigningKey | None:
-    name = os.environ.get(ENV_AUDIT_KEY, "").strip()
-    if not name:
-        return None
-    from .keystore import Keystore
-
-    key = Keystore().secret(Keystore().find(name))
-    if not isinstance(key, SigningKey):
-        raise AuditError(f"{ENV_AUDIT_KEY} names {name!r}, which is not a signing key")
-    return key
 
 
 def api_enabled() -> bool:

@@ -1,18 +1,8 @@
-"""The keystore: secrets in the OS keyring or in sealedckpt's own file store, plus a registry.
+"""The keystore: named keys, a registry of their public facts plus a secret backend.
 
 ``keyring`` cannot list entries, so public facts about every key (id, name, kind, created,
 public key, default, retired/replaced-by, where the secret lives) are kept in a registry file
-under the data directory. Secrets live in one of:
-
-- :class:`KeyringSecrets`: the OS keyring via the ``keyring`` package (service ``sealedckpt``,
-  one entry per key id, the key's text form as the password);
-- :class:`FileSecrets`: ``$SEALEDCKPT_HOME/keys/<id>.key``, directory 0700 and files 0600,
-  created with O_EXCL; a group- or world-accessible store is refused;
-- :class:`MemorySecrets`: for tests.
-
-Which one: ``SEALEDCKPT_KEYSTORE=keyring|file`` forces it; otherwise the OS keyring when
-``keyring`` has a recommended backend, else the file store (said once, when it is created,
-as a :class:`KeystoreNotice` warning).
+under the data directory; the secrets live in a backend (:mod:`.backends`).
 """
 
 from __future__ import annotations
@@ -22,13 +12,10 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import stat
-import sys
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from .._fs import atomic_write
 from ..crypto import (
@@ -42,13 +29,20 @@ from ..crypto import (
     seal_secret,
     textkeys,
 )
-from ..errors import KeystoreError, NoKeyError
+from ..errors import InvalidArgumentError, KeystoreError, NoKeyError
+from .backends import (
+    FileSecrets,
+    KeyringSecrets,
+    SecretBackend,
+    check_private,
+    choose_backend,
+    default_home,
+    home_lock,
+    private_dir,
+)
 
 Kind = Literal["symmetric", "recipient", "signing"]
 KINDS: tuple[Kind, ...] = ("symmetric", "recipient", "signing")
-SERVICE = "sealedckpt"
-ENV_HOME = "SEALEDCKPT_HOME"
-ENV_BACKEND = "SEALEDCKPT_KEYSTORE"
 ENV_KEY = "SEALEDCKPT_KEY"
 ENV_PASSPHRASE_FILE = "SEALEDCKPT_KEYSTORE_PASSPHRASE_FILE"
 _PROTECTED_PREFIX = "sealedckpt-protected-v1:"
@@ -57,203 +51,6 @@ REGISTRY_VERSION = 1
 
 SecretKey = SymmetricKey | SigningKey | RecipientKey
 PublicKey = RecipientPublicKey | VerifyKey
-
-
-class KeystoreNotice(UserWarning):
-    """Informational: which secret store is in use."""
-
-
-def default_home() -> Path:
-    """``$SEALEDCKPT_HOME``, else the platform's per-user data directory."""
-    env = os.environ.get(ENV_HOME)
-    if env:
-        return Path(env)
-    if sys.platform == "win32":  # pragma: no cover
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "sealedckpt"
-    if sys.platform == "darwin":  # pragma: no cover
-        return Path.home() / "Library" / "Application Support" / "sealedckpt"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "sealedckpt"
-
-
-# --- secret backends ----------------------------------------------------------------------------
-
-
-class SecretBackend(Protocol):
-    name: str
-
-    def put(self, key_id: str, secret: str) -> None: ...
-    def get(self, key_id: str) -> str | None: ...
-    def delete(self, key_id: str) -> None: ...
-
-
-class MemorySecrets:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self._d: dict[str, str] = {}
-
-    def put(self, key_id: str, secret: str) -> None:
-        if key_id in self._d:
-            raise KeystoreError(f"a secret for key {key_id} already exists")
-        self._d[key_id] = secret
-
-    def get(self, key_id: str) -> str | None:
-        return self._d.get(key_id)
-
-    def delete(self, key_id: str) -> None:
-        self._d.pop(key_id, None)
-
-
-def _check_private(path: Path, want_dir: bool) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise KeystoreError(f"{path} is a symbolic link; refusing to use it")
-    if want_dir != stat.S_ISDIR(st.st_mode):
-        raise KeystoreError(f"{path} is not a {'directory' if want_dir else 'regular file'}")
-    if os.name == "posix":
-        if st.st_mode & 0o077:
-            raise KeystoreError(
-                f"{path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):o}); refusing to use it",
-                hint=f"chmod {'700' if want_dir else '600'} {path}",
-            )
-        if st.st_uid != os.getuid():
-            raise KeystoreError(f"{path} is owned by another user; refusing to use it")
-
-
-def _private_dir(path: Path) -> Path:
-    try:
-        path.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass  # another process may have won the race; _check_private vets what is there
-    else:
-        os.chmod(path, 0o700)  # mkdir's mode is masked by the umask
-    _check_private(path, want_dir=True)
-    return path
-
-
-class FileSecrets:
-    """Secrets as 0600 files in a 0700 directory (the embedded default)."""
-
-    name = "file"
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def _path(self, key_id: str) -> Path:
-        if not key_id.isalnum():
-            raise KeystoreError(f"invalid key id {key_id!r}")
-        return _private_dir(self.directory) / f"{key_id}.key"
-
-    def put(self, key_id: str, secret: str) -> None:
-        p = self._path(key_id)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(p, flags, 0o600)
-        except FileExistsError:
-            raise KeystoreError(f"a secret for key {key_id} already exists") from None
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(secret + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def get(self, key_id: str) -> str | None:
-        p = self._path(key_id)
-        try:
-            _check_private(p, want_dir=False)
-            return p.read_text(encoding="ascii").strip()
-        except FileNotFoundError:  # absent, or removed by another process meanwhile
-            return None
-
-    def delete(self, key_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key_id).unlink()
-
-
-class KeyringSecrets:
-    """Secrets in the OS keyring (Secret Service, macOS Keychain, Windows Credential Locker)."""
-
-    name = "keyring"
-
-    def __init__(self, backend: Any = None) -> None:
-        import keyring
-
-        self._kr = backend if backend is not None else keyring.get_keyring()
-
-    def put(self, key_id: str, secret: str) -> None:
-        if self.get(key_id) is not None:
-            raise KeystoreError(f"a secret for key {key_id} already exists in the keyring")
-        self._call(self._kr.set_password, SERVICE, key_id, secret)
-
-    def get(self, key_id: str) -> str | None:
-        out = self._call(self._kr.get_password, SERVICE, key_id)
-        return None if out is None else str(out)
-
-    def delete(self, key_id: str) -> None:
-        import keyring.errors
-
-        with contextlib.suppress(keyring.errors.PasswordDeleteError):
-            self._call(self._kr.delete_password, SERVICE, key_id)
-
-    @staticmethod
-    def _call(fn: Callable[..., Any], *args: str) -> Any:
-        import keyring.errors
-
-        try:
-            return fn(*args)
-        except keyring.errors.PasswordDeleteError:
-            raise
-        except keyring.errors.KeyringError as exc:
-            raise KeystoreError(
-                f"OS keyring failed: {type(exc).__name__}", hint=f"set {ENV_BACKEND}=file to use the file keystore"
-            ) from None
-
-
-def keyring_available() -> bool:
-    """True when ``keyring`` has a recommended (priority >= 1) backend."""
-    try:
-        import keyring
-        from keyring.backends import fail
-    except ImportError:  # pragma: no cover - keyring is a dependency
-        return False
-    kr = keyring.get_keyring()
-    return not isinstance(kr, fail.Keyring) and float(getattr(kr, "priority", 0)) >= 1
-
-
-def choose_backend(home: Path) -> SecretBackend:
-    forced = os.environ.get(ENV_BACKEND, "").strip().lower()
-    if forced == "keyring":
-        return KeyringSecrets()
-    if forced == "file":
-        return FileSecrets(home / "keys")
-    if forced:
-        raise KeystoreError(f"{ENV_BACKEND} must be 'keyring' or 'file', not {forced!r}")
-    if keyring_available():
-        return KeyringSecrets()
-    if (home / "keys").exists():
-        return FileSecrets(home / "keys")  # said when the store was created
-    warnings.warn(
-        f"no OS keyring available; using sealedckpt's file keystore in {home / 'keys'} (files 0600). "
-        f"Set {ENV_BACKEND}=file to silence this, or =keyring to require the OS keyring.",
-        KeystoreNotice,
-        stacklevel=3,
-    )
-    return FileSecrets(home / "keys")
-
-
-@contextlib.contextmanager
-def home_lock(home: Path, name: str) -> Iterator[None]:
-    """An exclusive flock on ``home/name``: read-modify-write of a registry by many processes."""
-    _private_dir(home)
-    fd = os.open(home / name, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        if os.name == "posix":
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 # --- registry -----------------------------------------------------------------------------------
@@ -292,24 +89,40 @@ def _kind_of(k: SecretKey | PublicKey) -> Kind:
 
 
 PassphraseProvider = Callable[["KeyRecord"], Passphrase | None]
-_provider: PassphraseProvider | None = None
+_provider: PassphraseProvider | None = None  # removed once the CLI injects Keystore(passphrase=...)
 
 
 def set_passphrase_provider(fn: PassphraseProvider | None) -> None:
-    """How protected keys get their passphrase when the caller gave none (the CLI prompts)."""
+    """Deprecated: pass ``Keystore(passphrase=...)``."""
     global _provider
     _provider = fn
 
 
 class Keystore:
-    """Named keys: a registry of public facts plus a secret backend."""
+    """Named keys: a registry of public facts plus a secret backend.
 
-    def __init__(self, home: Path | None = None, secrets: SecretBackend | None = None) -> None:
+    ``passphrase`` is asked for the passphrase of a protected key when the caller of
+    :meth:`secret` gave none and ``SEALEDCKPT_KEYSTORE_PASSPHRASE_FILE`` is unset (the CLI
+    prompts); it may return None to decline.
+    """
+
+    def __init__(
+        self,
+        home: Path | str | None = None,
+        secrets: SecretBackend | None = None,
+        *,
+        passphrase: PassphraseProvider | None = None,
+    ) -> None:
         self.home = Path(home) if home is not None else default_home()
         self._secrets = secrets
         self._backends: dict[str, SecretBackend] = {}
+        self._passphrase = passphrase
 
     # -- plumbing --
+
+    def _ask(self, record: KeyRecord) -> Passphrase | None:
+        ask = self._passphrase or _provider
+        return ask(record) if ask is not None else None
 
     @property
     def registry_path(self) -> Path:
@@ -317,7 +130,7 @@ class Keystore:
 
     def secrets(self) -> SecretBackend:
         if self._secrets is None:
-            _private_dir(self.home)
+            private_dir(self.home)
             self._secrets = choose_backend(self.home)
         return self._secrets
 
@@ -340,7 +153,7 @@ class Keystore:
         p = self.registry_path
         if not p.exists():
             return []
-        _check_private(self.home, want_dir=True)
+        check_private(self.home, want_dir=True)
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
             if doc.get("version") != REGISTRY_VERSION:
@@ -385,7 +198,7 @@ class Keystore:
                 f"the secret of key {record.name!r} ({record.id}) is missing from the {record.backend} store"
             )
         if text.startswith(_PROTECTED_PREFIX):
-            passphrase = passphrase or _env_passphrase() or (_provider(record) if _provider else None)
+            passphrase = passphrase or _env_passphrase() or self._ask(record)
             if passphrase is None:
                 raise NoKeyError(
                     f"key {record.name!r} is protected by a passphrase",
@@ -426,7 +239,7 @@ class Keystore:
         kind = _kind_of(key)
         secret = isinstance(key, (SymmetricKey, SigningKey, RecipientKey))
         if protect is not None and not secret:
-            raise ValueError("only secret keys can be passphrase-protected")
+            raise InvalidArgumentError("only secret keys can be passphrase-protected")
         public: str | None = None
         if isinstance(key, (SigningKey, RecipientKey)):
             public = textkeys.public_to_text(key.public)
@@ -435,7 +248,7 @@ class Keystore:
         with self._locked():
             records = self._read()
             name = name or f"{kind}-{key.key_id[:8]}"
-            _check_name(name)
+            check_name(name)
             if any(r.name == name for r in records):
                 raise KeystoreError(f"a key named {name!r} already exists")
             if any(r.id == key.key_id for r in records):
@@ -475,7 +288,7 @@ class Keystore:
         elif kind == "signing":
             key = SigningKey.generate()
         else:
-            raise ValueError(f"unknown key kind {kind!r}")
+            raise InvalidArgumentError(f"unknown key kind {kind!r}")
         return self.add(key, name, default=default, protect=protect)
 
     def set_default(self, ref: str) -> KeyRecord:
@@ -532,7 +345,7 @@ class Keystore:
         return out
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "-_.@" for c in name) or name[0] in ".-":
         raise KeystoreError(f"invalid key name {name!r}: use 1-64 letters, digits, '-', '_', '.', '@'")
 

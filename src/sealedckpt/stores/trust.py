@@ -17,7 +17,8 @@ from pathlib import Path
 from .._fs import atomic_write
 from ..crypto import VerifyKey, textkeys
 from ..errors import KeystoreError, SignatureError
-from .keystore import _check_name, _check_private, default_home, home_lock
+from .backends import check_private, default_home, home_lock
+from .keystore import check_name
 
 ENV_REQUIRE = "SEALEDCKPT_REQUIRE_SIGNATURE"
 
@@ -52,8 +53,8 @@ class TrustStore:
     def publishers(self) -> list[Publisher]:
         if not self.path.exists():
             return []
-        _check_private(self.home, want_dir=True)
-        _check_private(self.path, want_dir=False)  # whoever can write it decides whom you trust
+        check_private(self.home, want_dir=True)
+        check_private(self.path, want_dir=False)  # whoever can write it decides whom you trust
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             if doc.get("version") != 1:
@@ -71,7 +72,7 @@ class TrustStore:
             f.write(json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n")
 
     def add(self, name: str, key: VerifyKey) -> Publisher:
-        _check_name(name)
+        check_name(name)
         with self._locked():
             pubs = self.publishers()
             text = textkeys.verify_key_to_text(key)
@@ -102,7 +103,3 @@ class TrustStore:
                 hint="add a publisher with `sealedckpt trust add NAME sckpt-vk1...`",
             )
         return keys
-
-    def name_of(self, key: VerifyKey) -> str | None:
-        text = textkeys.verify_key_to_text(key)
-        return next((p.name for p in self.publishers() if p.public == text), None)
