@@ -7,10 +7,10 @@ Functions with an ``audit`` argument record their operation, with its outcome, i
 
 from ..container import root_label
 from ..release.directory import DirEntry, DirVerifyResult
-from ..release.files import Progress, ProgressStart
+from ..release.files import ProgressStart
 from ..release.policy import check_release
 from ._common import PathOrFile
-from ._keys import LoadKey, SaveKey, Trusted, default_key
+from ._keys import LoadKey, RawKey, SaveKey, Trusted, default_key
 from .checkpoint import inspect, load, open, save, sign, verify
 from .dirs import load_dir, seal_dir, sign_dir, unseal_dir, verify_dir
 from .files import rewrap_file, seal_file, unseal_file
@@ -20,8 +20,8 @@ __all__ = [
     "DirVerifyResult",
     "LoadKey",
     "PathOrFile",
-    "Progress",
     "ProgressStart",
+    "RawKey",
     "SaveKey",
     "Trusted",
     "check_release",

@@ -43,6 +43,8 @@ _SIG_DOMAIN = b"sealedckpt/v1 manifest\x00"
 
 @dataclass(frozen=True)
 class DirEntry:
+    """One file of a sealed directory, as its manifest lists it."""
+
     path: str  # in the sealed directory, POSIX separators
     source: str  # name in the original directory
     kind: str  # "safetensors" | "blob" (sealed) | "public"
@@ -52,6 +54,8 @@ class DirEntry:
 
 @dataclass(frozen=True)
 class DirVerifyResult:
+    """A verified manifest: its entries, verified signers, public metadata and SHA-256 (hex)."""
+
     entries: list[DirEntry]
     signers: list[container.Signer]
     metadata: dict[str, str]
@@ -198,13 +202,13 @@ def _read_signatures(d: Path) -> list[dict[str, Any]]:
     return [dict(s) for s in sigs]
 
 
-def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey], now: float | None = None) -> None:
+def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey]) -> None:
     """Sign (or counter-sign) a sealed directory's manifest bytes."""
     d = Path(d)
     manifest = (d / MANIFEST).read_bytes()
     sigs = _read_signatures(d)
     have = {s.get("public_key") for s in sigs}
-    signed_at = int(now if now is not None else time.time())
+    signed_at = int(time.time())
     for s in signers:
         text = textkeys.verify_key_to_text(s.public)
         if text in have:
