@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..container import SealedReader
-from ..errors import DeviceError
+from ..errors import ArgumentTypeError, DeviceError
 from . import safetensors as pl
 from .views import byte_view, flat_bytes
 
@@ -30,7 +30,7 @@ def target_device(saved: str, map_location: MapLocation) -> torch.device | None:
         raise DeviceError(f"invalid device in map_location or file: {exc}") from None
     if callable(map_location):
         return None
-    raise TypeError("map_location must be None, a str, a torch.device, a dict or a callable")
+    raise ArgumentTypeError("map_location must be None, a str, a torch.device, a dict or a callable")
 
 
 def place(buf: torch.Tensor, tgt: torch.device | None, saved: str, map_location: MapLocation) -> torch.Tensor:
@@ -40,7 +40,7 @@ def place(buf: torch.Tensor, tgt: torch.device | None, saved: str, map_location:
             assert callable(map_location)
             res = map_location(buf.untyped_storage(), saved)
             if not isinstance(res, torch.UntypedStorage):
-                raise TypeError("a map_location callable must return a torch.UntypedStorage")
+                raise ArgumentTypeError("a map_location callable must return a torch.UntypedStorage")
             return torch.empty(0, dtype=torch.uint8, device=res.device).set_(res)
         if tgt.type == "cpu":
             return buf
