@@ -26,6 +26,7 @@ from .views import check_bool_bytes, entry_buffer, flat_bytes, is_whole, np_dtyp
 # torch.dtype values by name, read from the module dict (getattr could trigger lazy imports).
 _TORCH_DTYPES: dict[str, torch.dtype] = {n: d for n, d in vars(torch).items() if isinstance(d, torch.dtype)}
 _FLOAT_TAGS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_CPU = torch.device("cpu")
 
 
 def decode_payload(reader: SealedReader, map_location: MapLocation = None, workers: int | None = None) -> Any:
@@ -53,9 +54,6 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
             bases[name] = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
     cpu = {name: buf for name, buf in bufs.items() if name not in on_device}
     return st.walk(index.structure, _Builder(bases, cpu))
-
-
-_CPU = torch.device("cpu")
 
 
 def _saved_devices(index: PayloadIndex) -> dict[str, str]:

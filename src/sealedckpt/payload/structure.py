@@ -30,7 +30,7 @@ FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
         "offset": (int, True), "device": (str, True), "rg": (bool, False), "param": (bool, False),
     },
 }  # fmt: skip
-LEAF_TAGS = frozenset(FIELDS) - {"tuple", "dict", "odict"}
+_LEAF_TAGS = frozenset(FIELDS) - {"tuple", "dict", "odict"}
 
 
 def tagged(tag: str, v: Any) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class Visitor(Protocol):
     def mapping(self, items: list[tuple[Any, Any]], node: dict[str, Any], meta: Any) -> Any: ...
 
 
-def check_fields(node: object) -> str:
+def _check_fields(node: object) -> str:
     """Validate a tagged node's field names and field types; return its tag."""
     if type(node) is not dict or type(node.get("t")) is not str:
         raise FormatError("structure node is not a tagged object")
@@ -131,8 +131,8 @@ def walk(node: Any, visitor: Visitor, path: str | None = "", depth: int = 0) -> 
         return node
     if type(node) is list:
         return visitor.sequence([walk(v, visitor, _child(path, i), depth + 1) for i, v in enumerate(node)], False)
-    tag = check_fields(node)
-    if tag in LEAF_TAGS:
+    tag = _check_fields(node)
+    if tag in _LEAF_TAGS:
         return visitor.leaf(node, path)
     if tag == "tuple":
         items = [walk(v, visitor, _child(path, i), depth + 1) for i, v in enumerate(node["v"])]
