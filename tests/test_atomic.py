@@ -16,7 +16,7 @@ import torch
 
 import sealedckpt
 from sealedckpt import _fs as atomic
-from sealedckpt.payload import codec as serialize
+from sealedckpt.payload import encode
 
 
 def test_exception_mid_save_keeps_old_file_and_leaves_no_temp(
@@ -26,15 +26,15 @@ def test_exception_mid_save_keeps_old_file_and_leaves_no_temp(
     sealedckpt.save({"v": 1}, path, key=key)
     before = path.read_bytes()
 
-    real = serialize.PayloadPlan.segments
+    real = encode.PayloadPlan.segments
 
-    def failing(self: serialize.PayloadPlan) -> Iterator[memoryview]:
+    def failing(self: encode.PayloadPlan) -> Iterator[memoryview]:
         it = real(self)
         yield next(it)
         yield next(it)
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(serialize.PayloadPlan, "segments", failing)
+    monkeypatch.setattr(encode.PayloadPlan, "segments", failing)
     with pytest.raises(OSError, match="disk on fire"):
         sealedckpt.save({"v": 2, "w": torch.randn(3_000_000)}, path, key=key)
     assert path.read_bytes() == before

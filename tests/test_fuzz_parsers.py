@@ -17,8 +17,8 @@ import sealedckpt
 from sealedckpt.container import format as fmt
 from sealedckpt.container import sealed as container
 from sealedckpt.container import sniff
-from sealedckpt.payload import codec as serialize
 from sealedckpt.payload import safetensors as payload
+from sealedckpt.payload import structure
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -187,7 +187,7 @@ def test_any_storable_object_round_trips(obj: Any) -> None:
 def test_deep_nesting_is_refused_on_both_sides() -> None:
     key = sealedckpt.SymmetricKey(bytes(32))
     deep: Any = 1
-    for _ in range(serialize.MAX_DEPTH + 5):
+    for _ in range(structure.MAX_DEPTH + 5):
         deep = [deep]
     try:
         sealedckpt.save(deep, io.BytesIO(), key=key)

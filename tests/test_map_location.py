@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sealedckpt
-from sealedckpt.payload import codec as serialize
+from sealedckpt.payload import devices, encode
 
 
 def _sealed(obj: object, key: sealedckpt.SymmetricKey) -> bytes:
@@ -57,14 +57,14 @@ def test_saved_cuda_tensor_without_cuda_is_a_device_error(
     key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file recording cuda:0 (faked here) needs map_location on a CPU-only machine."""
-    real = serialize._Encoder._tensor
+    real = encode._Encoder._tensor
 
-    def fake_cuda(self: serialize._Encoder, t: torch.Tensor, path: str) -> dict[str, object]:
+    def fake_cuda(self: encode._Encoder, t: torch.Tensor, path: str) -> dict[str, object]:
         ref = real(self, t, path)
         ref["device"] = "cuda:0"
         return ref
 
-    monkeypatch.setattr(serialize._Encoder, "_tensor", fake_cuda)
+    monkeypatch.setattr(encode._Encoder, "_tensor", fake_cuda)
     data = _sealed({"a": torch.ones(3)}, key)
     monkeypatch.undo()
     if not torch.cuda.is_available():
@@ -87,7 +87,9 @@ def test_gpu_path_streams_through_staging_buffers(
     copied: list[int] = []
     allocated: list[tuple[str, int]] = []
 
-    class FakeCopier(serialize.DeviceCopier):
+    class FakeCopier(devices.DeviceCopier):
+        window = 4 << 20
+
         def staging(self, nbytes: int) -> torch.Tensor:
             staged.append(nbytes)
             return torch.empty(nbytes, dtype=torch.uint8)
@@ -96,13 +98,11 @@ def test_gpu_path_streams_through_staging_buffers(
             copied.append(src.numel())
             dst.copy_(src)
 
-    def fake_alloc(device: torch.device, nbytes: int) -> torch.Tensor:
-        allocated.append((str(device), nbytes))
-        return torch.empty(nbytes, dtype=torch.uint8)  # stands in for device memory
+        def alloc(self, device: torch.device, nbytes: int) -> torch.Tensor:
+            allocated.append((str(device), nbytes))
+            return torch.empty(nbytes, dtype=torch.uint8)  # stands in for device memory
 
-    monkeypatch.setattr(serialize, "DeviceCopier", FakeCopier)
-    monkeypatch.setattr(serialize, "_device_alloc", fake_alloc)
-    monkeypatch.setattr(serialize, "STAGING_BYTES", 4 << 20)
+    monkeypatch.setattr(devices, "DeviceCopier", FakeCopier)
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(3_000_000, generator=gen)  # 12 MB: three 4 MiB windows
     obj = {"w": w, "tied": w[10:20], "b": torch.arange(7), "epoch": 1}
@@ -123,15 +123,15 @@ def test_gpu_path_streams_through_staging_buffers(
 def test_gpu_path_with_some_entries_kept_on_cpu(key: sealedckpt.SymmetricKey, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file whose tensors were saved on two devices, one mapped to a (fake) GPU and one kept on
     the CPU: the CPU entries are filled from the same staging windows, typed and shaped."""
-    real = serialize._Encoder._tensor
+    real = encode._Encoder._tensor
 
-    def on_gpu_if_big(self: serialize._Encoder, t: torch.Tensor, path: str) -> dict[str, object]:
+    def on_gpu_if_big(self: encode._Encoder, t: torch.Tensor, path: str) -> dict[str, object]:
         ref = real(self, t, path)
         if t.numel() > 100:
             ref["device"] = "cuda:0"
         return ref
 
-    monkeypatch.setattr(serialize._Encoder, "_tensor", on_gpu_if_big)
+    monkeypatch.setattr(encode._Encoder, "_tensor", on_gpu_if_big)
     gen = torch.Generator().manual_seed(1)
     big = torch.randn(1_500_000, generator=gen)  # 6 MB: spans two 4 MiB windows
     small = torch.randn(4, 5, generator=gen).to(torch.bfloat16)  # no numpy dtype: the byte-view fallback
@@ -139,22 +139,21 @@ def test_gpu_path_with_some_entries_kept_on_cpu(key: sealedckpt.SymmetricKey, mo
     data = _sealed({"big": big, "small": small, "flags": flags}, key)
     monkeypatch.undo()
 
-    class FakeCopier(serialize.DeviceCopier):
+    class FakeCopier(devices.DeviceCopier):
+        window = 4 << 20
+
         def staging(self, nbytes: int) -> torch.Tensor:
             return torch.empty(nbytes, dtype=torch.uint8)
 
         def copy(self, dst: torch.Tensor, src: torch.Tensor) -> None:
             dst.copy_(src)
 
+        def alloc(self, device: torch.device, nbytes: int) -> torch.Tensor:
+            on_device.append(nbytes)
+            return torch.empty(nbytes, dtype=torch.uint8)
+
     on_device: list[int] = []
-
-    def fake_alloc(device: torch.device, nbytes: int) -> torch.Tensor:
-        on_device.append(nbytes)
-        return torch.empty(nbytes, dtype=torch.uint8)
-
-    monkeypatch.setattr(serialize, "DeviceCopier", FakeCopier)
-    monkeypatch.setattr(serialize, "_device_alloc", fake_alloc)
-    monkeypatch.setattr(serialize, "STAGING_BYTES", 4 << 20)
+    monkeypatch.setattr(devices, "DeviceCopier", FakeCopier)
     out = sealedckpt.load(io.BytesIO(data), key=key)
     assert on_device == [6_000_000]
     assert torch.equal(out["big"], big)

@@ -8,36 +8,14 @@ returns, not for the rest of the file: use ``load`` or ``verify`` to check every
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import torch
 
 from ..container import SealedReader
-from ..errors import FormatError
-from . import safetensors as pl
-from .codec import PayloadIndex, byte_view, read_index, view_tensor
-
-
-def _tensor_leaves(node: Any, path: str, out: dict[str, dict[str, Any]]) -> None:
-    if isinstance(node, list):
-        for i, v in enumerate(node):
-            _tensor_leaves(v, f"{path}.{i}" if path else str(i), out)
-        return
-    if not isinstance(node, dict):
-        return
-    tag = node["t"]
-    if tag == "tensor":
-        out.setdefault(path or "<root>", node)
-    elif tag == "tuple":
-        for i, v in enumerate(node["v"]):
-            _tensor_leaves(v, f"{path}.{i}" if path else str(i), out)
-    elif tag in ("dict", "odict"):
-        for k, v in node["v"]:
-            key = k if isinstance(k, (str, int, float, bool)) or k is None else None
-            if key is not None:
-                _tensor_leaves(v, f"{path}.{key}" if path else str(key), out)
+from .index import read_index
+from .views import byte_view, check_bool_bytes, view_span, view_tensor
 
 
 class TensorSlice:
@@ -90,10 +68,8 @@ class SealedFile:
         self._reader = reader
         self._device = torch.device(device)
         self._closer = closer
-        self._index: PayloadIndex = read_index(reader)
-        self._entries = {e.name: e for e in self._index.entries}
-        self._tensors: dict[str, dict[str, Any]] = {}
-        _tensor_leaves(self._index.structure, "", self._tensors)
+        self._index = read_index(reader)
+        self._tensors = self._index.named
 
     def keys(self) -> list[str]:
         return list(self._tensors)
@@ -127,23 +103,15 @@ class SealedFile:
 
     def _materialize(self, node: dict[str, Any]) -> torch.Tensor:
         """Read the byte span a (possibly sliced) view covers, authenticate, build the tensor."""
-        size = pl.ITEMSIZE[node["dtype"]]
-        shape, stride, offset = node["shape"], node["stride"], node["offset"]
-        if math.prod(shape) == 0:
-            span = 0
-        else:
-            span = (sum((d - 1) * s for d, s in zip(shape, stride, strict=True)) + 1) * size
-        entry = self._entries[node["e"]]
-        lo = offset * size
-        if lo + span > entry.nbytes:
-            raise FormatError("tensor view lies outside its payload entry")
-        buf = torch.empty(span, dtype=torch.uint8)
-        if span:
-            start = self._index.data_start + entry.begin + lo
+        lo, hi = view_span(node)
+        buf = torch.empty(hi - lo, dtype=torch.uint8)
+        local = dict(node, offset=0)
+        if hi > lo:
+            start = self._index.data_start + self._index.entries[node["e"]].begin + lo
             self._reader.decrypt_regions([(start, byte_view(buf.numpy()))], only_covering=True)
-            if node["dtype"] == "BOOL" and bool((buf > 1).any()):
-                raise FormatError("bool tensor holds bytes other than 0 and 1")
-        t = view_tensor(dict(node, offset=0), buf)
+            if node["dtype"] == "BOOL":
+                check_bool_bytes(local, buf)
+        t = view_tensor(local, buf)
         return t if self._device.type == "cpu" else t.to(self._device)
 
     def close(self) -> None:

@@ -13,7 +13,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ..container import SealedReader
 from ..errors import FormatError
+from . import structure as st
 
 MAX_HEADER_LEN = 100_000_000
 ITEMSIZE = {
@@ -156,12 +158,17 @@ def _is_uint(x: object) -> bool:
     return type(x) is int and 0 <= x < _U63
 
 
-def _contiguous(shape: tuple[int, ...]) -> list[int]:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= max(d, 1)
-    return strides[::-1]
+def structure_metadata(structure: Any) -> dict[str, str]:
+    """The payload metadata that carries a structure (version first, as every writer lays it out)."""
+    return {VERSION_KEY: STRUCTURE_VERSION, STRUCTURE_KEY: st.dumps(structure)}
+
+
+def read_header(reader: SealedReader) -> tuple[int, dict[str, str], list[Entry]]:
+    """Decrypt and parse a sealed payload's header: (data section start, metadata, entries)."""
+    total = reader.content.payload_len
+    hlen = header_len(reader.read_prefix(8), total)
+    meta, entries = parse_header(reader.read_prefix(8 + hlen)[8:], total - 8 - hlen)
+    return 8 + hlen, meta, entries
 
 
 def reframe(raw_header: bytes, data_len: int) -> Layout:
@@ -171,15 +178,6 @@ def reframe(raw_header: bytes, data_len: int) -> Layout:
     meta, entries = parse_header(raw_header, data_len)
     if any(k.startswith("sealedckpt.") for k in meta):
         raise FormatError("input safetensors metadata already uses the reserved 'sealedckpt.' keys")
-    structure = {
-        "t": "dict",
-        "v": [
-            [e.name, {"t": "tensor", "e": e.name, "dtype": e.dtype, "shape": list(e.shape),
-                      "stride": _contiguous(e.shape), "offset": 0, "device": "cpu"}]
-            for e in entries
-        ],
-    }  # fmt: skip
-    new_meta = dict(meta)
-    new_meta[VERSION_KEY] = STRUCTURE_VERSION
-    new_meta[STRUCTURE_KEY] = json.dumps(structure, separators=(",", ":"), ensure_ascii=False)
+    structure = st.state_dict([(e.name, e.dtype, e.shape) for e in entries])
+    new_meta = {**meta, **structure_metadata(structure)}
     return build_layout([(e.name, e.dtype, e.shape, e.nbytes) for e in entries], new_meta)

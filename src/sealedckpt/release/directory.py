@@ -93,13 +93,9 @@ def _sha256_file(path: Path) -> str:
 
 
 def _blob_layout(source: str, size: int) -> payload.Layout:
-    structure = {"t": "dict", "v": [["blob", {"t": "tensor", "e": "blob", "dtype": "U8", "shape": [size],
-                                               "stride": [1], "offset": 0, "device": "cpu"}]]}  # fmt: skip
-    meta = {
-        payload.VERSION_KEY: payload.STRUCTURE_VERSION,
-        payload.STRUCTURE_KEY: json.dumps(structure, separators=(",", ":")),
-        BLOB_KEY: source,
-    }
+    from ..payload import structure
+
+    meta = {**payload.structure_metadata(structure.state_dict([("blob", "U8", (size,))])), BLOB_KEY: source}
     return payload.build_layout([("blob", "U8", (size,), size)], meta)
 
 
@@ -367,9 +363,7 @@ def unseal_dir(
 
 def _write_blob(reader: container.SealedReader, out: Any) -> None:
     """Stream a blob payload's bytes (its single entry, the whole data section) into ``out``."""
-    total = reader.content.payload_len
-    hlen = payload.header_len(reader.read_prefix(8), total)
-    meta, entries = payload.parse_header(reader.read_prefix(8 + hlen)[8:], total - 8 - hlen)
+    data_start, meta, entries = payload.read_header(reader)
     if BLOB_KEY not in meta or len(entries) != 1 or entries[0].name != "blob":
         raise FormatError("sealed file is not a blob")
-    reader.write_plaintext(out, skip=8 + hlen)
+    reader.write_plaintext(out, skip=data_start)

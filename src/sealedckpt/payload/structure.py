@@ -1,0 +1,149 @@
+"""The structure: a checkpoint's non-tensor part as tagged JSON (docs/FORMAT.md §9.2).
+
+Node builders, the field table and the one walker every reader uses. No torch, no numpy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ..errors import FormatError
+
+MAX_DEPTH = 100
+
+# tag -> {field: (type, required)}; every node also has "t". ``object`` admits any node.
+FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
+    "tuple": {"v": (list, True)},
+    "dict": {"v": (list, True)},
+    "odict": {"v": (list, True), "meta": (object, False)},
+    "float": {"v": (str, True)},
+    "bytes": {"v": (str, True)},
+    "dtype": {"v": (str, True)},
+    "device": {"v": (str, True)},
+    "size": {"v": (list, True)},
+    "npscalar": {"dtype": (str, True), "v": (str, True)},
+    "ndarray": {"e": (str, True), "dtype": (str, True), "shape": (list, True)},
+    "tensor": {
+        "e": (str, True), "dtype": (str, True), "shape": (list, True), "stride": (list, True),
+        "offset": (int, True), "device": (str, True), "rg": (bool, False), "param": (bool, False),
+    },
+}  # fmt: skip
+_LEAF_TAGS = frozenset(FIELDS) - {"tuple", "dict", "odict"}
+
+
+def tagged(tag: str, v: Any) -> dict[str, Any]:
+    """A node holding one value: ``{"t": tag, "v": v}``."""
+    return {"t": tag, "v": v}
+
+
+def contiguous_strides(shape: Sequence[int]) -> list[int]:
+    """Row-major strides of ``shape`` (a zero dimension counts as one)."""
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= max(d, 1)
+    return strides[::-1]
+
+
+def tensor_node(
+    entry: str,
+    dtype: str,
+    shape: list[int],
+    stride: list[int],
+    offset: int,
+    device: str,
+    *,
+    requires_grad: bool = False,
+    param: bool = False,
+) -> dict[str, Any]:
+    """A tensor: ``entry`` viewed as safetensors ``dtype``, then ``as_strided(shape, stride, offset)``."""
+    node: dict[str, Any] = {
+        "t": "tensor", "e": entry, "dtype": dtype, "shape": shape, "stride": stride, "offset": offset,
+        "device": device,
+    }  # fmt: skip
+    if requires_grad:
+        node["rg"] = True
+    if param:
+        node["param"] = True
+    return node
+
+
+def state_dict(entries: Sequence[tuple[str, str, tuple[int, ...]]]) -> dict[str, Any]:
+    """A dict of whole, contiguous CPU tensors, one per ``(name, dtype, shape)`` entry."""
+    items = [
+        [name, tensor_node(name, dtype, list(shape), contiguous_strides(shape), 0, "cpu")]
+        for name, dtype, shape in entries
+    ]
+    return tagged("dict", items)
+
+
+def dumps(structure: Any) -> str:
+    """The structure's JSON text, as written into the payload metadata."""
+    return json.dumps(structure, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def invalid(what: str) -> FormatError:
+    """The error for a structure node that breaks a rule."""
+    return FormatError(f"invalid structure: {what}")
+
+
+class Visitor(Protocol):
+    """What ``walk`` calls, children first; plain JSON scalars are passed through as they are."""
+
+    def leaf(self, node: dict[str, Any], path: str | None) -> Any: ...
+
+    def sequence(self, items: list[Any], is_tuple: bool) -> Any: ...
+
+    def mapping(self, items: list[tuple[Any, Any]], node: dict[str, Any], meta: Any) -> Any: ...
+
+
+def _check_fields(node: object) -> str:
+    """Validate a tagged node's field names and field types; return its tag."""
+    if type(node) is not dict or type(node.get("t")) is not str:
+        raise FormatError("structure node is not a tagged object")
+    tag: str = node["t"]
+    fields = FIELDS.get(tag)
+    if fields is None or not all(k == "t" or k in fields for k in node):
+        raise FormatError(f"structure node {tag!r} has unexpected fields")
+    for name, (typ, required) in fields.items():
+        if name not in node:
+            if required:
+                raise FormatError(f"structure node {tag!r} has unexpected fields")
+        elif typ is not object and type(node[name]) is not typ:
+            raise invalid(f"{tag} {name}")
+    return tag
+
+
+def _child(path: str | None, key: object) -> str | None:
+    if path is None:
+        return None
+    return f"{path}.{key}" if path else str(key)
+
+
+def walk(node: Any, visitor: Visitor, path: str | None = "", depth: int = 0) -> Any:
+    """Validate ``node`` (fields, types, depth) and fold it through ``visitor``. ``path`` is the
+    dotted name of the node (None under a key that is not a plain JSON scalar, and under meta)."""
+    if depth > MAX_DEPTH:
+        raise FormatError("structure nested too deeply")
+    if node is None or type(node) in (bool, str, int, float):
+        return node
+    if type(node) is list:
+        return visitor.sequence([walk(v, visitor, _child(path, i), depth + 1) for i, v in enumerate(node)], False)
+    tag = _check_fields(node)
+    if tag in _LEAF_TAGS:
+        return visitor.leaf(node, path)
+    if tag == "tuple":
+        items = [walk(v, visitor, _child(path, i), depth + 1) for i, v in enumerate(node["v"])]
+        return visitor.sequence(items, True)
+    pairs = []
+    for kv in node["v"]:
+        if type(kv) is not list or len(kv) != 2:
+            raise invalid("dict item")
+        k, v = kv
+        plain = k is None or type(k) in (bool, str, int, float)
+        key = walk(k, visitor, None, depth + 1)
+        pairs.append((key, walk(v, visitor, _child(path, k) if plain else None, depth + 1)))
+    meta = walk(node["meta"], visitor, None, depth + 1) if "meta" in node else None
+    return visitor.mapping(pairs, node, meta)
