@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..crypto import VerifyKey, textkeys
+from .. import VerifyKey
+from ..crypto import textkeys
 from ..stores import audit
 from .output import print_json
 

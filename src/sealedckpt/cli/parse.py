@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey, textkeys
+from .. import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
+from ..crypto import textkeys
 from ..errors import CliError, KeystoreError
 from ..stores.audit import AuditLog
 from ..stores.keystore import KeyRecord, Keystore
