@@ -7,7 +7,7 @@ Functions with an ``audit`` argument record their operation, with its outcome, i
 
 from ..container import root_label
 from ..release.directory import DirEntry, DirVerifyResult
-from ..release.files import ProgressStart
+from ..release.files import ProgressStart, UnpicklingWarning
 from ..release.policy import check_release
 from ._common import PathOrFile
 from ._keys import LoadKey, RawKey, SaveKey, Trusted, default_key
@@ -24,6 +24,7 @@ __all__ = [
     "RawKey",
     "SaveKey",
     "Trusted",
+    "UnpicklingWarning",
     "check_release",
     "default_key",
     "inspect",

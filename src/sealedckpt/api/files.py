@@ -41,7 +41,7 @@ def seal_file(
 
     A pickle-based ``src`` (torch.save, TorchScript, legacy) is refused with
     :class:`~sealedckpt.UnsafePayloadError`, unless ``allow_pickle``: then it is unpickled with
-    ``weights_only=True`` (a ``UserWarning`` says so); do that only for a file you trust.
+    ``weights_only=True`` (an :class:`UnpicklingWarning` says so); do that only for a file you trust.
     A sealed or unrecognised ``src`` is a :class:`~sealedckpt.FormatError`.
     """
     log = audit_log(audit, keystore)
@@ -53,7 +53,7 @@ def seal_file(
         if kind == "legacy":
             warnings.warn(
                 f"unpickling {src} (weights_only=True) because of --allow-pickle; do this only for files you trust",
-                UserWarning,
+                release_files.UnpicklingWarning,
                 stacklevel=2,
             )
             convert = release_files.seal_legacy

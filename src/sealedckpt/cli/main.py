@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from .. import api
 from ..errors import SealedCkptError
 from ..stores.backends import KeystoreNotice
 from .args import build_parser
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("once", KeystoreNotice)
+        warnings.simplefilter("always", api.UnpicklingWarning)  # never hidden by -W or PYTHONWARNINGS
         warnings.showwarning = show_warning
         try:
             return int(args.func(args))

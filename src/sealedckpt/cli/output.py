@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
-from .. import Signer
+from .. import Signer, api
 from ..api import ProgressStart
 from ..crypto import textkeys
 from ..errors import (
@@ -23,7 +23,6 @@ from ..errors import (
     SignatureError,
     UnsafePayloadError,
 )
-from ..stores.backends import KeystoreNotice
 from .progress import Bar
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORMAT, EXIT_INTEGRITY, EXIT_SIGNATURE, EXIT_KEY = 0, 1, 2, 3, 4, 5, 6
@@ -110,8 +109,8 @@ def show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
     line: str | None = None,
 ) -> None:  # fmt: skip
-    """Warnings as ``sealedckpt: note: ...`` (keystore notices) or ``sealedckpt: warning: ...``."""
-    level = "note" if issubclass(category, KeystoreNotice) else "warning"
+    """Warnings on stderr: ``sealedckpt: warning: ...`` for unpickling, else ``sealedckpt: note: ...``."""
+    level = "warning" if issubclass(category, api.UnpicklingWarning) else "note"
     print(f"sealedckpt: {level}: {message}", file=sys.stderr)
 
 

@@ -19,6 +19,11 @@ Progress = Callable[[int], None]
 #: Called once with the total byte count of the work; returns the callback for byte counts.
 ProgressStart = Callable[[int], Progress]
 
+
+class UnpicklingWarning(UserWarning):
+    """A trusted legacy file is being unpickled (``allow_pickle=True``)."""
+
+
 _LEGACY_HINT = "if you trust this file, convert it with --allow-pickle (it is unpickled with weights_only=True)"
 
 
