@@ -208,8 +208,12 @@ def _read_trailer(src: _Source, header: Header, trusted: Sequence[VerifyKey]) ->
     signers = []
     for e in entries:
         vk = VerifyKey(e.public_key)
-        if not vk.verify(e.signature, signed_message(e.public_key, e.signed_at, root)):
-            raise SignatureError(f"signature by key {vk.key_id} does not verify: the file or the signature was altered")
+        try:
+            vk.verify(e.signature, signed_message(e.public_key, e.signed_at, root))
+        except SignatureError:
+            raise SignatureError(
+                f"signature by key {vk.key_id} does not verify: the file or the signature was altered"
+            ) from None
         signers.append(Signer(vk, e.signed_at, e.public_key in trusted_raw))
     return Trailer(table, signers, root)
 

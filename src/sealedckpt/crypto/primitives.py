@@ -1,6 +1,6 @@
 """Cryptographic primitives and key types: the only module that imports ``cryptography``.
 
-Constructions (see docs/FORMAT.md §4): HKDF-SHA256 (RFC 5869) for per-file subkeys and
+Constructions (docs/FORMAT.md §4-§8): HKDF-SHA256 (RFC 5869) for per-file subkeys and
 the key commitment, AES-256-GCM (NIST SP 800-38D) for key wrapping and for payload
 chunks with STREAM nonces (Hoang, Reyhanitabar, Rogaway, Vizár 2015; as in age and
 Tink's AES-GCM-HKDF streaming AEAD), HMAC-SHA256 for the header MAC, Ed25519 (RFC 8032)
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..errors import FormatError
+from ..errors import ArgumentTypeError, FormatError, InvalidArgumentError, SignatureError
 
 RandomBytes = Callable[[int], bytes]
 
@@ -56,13 +56,13 @@ SCRYPT_MAX_LOG2N = 20  # what a reader accepts by default: 1 GiB, a few seconds
 
 
 def _forbid_pickle(obj: object) -> NoReturn:
-    raise TypeError(f"{type(obj).__name__} holds a secret and cannot be pickled or copied")
+    raise ArgumentTypeError(f"{type(obj).__name__} holds a secret and cannot be pickled or copied")
 
 
 def _coerce_key_bytes(data: bytes | bytearray | memoryview, what: str) -> bytes:
     raw = bytes(data)
     if len(raw) != KEY_SIZE:
-        raise ValueError(f"{what} must be exactly {KEY_SIZE} bytes, got {len(raw)}")
+        raise InvalidArgumentError(f"{what} must be exactly {KEY_SIZE} bytes, got {len(raw)}")
     return raw
 
 
@@ -146,24 +146,26 @@ class VerifyKey(_Key):
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
         if len(raw) != ED25519_PUB_SIZE:
-            raise ValueError(f"a VerifyKey must be exactly {ED25519_PUB_SIZE} bytes, got {len(raw)}")
+            raise InvalidArgumentError(f"a VerifyKey must be exactly {ED25519_PUB_SIZE} bytes, got {len(raw)}")
         try:
             self._pub = Ed25519PublicKey.from_public_bytes(raw)
         except ValueError as exc:  # pragma: no cover - every 32-byte string loads today
-            raise ValueError("not an Ed25519 public key") from exc
+            raise InvalidArgumentError("not an Ed25519 public key") from exc
         self._raw = raw
         self._key_id = hashlib.sha256(_KEY_ID_ED25519 + raw).digest()[:KEY_ID_SIZE]
 
     def _id(self) -> bytes:
         return self._key_id
 
-    def verify(self, signature: bytes, message: bytes) -> bool:
-        """True if ``signature`` is this key's Ed25519 signature over ``message``."""
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Check that ``signature`` is this key's Ed25519 signature over ``message``.
+
+        Raises :class:`SignatureError` when it is not.
+        """
         try:
             self._pub.verify(signature, message)
         except InvalidSignature:
-            return False
-        return True
+            raise SignatureError(f"signature by key {self.key_id} does not verify") from None
 
 
 class SigningKey(_SecretKey):
@@ -195,7 +197,7 @@ class RecipientPublicKey(_Key):
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
         if len(raw) != 32:
-            raise ValueError(f"a RecipientPublicKey must be exactly 32 bytes, got {len(raw)}")
+            raise InvalidArgumentError(f"a RecipientPublicKey must be exactly 32 bytes, got {len(raw)}")
         self._raw = raw
         self._key_id = hashlib.sha256(_KEY_ID_X25519 + raw).digest()[:KEY_ID_SIZE]
 
@@ -239,9 +241,9 @@ class Passphrase:
     ) -> None:
         raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
         if not raw:
-            raise ValueError("empty passphrase")
+            raise InvalidArgumentError("empty passphrase")
         if not 1 <= log2n <= 30 or not 1 <= max_log2n <= 30:
-            raise ValueError("scrypt work factor out of range")
+            raise InvalidArgumentError("scrypt work factor out of range")
         self._secret = raw
         self.log2n = log2n
         self.max_log2n = max_log2n
@@ -331,12 +333,8 @@ def equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def sha256(data: bytes | bytearray | memoryview) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
 def content_hash(data: bytes | bytearray | memoryview) -> bytes:
-    """BLAKE3-256 (unkeyed hash mode): chunk digests and the signed root (docs/FORMAT.md §7)."""
+    """BLAKE3-256 (unkeyed hash mode): chunk digests and the signed root (docs/FORMAT.md §8)."""
     return blake3.blake3(data).digest()
 
 
@@ -387,7 +385,3 @@ class ChunkCipher:
         return "ChunkCipher(<secret>)"
 
     __reduce__ = _forbid_pickle
-
-
-def new_random_bytes() -> RandomBytes:
-    return os.urandom

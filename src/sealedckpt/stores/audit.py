@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..crypto import SigningKey, VerifyKey, textkeys
-from ..errors import AuditError
+from ..errors import AuditError, SignatureError
 from .keystore import default_home
 
 __all__ = [
@@ -595,8 +595,10 @@ def verify(
                 raise AuditError(f"{where}: signature is not base64") from None
             if base64.b64encode(sig).decode("ascii") != rec["sig"] or textkeys.verify_key_to_text(vk) != rec["signer"]:
                 raise AuditError(f"{where}: signature or signer not in canonical form (bytes were changed)")
-            if not vk.verify(sig, _sig_message(rec["hash"])):
-                raise AuditError(f"{where}: invalid signature")
+            try:
+                vk.verify(sig, _sig_message(rec["hash"]))
+            except SignatureError:
+                raise AuditError(f"{where}: invalid signature") from None
             if trust is not None and vk not in trust:
                 raise AuditError(f"{where}: signed by {rec['signer']}, which is not trusted")
             signed += 1
