@@ -6,14 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ... import crypto
-from ...crypto import KEY_SIZE, TAG_SIZE, Passphrase
+from ...crypto import KEY_SIZE, SCRYPT_LIMIT_LOG2N, SCRYPT_SALT_SIZE, TAG_SIZE, Passphrase
 from ...errors import FormatError
 from .base import KnownSlot, OpenKey, SealKey
 
 _AAD = b"sealedckpt/v1 scrypt slot\x00"
-SALT_SIZE = 16
-BODY_SIZE = 1 + SALT_SIZE + KEY_SIZE + TAG_SIZE  # log2n, salt, wrapped DEK + tag
-MAX_LOG2N = 30
+BODY_SIZE = 1 + SCRYPT_SALT_SIZE + KEY_SIZE + TAG_SIZE  # log2n, salt, wrapped DEK + tag
 
 
 @dataclass(frozen=True)
@@ -36,14 +34,14 @@ class ScryptSlot(KnownSlot):
     def parse(cls, body: bytes) -> ScryptSlot:
         if len(body) != BODY_SIZE:
             raise FormatError(f"passphrase key slot body is {len(body)} bytes, expected {BODY_SIZE}")
-        if not 1 <= body[0] <= MAX_LOG2N:
+        if not 1 <= body[0] <= SCRYPT_LIMIT_LOG2N:
             raise FormatError(f"passphrase slot work factor 2**{body[0]} out of range")
-        return cls(body[0], body[1 : 1 + SALT_SIZE], body[1 + SALT_SIZE :])
+        return cls(body[0], body[1 : 1 + SCRYPT_SALT_SIZE], body[1 + SCRYPT_SALT_SIZE :])
 
     @classmethod
     def wrap(cls, key: SealKey, dek: bytes, salt: bytes, random_bytes: Callable[[int], bytes]) -> ScryptSlot:
         assert isinstance(key, Passphrase)
-        psalt = random_bytes(SALT_SIZE)
+        psalt = random_bytes(SCRYPT_SALT_SIZE)
         return cls(key.log2n, psalt, crypto.scrypt_wrap(key, dek, psalt, _AAD + salt))
 
     @staticmethod

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ... import crypto
-from ...crypto import KEY_SIZE, TAG_SIZE, RecipientKey, RecipientPublicKey
+from ...crypto import KEY_SIZE, TAG_SIZE, X25519_SIZE, RecipientKey, RecipientPublicKey
 from ...errors import FormatError
 from .base import KnownSlot, OpenKey, SealKey
 
 _AAD = b"sealedckpt/v1 x25519 slot\x00"
-SHARE_SIZE = 32
-BODY_SIZE = SHARE_SIZE + KEY_SIZE + TAG_SIZE  # ephemeral share, wrapped DEK + tag
+BODY_SIZE = X25519_SIZE + KEY_SIZE + TAG_SIZE  # ephemeral share, wrapped DEK + tag
 
 
 @dataclass(frozen=True)
@@ -33,13 +32,13 @@ class X25519Slot(KnownSlot):
     def parse(cls, body: bytes) -> X25519Slot:
         if len(body) != BODY_SIZE:
             raise FormatError(f"X25519 key slot body is {len(body)} bytes, expected {BODY_SIZE}")
-        return cls(body[:SHARE_SIZE], body[SHARE_SIZE:])
+        return cls(body[:X25519_SIZE], body[X25519_SIZE:])
 
     @classmethod
     def wrap(cls, key: SealKey, dek: bytes, salt: bytes, random_bytes: Callable[[int], bytes]) -> X25519Slot:
         assert isinstance(key, RecipientPublicKey)
         body = crypto.x25519_wrap(key, dek, _AAD + salt, random_bytes)
-        return cls(body[:SHARE_SIZE], body[SHARE_SIZE:])
+        return cls(body[:X25519_SIZE], body[X25519_SIZE:])
 
     def unwrap(self, key: OpenKey, salt: bytes) -> bytes | None:
         """FormatError for a low-order share (docs/FORMAT.md §5)."""
