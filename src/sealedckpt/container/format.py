@@ -1,6 +1,7 @@
 """Byte layout of a sealed checkpoint (docs/FORMAT.md): parsing and building, no crypto.
 
-Every length read from a file is checked against a cap before it is used.
+Every length read from a file is checked against a cap before it is used. Key slot bodies are
+parsed and built by their kinds (:mod:`.slots`).
 """
 
 from __future__ import annotations
