@@ -258,8 +258,14 @@ def verify_dir(
             sig = base64.b64decode(str(s["signature"]), validate=True)
         except (KeyError, ValueError, TypeError):
             raise FormatError("manifest signature entry is malformed") from None
-        if not 0 <= signed_at < 1 << 63 or not vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest)):
-            raise SignatureError(f"manifest signature by {vk.key_id} does not verify: manifest or signature altered")
+        try:
+            if not 0 <= signed_at < 1 << 63:
+                raise SignatureError("signed_at out of range")
+            vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest))
+        except SignatureError:
+            raise SignatureError(
+                f"manifest signature by {vk.key_id} does not verify: manifest or signature altered"
+            ) from None
         signers.append(container.Signer(vk, signed_at, vk.to_bytes() in trusted_raw))
     if trusted_signers is not None:
         if not signers:

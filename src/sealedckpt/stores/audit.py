@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._fs import flock, fsync_dir, funlock
 from ..crypto import SigningKey, VerifyKey, textkeys
-from ..errors import AuditError
+from ..errors import AuditError, SignatureError
 from .audit_records import GENESIS, is_hex64, line, new_record, parse, record_hash, record_time, sig_message
 from .backends import default_home
 
@@ -396,8 +396,10 @@ def _check_signature(
         raise AuditError(f"{where}: signature is not base64") from None
     if base64.b64encode(sig).decode("ascii") != rec["sig"] or textkeys.verify_key_to_text(vk) != rec["signer"]:
         raise AuditError(f"{where}: signature or signer not in canonical form (bytes were changed)")
-    if not vk.verify(sig, sig_message(rec["hash"])):
-        raise AuditError(f"{where}: invalid signature")
+    try:
+        vk.verify(sig, sig_message(rec["hash"]))
+    except SignatureError:
+        raise AuditError(f"{where}: invalid signature") from None
     if trust is not None and vk not in trust:
         raise AuditError(f"{where}: signed by {rec['signer']}, which is not trusted")
 
