@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._env import switch
 from .._fs import flock, fsync_dir, funlock
 from ..crypto import SigningKey, VerifyKey, textkeys
 from ..errors import AuditError, SignatureError
@@ -99,10 +100,6 @@ def log_path() -> Path:
     return default_home() / "audit.jsonl"
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 _override: bool | None = None
 
 
@@ -121,14 +118,7 @@ def enabled(default: bool) -> bool:
     """
     if _override is not None:
         return _override
-    raw = os.environ.get(ENV_AUDIT, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise AuditError(f"{ENV_AUDIT} must be 1 or 0, not {raw!r}")
+    return switch(ENV_AUDIT, default, AuditError)
 
 
 # --- file access ----------------------------------------------------------------------------------
