@@ -274,7 +274,7 @@ def test_rewrapped_directory_still_verifies(
     key: sealedckpt.SymmetricKey,
     publisher: sealedckpt.SigningKey,
 ) -> None:
-    from sealedckpt.container import sealed as container
+    from sealedckpt import container
 
     src, sd = model_dir
     out = tmp_path / "sealed"

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sealedckpt
+from sealedckpt import container
 from sealedckpt.container import format as fmt
-from sealedckpt.container import sealed as container
 from sealedckpt.container import sniff
 from sealedckpt.payload import safetensors as payload
 from sealedckpt.payload import structure

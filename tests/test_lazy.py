@@ -128,7 +128,7 @@ def test_open_a_path_and_close(tmp_path: Any, key: sealedckpt.SymmetricKey) -> N
 def test_payload_header_spanning_several_chunks(key: sealedckpt.SymmetricKey) -> None:
     """With 64 KiB chunks, 3,000 tensors' header spans several chunks: it is read (and the
     chunks' buffers reused) correctly, by load and by open."""
-    from sealedckpt.container import sealed as container
+    from sealedckpt import container
     from sealedckpt.payload.codec import plan_payload
 
     obj = {f"layer.{i}.w": torch.full((3,), float(i)) for i in range(3000)}

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sealedckpt
-from sealedckpt.container import sealed as container
+from sealedckpt import container
 from sealedckpt.payload import safetensors as payload
 from sealedckpt.payload.codec import decode_payload, plan_payload
 from sealedckpt.payload.lazy import SealedFile

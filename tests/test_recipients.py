@@ -10,8 +10,11 @@ import pytest
 import torch
 
 import sealedckpt
+from sealedckpt import container
 from sealedckpt.container import format as fmt
-from sealedckpt.container import sealed as container
+from sealedckpt.container.header import read_header
+from sealedckpt.container.slots import ScryptSlot
+from sealedckpt.container.stream import Source
 from sealedckpt.crypto import Passphrase, RecipientKey, textkeys
 from sealedckpt.stores import keystore as keys
 
@@ -84,9 +87,9 @@ def test_passphrase_must_be_alone() -> None:
     # a crafted file with a passphrase slot next to another slot is malformed
     sym = sealedckpt.SymmetricKey.generate()
     data = _seal({"x": 1}, sym)
-    src = container._Source(io.BytesIO(data))
-    header = container._read_header(src)
-    slots = [*header.slots, fmt.ScryptSlot(FAST, bytes(16), bytes(48)).build()]
+    src = Source(io.BytesIO(data))
+    header = read_header(src)
+    slots = [*header.slots, ScryptSlot(FAST, bytes(16), bytes(48))]
     with pytest.raises(ValueError):
         fmt.build_slots(slots)
     raw = struct.pack("<H", len(slots)) + b"".join(

@@ -242,7 +242,7 @@ def test_cycle_is_refused(key: sealedckpt.SymmetricKey) -> None:
 def test_payload_is_plain_safetensors(key: sealedckpt.SymmetricKey) -> None:
     import safetensors.torch
 
-    from sealedckpt.container import sealed as container
+    from sealedckpt import container
 
     sd = {"layer.weight": torch.randn(4, 4), "layer.bias": torch.randn(4)}
     buf = io.BytesIO()

@@ -221,15 +221,15 @@ def test_recipient_holding_the_key_cannot_forge_signed_content(
     key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey
 ) -> None:
     """A key holder re-encrypts different content under the same header and reuses the trailer."""
-    from sealedckpt import crypto
-    from sealedckpt.container import sealed as container
+    from sealedckpt import container, crypto
+    from sealedckpt.container.slots import open_slots
 
     data = _seal({"w": torch.zeros(4)}, key, sign_with=signer)
     start, _, _ = _chunks(data)
     reader = container.open_sealed(io.BytesIO(data), [key])
     payload = bytearray(reader.read_prefix(reader.content.payload_len))
     payload[-1] ^= 0x40  # change a weight
-    dek = container._open_slots(reader.header, [key])
+    dek = open_slots(reader.header.slots, reader.content.salt, [key])
     cipher = crypto.ChunkCipher(crypto.derive_file_keys(dek, reader.content.salt).payload_key)
     out = bytearray(len(payload) + 16)
     cipher.encrypt_into(0, True, bytes(payload), memoryview(out))

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 import sealedckpt
-from sealedckpt import Passphrase, RecipientKey, SymmetricKey, VerifyKey
-from sealedckpt.container import sealed as container
+from sealedckpt import Passphrase, RecipientKey, SymmetricKey, VerifyKey, container
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))

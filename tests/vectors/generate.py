@@ -48,8 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from sealedckpt import Passphrase, RecipientKey, SigningKey, SymmetricKey
-from sealedckpt.container import sealed as container
+from sealedckpt import Passphrase, RecipientKey, SigningKey, SymmetricKey, container
 from sealedckpt.payload.codec import plan_payload
 
 HERE = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ from typing import Literal
 
 from .. import container
 from ..crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
-from ..errors import ArgumentTypeError, NoKeyError
+from ..errors import ArgumentTypeError, InvalidArgumentError, NoKeyError
 from ..stores import keystore as keys_mod
 from ..stores.keystore import Keystore
 from ..stores.trust import TrustStore, signature_required
@@ -23,7 +23,7 @@ def _one(k: object, for_save: bool) -> container.SealKey | container.OpenKey:
     if isinstance(k, (bytes, bytearray, memoryview)):
         try:
             return SymmetricKey(k)
-        except ValueError as exc:
+        except InvalidArgumentError as exc:
             raise ArgumentTypeError(str(exc)) from None
     if isinstance(k, (SymmetricKey, Passphrase)):
         return k

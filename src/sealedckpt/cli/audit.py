@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import VerifyKey
 from ..crypto import textkeys
+from ..errors import InvalidArgumentError
 from ..stores import audit
 from .output import print_json
 
@@ -42,7 +43,7 @@ def _since(text: str) -> _dt.datetime:
 def _trust(text: str) -> VerifyKey:
     try:
         return textkeys.verify_key_from_text(text)
-    except ValueError as exc:
+    except InvalidArgumentError as exc:
         raise argparse.ArgumentTypeError(
             f"not a verify key: {exc} (verify keys look like {textkeys.HRP_VERIFY}1...)"
         ) from None

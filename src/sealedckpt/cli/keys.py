@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..crypto import textkeys
-from ..errors import CliError
+from ..errors import CliError, InvalidArgumentError
 from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json
 from .parse import Session, read_passphrase, record_json
 
@@ -74,7 +74,7 @@ def _key_from_text(text: str) -> Any:
         if low.startswith("sckpt1") or low.startswith(textkeys.HRP_VERIFY + "1"):
             return textkeys.public_from_text(text)
         return textkeys.secret_from_text(text)
-    except ValueError as exc:
+    except InvalidArgumentError as exc:
         raise CliError(
             f"cannot import: {exc}", EXIT_USAGE, hint="keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
         ) from None

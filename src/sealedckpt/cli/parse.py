@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from ..crypto import textkeys
-from ..errors import CliError, KeystoreError
+from ..errors import CliError, InvalidArgumentError, KeystoreError
 from ..stores.audit import AuditLog
 from ..stores.keystore import KeyRecord, Keystore
 from ..stores.trust import TrustStore
@@ -45,10 +45,7 @@ def read_passphrase(args: argparse.Namespace, confirm: bool, what: str = "passph
     if not text:
         raise CliError("empty passphrase", EXIT_USAGE)
     log2n = getattr(args, "work_factor", None)
-    try:
-        return Passphrase(text, log2n=log2n) if log2n else Passphrase(text)
-    except ValueError as exc:  # an out-of-range --work-factor
-        raise CliError(str(exc)) from None
+    return Passphrase(text, log2n=log2n) if log2n else Passphrase(text)
 
 
 @dataclass(frozen=True)
@@ -95,13 +92,13 @@ class Session:
         if low.startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
             try:
                 return textkeys.public_from_text(ref)
-            except ValueError as exc:
+            except InvalidArgumentError as exc:
                 raise CliError(f"invalid public key: {exc}", EXIT_USAGE) from None
         if os.path.isfile(ref):
             text = Path(ref).read_text(encoding="utf-8").strip()
             try:
                 return textkeys.public_from_text(text)
-            except ValueError as exc:
+            except InvalidArgumentError as exc:
                 raise CliError(f"{ref}: not a public key: {exc}", EXIT_USAGE) from None
         return self._public_record(ref)
 
@@ -188,7 +185,7 @@ class Session:
         for path in getattr(args, "identity", None) or []:
             try:
                 ident = textkeys.secret_from_text(Path(path).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+            except (OSError, UnicodeDecodeError, InvalidArgumentError) as exc:
                 raise CliError(f"--identity {path}: {exc}", EXIT_USAGE) from None
             if isinstance(ident, SigningKey):
                 raise CliError(f"--identity {path}: a signing key cannot open files", EXIT_USAGE)

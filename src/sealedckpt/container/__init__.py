@@ -1,3 +1,36 @@
 """The sealed container: byte layout, key slots, the chunk stream, sealed files (no torch)."""
 
-from .sealed import *  # noqa: F403
+from . import format, sniff
+from .header import Header, slot_ids
+from .ops import PublicInfo, VerifyResult, add_signatures, compute_root, read_public_info, rewrap, verify_file
+from .reader import KeySource, SealedReader, open_sealed
+from .signatures import Signer, content_digest, root_label
+from .slots import KeySlot, OpenKey, SealKey
+from .stream import default_workers
+from .writer import SealSummary, seal
+
+__all__ = [
+    "Header",
+    "KeySlot",
+    "KeySource",
+    "OpenKey",
+    "PublicInfo",
+    "SealKey",
+    "SealSummary",
+    "SealedReader",
+    "Signer",
+    "VerifyResult",
+    "add_signatures",
+    "compute_root",
+    "content_digest",
+    "default_workers",
+    "format",
+    "open_sealed",
+    "read_public_info",
+    "rewrap",
+    "root_label",
+    "seal",
+    "slot_ids",
+    "sniff",
+    "verify_file",
+]

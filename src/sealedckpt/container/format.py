@@ -1,14 +1,18 @@
 """Byte layout of a sealed checkpoint (docs/FORMAT.md): parsing and building, no crypto.
 
-Every length read from a file is checked against a cap before it is used.
+Every length read from a file is checked against a cap before it is used. Key slot bodies are
+parsed and built by their kinds (:mod:`.slots`).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..errors import FormatError, IntegrityError
+from ..crypto import DIGEST_SIZE, ED25519_PUB_SIZE, ED25519_SIG_SIZE, TAG_SIZE
+from ..errors import ArgumentTypeError, FormatError, IntegrityError, InvalidArgumentError
+from .slots import KeySlot, parse_slot
 
 MAGIC = b"\x89SCKPT\r\n"
 VERSION = 1
@@ -16,7 +20,7 @@ PREAMBLE_SIZE = 16  # magic[8] version[1] reserved[3] content_len[4]
 
 PAYLOAD_SAFETENSORS = 1
 
-# Caps (docs/FORMAT.md §6).
+# Caps (docs/FORMAT.md §12).
 MAX_CONTENT_LEN = 1 << 20
 MAX_SLOTS_LEN = 1 << 18
 MAX_SLOTS = 64
@@ -29,23 +33,10 @@ DEFAULT_CHUNK_LOG2 = 22
 MAX_CHUNKS = 1 << 22
 MAX_SIGNATURES = 16
 
-SALT_SIZE = 32
-COMMIT_SIZE = 32
 MAC_SIZE = 32
-TAG_SIZE = 16
-DIGEST_SIZE = 32
-KEY_ID_SIZE = 8
-
-SLOT_SYMMETRIC = 1
-SYMMETRIC_SLOT_BODY = KEY_ID_SIZE + 12 + 32 + TAG_SIZE  # key_id, nonce, wrapped DEK + tag
-
-SLOT_X25519 = 2
-X25519_SLOT_BODY = 32 + 32 + TAG_SIZE  # ephemeral share, wrapped DEK + tag
-SLOT_SCRYPT = 3
-SCRYPT_SLOT_BODY = 1 + 16 + 32 + TAG_SIZE  # log2n, salt, wrapped DEK + tag
 
 SIG_ED25519 = 1
-SIG_ENTRY_SIZE = 1 + 32 + 8 + 64  # type, public key, signed_at, signature
+SIG_ENTRY_SIZE = 1 + ED25519_PUB_SIZE + 8 + ED25519_SIG_SIZE  # type, public key, signed_at, signature
 
 _CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")  # payload_type chunk_log2 reserved payload_len salt commit n_meta
 
@@ -81,64 +72,6 @@ class Content:
 
 
 @dataclass(frozen=True)
-class Slot:
-    type: int
-    body: bytes
-
-
-@dataclass(frozen=True)
-class SymmetricSlot:
-    key_id: bytes
-    nonce: bytes
-    wrapped: bytes
-
-    @classmethod
-    def parse(cls, body: bytes) -> SymmetricSlot:
-        if len(body) != SYMMETRIC_SLOT_BODY:
-            raise FormatError(f"symmetric key slot body is {len(body)} bytes, expected {SYMMETRIC_SLOT_BODY}")
-        return cls(body[:8], body[8:20], body[20:])
-
-    def build(self) -> Slot:
-        return Slot(SLOT_SYMMETRIC, self.key_id + self.nonce + self.wrapped)
-
-
-@dataclass(frozen=True)
-class X25519Slot:
-    share: bytes
-    wrapped: bytes
-
-    @classmethod
-    def parse(cls, body: bytes) -> X25519Slot:
-        if len(body) != X25519_SLOT_BODY:
-            raise FormatError(f"X25519 key slot body is {len(body)} bytes, expected {X25519_SLOT_BODY}")
-        return cls(body[:32], body[32:])
-
-    def build(self) -> Slot:
-        return Slot(SLOT_X25519, self.share + self.wrapped)
-
-
-@dataclass(frozen=True)
-class ScryptSlot:
-    log2n: int
-    salt: bytes
-    wrapped: bytes
-
-    @classmethod
-    def parse(cls, body: bytes) -> ScryptSlot:
-        if len(body) != SCRYPT_SLOT_BODY:
-            raise FormatError(f"passphrase key slot body is {len(body)} bytes, expected {SCRYPT_SLOT_BODY}")
-        if not 1 <= body[0] <= 30:
-            raise FormatError(f"passphrase slot work factor 2**{body[0]} out of range")
-        return cls(body[0], body[1:17], body[17:])
-
-    def build(self) -> Slot:
-        return Slot(SLOT_SCRYPT, bytes([self.log2n]) + self.salt + self.wrapped)
-
-
-_SLOT_PARSERS = {SLOT_SYMMETRIC: SymmetricSlot.parse, SLOT_X25519: X25519Slot.parse, SLOT_SCRYPT: ScryptSlot.parse}
-
-
-@dataclass(frozen=True)
 class SignatureEntry:
     type: int
     public_key: bytes
@@ -163,31 +96,33 @@ def max_payload_len(chunk_log2: int) -> int:
 
 def build_content(c: Content) -> bytes:
     if not MIN_CHUNK_LOG2 <= c.chunk_log2 <= MAX_CHUNK_LOG2:
-        raise ValueError("chunk_log2 out of range")
+        raise InvalidArgumentError("chunk_log2 out of range")
     if c.payload_len > max_payload_len(c.chunk_log2):
-        raise ValueError("payload too large for this chunk size")
+        raise InvalidArgumentError("payload too large for this chunk size")
     items = _canonical_metadata(c.metadata)
     parts = [_CONTENT_FIXED.pack(c.payload_type, c.chunk_log2, 0, c.payload_len, c.salt, c.commitment, len(items))]
     for k, v in items:
         parts.append(struct.pack("<H", len(k)) + k + struct.pack("<I", len(v)) + v)
     out = b"".join(parts)
     if len(out) > MAX_CONTENT_LEN:
-        raise ValueError(f"public metadata too large: header would be {len(out)} bytes (cap {MAX_CONTENT_LEN})")
+        raise InvalidArgumentError(
+            f"public metadata too large: header would be {len(out)} bytes (cap {MAX_CONTENT_LEN})"
+        )
     return out
 
 
 def _canonical_metadata(metadata: dict[str, str]) -> list[tuple[bytes, bytes]]:
     if len(metadata) > MAX_META_ENTRIES:
-        raise ValueError(f"at most {MAX_META_ENTRIES} public metadata entries")
+        raise InvalidArgumentError(f"at most {MAX_META_ENTRIES} public metadata entries")
     items = []
     for k, v in metadata.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise TypeError("public metadata must be dict[str, str]")
+            raise ArgumentTypeError("public metadata must be dict[str, str]")
         kb, vb = k.encode("utf-8"), v.encode("utf-8")
         if not 1 <= len(kb) <= MAX_META_KEY:
-            raise ValueError(f"metadata key must be 1..{MAX_META_KEY} bytes of UTF-8: {k!r}")
+            raise InvalidArgumentError(f"metadata key must be 1..{MAX_META_KEY} bytes of UTF-8: {k!r}")
         if len(vb) > MAX_META_VALUE:
-            raise ValueError(f"metadata value for {k!r} exceeds {MAX_META_VALUE} bytes")
+            raise InvalidArgumentError(f"metadata value for {k!r} exceeds {MAX_META_VALUE} bytes")
         items.append((kb, vb))
     items.sort()
     return items
@@ -197,22 +132,23 @@ def build_preamble(content_len: int) -> bytes:
     return MAGIC + bytes([VERSION, 0, 0, 0]) + struct.pack("<I", content_len)
 
 
-def build_slots(slots: list[Slot]) -> bytes:
+def build_slots(slots: Sequence[KeySlot]) -> bytes:
     if not 1 <= len(slots) <= MAX_SLOTS:
-        raise ValueError(f"a file needs 1..{MAX_SLOTS} key slots, got {len(slots)}")
-    if any(s.type == SLOT_SCRYPT for s in slots) and len(slots) != 1:
-        raise ValueError("a passphrase must be the only key of a file (like age)")
+        raise InvalidArgumentError(f"a file needs 1..{MAX_SLOTS} key slots, got {len(slots)}")
+    for s in slots:
+        if s.alone and len(slots) != 1:
+            raise InvalidArgumentError(f"a {s.kind} must be the only key of a file (like age)")
     body = struct.pack("<H", len(slots)) + b"".join(
         bytes([s.type]) + struct.pack("<H", len(s.body)) + s.body for s in slots
     )
     if len(body) > MAX_SLOTS_LEN:
-        raise ValueError("key slots too large")
+        raise InvalidArgumentError("key slots too large")
     return struct.pack("<I", len(body)) + body
 
 
 def build_trailer(table: bytes, signatures: list[SignatureEntry]) -> bytes:
     if len(signatures) > MAX_SIGNATURES:
-        raise ValueError(f"at most {MAX_SIGNATURES} signatures")
+        raise InvalidArgumentError(f"at most {MAX_SIGNATURES} signatures")
     head = struct.pack("<H", len(signatures))
     if not signatures:
         return head
@@ -280,7 +216,7 @@ def parse_content(data: bytes) -> Content:
     return Content(ptype, log2, payload_len, salt, commit, meta)
 
 
-def parse_slots(data: bytes) -> list[Slot]:
+def parse_slots(data: bytes) -> list[KeySlot]:
     n = _u16(data, 0, "slot count")
     if not 1 <= n <= MAX_SLOTS:
         raise FormatError(f"{n} key slots (need 1..{MAX_SLOTS})")
@@ -291,16 +227,12 @@ def parse_slots(data: bytes) -> list[Slot]:
         blen = _u16(data, pos + 1, "slot length")
         body = _take(data, pos + 3, blen, "slot body")
         pos += 3 + blen
-        if stype == 0:
-            raise FormatError("slot type 0 is reserved")
-        parse = _SLOT_PARSERS.get(stype)
-        if parse is not None:
-            parse(body)  # exact length checks even for slots this reader may not open
-        slots.append(Slot(stype, body))
+        slots.append(parse_slot(stype, body))  # exact length checks even for slots this reader may not open
     if pos != len(data):
         raise FormatError(f"{len(data) - pos} unexpected bytes after the key slots")
-    if any(s.type == SLOT_SCRYPT for s in slots) and len(slots) != 1:
-        raise FormatError("a passphrase slot must be the only key slot")
+    for s in slots:
+        if s.alone and len(slots) != 1:
+            raise FormatError(f"a {s.kind} slot must be the only key slot")
     return slots
 
 

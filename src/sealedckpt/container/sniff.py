@@ -102,6 +102,6 @@ def _looks_like_safetensors(head: bytes) -> bool:
     if n + 8 <= len(head):
         try:
             return isinstance(json.loads(head[8 : 8 + n]), dict)
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested JSON overflows the decoder's stack
             return False
     return True

@@ -1,6 +1,6 @@
 """Cryptographic primitives and key types: the only module that imports ``cryptography``.
 
-Constructions (see docs/FORMAT.md §4): HKDF-SHA256 (RFC 5869) for per-file subkeys and
+Constructions (docs/FORMAT.md §4-§8): HKDF-SHA256 (RFC 5869) for per-file subkeys and
 the key commitment, AES-256-GCM (NIST SP 800-38D) for key wrapping and for payload
 chunks with STREAM nonces (Hoang, Reyhanitabar, Rogaway, Vizár 2015; as in age and
 Tink's AES-GCM-HKDF streaming AEAD), HMAC-SHA256 for the header MAC, Ed25519 (RFC 8032)
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..errors import FormatError
+from ..errors import ArgumentTypeError, FormatError, InvalidArgumentError, SignatureError
 
 RandomBytes = Callable[[int], bytes]
 
@@ -40,6 +40,7 @@ DIGEST_SIZE = 32
 ED25519_SIG_SIZE = 64
 ED25519_PUB_SIZE = 32
 KEY_ID_SIZE = 8
+X25519_SIZE = 32  # public keys and shares
 
 _KEY_ID_SYMMETRIC = b"sealedckpt/v1 key-id symmetric\x00"
 _KEY_ID_ED25519 = b"sealedckpt/v1 key-id ed25519\x00"
@@ -47,22 +48,24 @@ _INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 _INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
 _INFO_X25519 = b"sealedckpt/v1 x25519 wrap key"
 _KEY_ID_X25519 = b"sealedckpt/v1 key-id x25519\x00"
-_ZERO_NONCE = bytes(12)
+_ZERO_NONCE = bytes(NONCE_SIZE)
 
 SCRYPT_R = 8
 SCRYPT_P = 1
 SCRYPT_DEFAULT_LOG2N = 18  # ~0.5 s and 256 MiB on a current core
 SCRYPT_MAX_LOG2N = 20  # what a reader accepts by default: 1 GiB, a few seconds
+SCRYPT_LIMIT_LOG2N = 30  # the largest work factor the format allows
+SCRYPT_SALT_SIZE = 16
 
 
 def _forbid_pickle(obj: object) -> NoReturn:
-    raise TypeError(f"{type(obj).__name__} holds a secret and cannot be pickled or copied")
+    raise ArgumentTypeError(f"{type(obj).__name__} holds a secret and cannot be pickled or copied")
 
 
 def _coerce_key_bytes(data: bytes | bytearray | memoryview, what: str) -> bytes:
     raw = bytes(data)
     if len(raw) != KEY_SIZE:
-        raise ValueError(f"{what} must be exactly {KEY_SIZE} bytes, got {len(raw)}")
+        raise InvalidArgumentError(f"{what} must be exactly {KEY_SIZE} bytes, got {len(raw)}")
     return raw
 
 
@@ -146,24 +149,26 @@ class VerifyKey(_Key):
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
         if len(raw) != ED25519_PUB_SIZE:
-            raise ValueError(f"a VerifyKey must be exactly {ED25519_PUB_SIZE} bytes, got {len(raw)}")
+            raise InvalidArgumentError(f"a VerifyKey must be exactly {ED25519_PUB_SIZE} bytes, got {len(raw)}")
         try:
             self._pub = Ed25519PublicKey.from_public_bytes(raw)
         except ValueError as exc:  # pragma: no cover - every 32-byte string loads today
-            raise ValueError("not an Ed25519 public key") from exc
+            raise InvalidArgumentError("not an Ed25519 public key") from exc
         self._raw = raw
         self._key_id = hashlib.sha256(_KEY_ID_ED25519 + raw).digest()[:KEY_ID_SIZE]
 
     def _id(self) -> bytes:
         return self._key_id
 
-    def verify(self, signature: bytes, message: bytes) -> bool:
-        """True if ``signature`` is this key's Ed25519 signature over ``message``."""
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Check that ``signature`` is this key's Ed25519 signature over ``message``.
+
+        Raises :class:`SignatureError` when it is not.
+        """
         try:
             self._pub.verify(signature, message)
         except InvalidSignature:
-            return False
-        return True
+            raise SignatureError(f"signature by key {self.key_id} does not verify") from None
 
 
 class SigningKey(_SecretKey):
@@ -194,8 +199,8 @@ class RecipientPublicKey(_Key):
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
-        if len(raw) != 32:
-            raise ValueError(f"a RecipientPublicKey must be exactly 32 bytes, got {len(raw)}")
+        if len(raw) != X25519_SIZE:
+            raise InvalidArgumentError(f"a RecipientPublicKey must be exactly {X25519_SIZE} bytes, got {len(raw)}")
         self._raw = raw
         self._key_id = hashlib.sha256(_KEY_ID_X25519 + raw).digest()[:KEY_ID_SIZE]
 
@@ -239,15 +244,15 @@ class Passphrase:
     ) -> None:
         raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
         if not raw:
-            raise ValueError("empty passphrase")
-        if not 1 <= log2n <= 30 or not 1 <= max_log2n <= 30:
-            raise ValueError("scrypt work factor out of range")
+            raise InvalidArgumentError("empty passphrase")
+        if not 1 <= log2n <= SCRYPT_LIMIT_LOG2N or not 1 <= max_log2n <= SCRYPT_LIMIT_LOG2N:
+            raise InvalidArgumentError("scrypt work factor out of range")
         self._secret = raw
         self.log2n = log2n
         self.max_log2n = max_log2n
 
     def derive(self, salt: bytes, log2n: int) -> bytes:
-        return Scrypt(salt=salt, length=32, n=1 << log2n, r=SCRYPT_R, p=SCRYPT_P).derive(self._secret)
+        return Scrypt(salt=salt, length=KEY_SIZE, n=1 << log2n, r=SCRYPT_R, p=SCRYPT_P).derive(self._secret)
 
     def __repr__(self) -> str:
         return f"Passphrase(<secret>, log2n={self.log2n})"
@@ -258,7 +263,7 @@ class Passphrase:
 
 def x25519_wrap(recipient: RecipientPublicKey, dek: bytes, aad: bytes, random_bytes: RandomBytes = os.urandom) -> bytes:
     """age-style X25519 stanza: ephemeral share || AES-256-GCM(HKDF(shared), DEK)."""
-    eph = X25519PrivateKey.from_private_bytes(random_bytes(32))
+    eph = X25519PrivateKey.from_private_bytes(random_bytes(X25519_SIZE))
     share = eph.public_key().public_bytes_raw()
     shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient.to_bytes()))
     wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=share + recipient.to_bytes(), info=_INFO_X25519).derive(shared)
@@ -291,15 +296,16 @@ def scrypt_unwrap(p: Passphrase, log2n: int, salt: bytes, wrapped: bytes, aad: b
 
 def seal_secret(p: Passphrase, plaintext: bytes, aad: bytes) -> bytes:
     """log2n || salt[16] || AES-256-GCM(scrypt(p), zero nonce, plaintext): for protected key files."""
-    salt = os.urandom(16)
+    salt = os.urandom(SCRYPT_SALT_SIZE)
     return bytes([p.log2n]) + salt + AESGCM(p.derive(salt, p.log2n)).encrypt(_ZERO_NONCE, plaintext, aad)
 
 
 def open_secret(p: Passphrase, blob: bytes, aad: bytes) -> bytes | None:
-    if len(blob) < 1 + 16 + TAG_SIZE or not 1 <= blob[0] <= p.max_log2n:
+    salt_end = 1 + SCRYPT_SALT_SIZE
+    if len(blob) < salt_end + TAG_SIZE or not 1 <= blob[0] <= p.max_log2n:
         return None
     try:
-        return AESGCM(p.derive(blob[1:17], blob[0])).decrypt(_ZERO_NONCE, blob[17:], aad)
+        return AESGCM(p.derive(blob[1:salt_end], blob[0])).decrypt(_ZERO_NONCE, blob[salt_end:], aad)
     except InvalidTag:
         return None
 
@@ -331,12 +337,8 @@ def equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def sha256(data: bytes | bytearray | memoryview) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
 def content_hash(data: bytes | bytearray | memoryview) -> bytes:
-    """BLAKE3-256 (unkeyed hash mode): chunk digests and the signed root (docs/FORMAT.md §7)."""
+    """BLAKE3-256 (unkeyed hash mode): chunk digests and the signed root (docs/FORMAT.md §8)."""
     return blake3.blake3(data).digest()
 
 
@@ -387,7 +389,3 @@ class ChunkCipher:
         return "ChunkCipher(<secret>)"
 
     __reduce__ = _forbid_pickle
-
-
-def new_random_bytes() -> RandomBytes:
-    return os.urandom

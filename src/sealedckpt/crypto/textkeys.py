@@ -9,6 +9,7 @@ A key with one character changed fails the checksum.
 
 from __future__ import annotations
 
+from ..errors import InvalidArgumentError
 from .primitives import RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
@@ -66,25 +67,25 @@ def encode(hrp: str, data: bytes) -> str:
 
 
 def decode(text: str, hrp: str) -> bytes:
-    """Decode a Bech32 string with the given human-readable part; ValueError if anything is off."""
+    """Decode a Bech32 string with the given human-readable part; InvalidArgumentError if anything is off."""
     s = text.strip()
     if s.lower() != s and s.upper() != s:
-        raise ValueError("mixed case")
+        raise InvalidArgumentError("mixed case")
     s = s.lower()
     pos = s.rfind("1")
     if pos < 1 or s[:pos] != hrp:
-        raise ValueError(f"expected a key starting with {hrp}1")
+        raise InvalidArgumentError(f"expected a key starting with {hrp}1")
     if len(s) > 200 or pos + 7 > len(s):
-        raise ValueError("wrong length")
+        raise InvalidArgumentError("wrong length")
     try:
         words = [_CHARSET.index(c) for c in s[pos + 1 :]]
     except ValueError:
-        raise ValueError("invalid character") from None
+        raise InvalidArgumentError("invalid character") from None
     if _polymod(_hrp_expand(hrp) + words) != 1:
-        raise ValueError("checksum mismatch: the key was mistyped or altered")
+        raise InvalidArgumentError("checksum mismatch: the key was mistyped or altered")
     data = _convert(words[:-6], 5, 8, False)
     if data is None:
-        raise ValueError("non-canonical padding")
+        raise InvalidArgumentError("non-canonical padding")
     return bytes(data)
 
 
@@ -93,13 +94,13 @@ def public_to_text(k: PublicKey) -> str:
 
 
 def public_from_text(text: str) -> PublicKey:
-    """A recipient (``sckpt1...``) or verify key (``sckpt-vk1...``); ValueError otherwise."""
+    """A recipient (``sckpt1...``) or verify key (``sckpt-vk1...``); InvalidArgumentError otherwise."""
     s = text.strip().lower()
     if s.startswith(HRP_VERIFY + "1"):
         return VerifyKey(_exact(decode(s, HRP_VERIFY)))
     if s.startswith(HRP_RECIPIENT + "1"):
         return RecipientPublicKey(_exact(decode(s, HRP_RECIPIENT)))
-    raise ValueError(f"not a sealedckpt public key (expected {HRP_RECIPIENT}1... or {HRP_VERIFY}1...)")
+    raise InvalidArgumentError(f"not a sealedckpt public key (expected {HRP_RECIPIENT}1... or {HRP_VERIFY}1...)")
 
 
 def verify_key_to_text(k: VerifyKey) -> str:
@@ -127,10 +128,10 @@ def secret_from_text(text: str) -> SecretKey:
     for hrp, cls in _SECRET_HRPS:
         if s.lower().startswith(hrp + "1"):
             return cls(_exact(decode(s, hrp)))
-    raise ValueError("not a sealedckpt secret key")
+    raise InvalidArgumentError("not a sealedckpt secret key")
 
 
 def _exact(b: bytes) -> bytes:
     if len(b) != 32:
-        raise ValueError(f"key is {len(b)} bytes, expected 32")
+        raise InvalidArgumentError(f"key is {len(b)} bytes, expected 32")
     return b

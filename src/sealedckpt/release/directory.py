@@ -259,7 +259,7 @@ def _parse_signature(s: dict[str, Any]) -> tuple[VerifyKey, int, bytes]:
         raise FormatError("manifest signature entry is malformed")
     try:
         vk = textkeys.verify_key_from_text(public_key)
-    except ValueError:
+    except InvalidArgumentError:
         raise FormatError("manifest signature entry is malformed") from None
     try:
         raw = base64.b64decode(sig, validate=True)
@@ -285,8 +285,14 @@ def verify_dir(
     trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
     for s in _read_signatures(d):
         vk, signed_at, sig = _parse_signature(s)
-        if not 0 <= signed_at < 1 << 63 or not vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest)):
-            raise SignatureError(f"manifest signature by {vk.key_id} does not verify: manifest or signature altered")
+        try:
+            if not 0 <= signed_at < 1 << 63:
+                raise SignatureError("signed_at out of range")
+            vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest))
+        except SignatureError:
+            raise SignatureError(
+                f"manifest signature by {vk.key_id} does not verify: manifest or signature altered"
+            ) from None
         signers.append(container.Signer(vk, signed_at, vk.to_bytes() in trusted_raw))
     if trusted_signers is not None:
         if not signers:

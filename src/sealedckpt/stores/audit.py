@@ -41,9 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._env import switch
 from .._fs import flock, fsync_dir, funlock
 from ..crypto import SigningKey, VerifyKey, textkeys
-from ..errors import AuditError
+from ..errors import AuditError, SignatureError
 from .audit_records import GENESIS, is_hex64, line, new_record, parse, record_hash, record_time, sig_message
 from .backends import default_home
 
@@ -99,10 +100,6 @@ def log_path() -> Path:
     return default_home() / "audit.jsonl"
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 _override: bool | None = None
 
 
@@ -121,14 +118,7 @@ def enabled(default: bool) -> bool:
     """
     if _override is not None:
         return _override
-    raw = os.environ.get(ENV_AUDIT, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise AuditError(f"{ENV_AUDIT} must be 1 or 0, not {raw!r}")
+    return switch(ENV_AUDIT, default, AuditError)
 
 
 # --- file access ----------------------------------------------------------------------------------
@@ -396,8 +386,10 @@ def _check_signature(
         raise AuditError(f"{where}: signature is not base64") from None
     if base64.b64encode(sig).decode("ascii") != rec["sig"] or textkeys.verify_key_to_text(vk) != rec["signer"]:
         raise AuditError(f"{where}: signature or signer not in canonical form (bytes were changed)")
-    if not vk.verify(sig, sig_message(rec["hash"])):
-        raise AuditError(f"{where}: invalid signature")
+    try:
+        vk.verify(sig, sig_message(rec["hash"]))
+    except SignatureError:
+        raise AuditError(f"{where}: invalid signature") from None
     if trust is not None and vk not in trust:
         raise AuditError(f"{where}: signed by {rec['signer']}, which is not trusted")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._env import switch
 from .._fs import atomic_write
 from ..crypto import VerifyKey, textkeys
 from ..errors import KeystoreError, SignatureError
@@ -24,8 +24,10 @@ ENV_REQUIRE = "SEALEDCKPT_REQUIRE_SIGNATURE"
 
 
 def signature_required() -> bool:
-    """The policy switch: every load must carry a signature by a trusted publisher."""
-    return os.environ.get(ENV_REQUIRE, "").strip().lower() in ("1", "true", "yes", "on")
+    """The policy switch: every load must carry a signature by a trusted publisher.
+
+    An unknown value (``required``, ``always``, ``y``) is a :class:`SignatureError`, never "off"."""
+    return switch(ENV_REQUIRE, False, SignatureError)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,182 @@
+"""Whole-file operations: rewrap, counter-sign, verify and inspect (the last three need no key)."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .. import crypto
+from ..crypto import DIGEST_SIZE, SigningKey, VerifyKey
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
+from . import format as fmt
+from .header import Header, read_header, slot_ids
+from .reader import KeySource, Progress, unlock
+from .signatures import Signer, apply_policy, content_root, read_trailer, sign
+from .slots import KeySlot, SealKey, make_slots
+from .stream import ChunkStream, Source
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    signers: list[Signer]
+    root: bytes
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PublicInfo:
+    """What anyone can read from a sealed file without a key. Signers here are NOT verified."""
+
+    version: int
+    payload_type: str
+    chunk_size: int
+    payload_len: int
+    file_size: int
+    metadata: dict[str, str]
+    key_slots: list[dict[str, str]]
+    signatures: list[dict[str, object]]
+
+
+def rewrap(
+    src_file: BinaryIO,
+    out: BinaryIO,
+    open_with: KeySource,
+    add: Sequence[SealKey],
+    *,
+    keep: bool = False,
+    remove: Sequence[str] = (),
+    copy_block: int = 1 << 22,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Re-wrap a file's data key: new key slots, same content header, chunks and signatures.
+
+    The result's slots are ``add``, plus the existing slots when ``keep`` (minus those whose
+    label from :func:`slot_ids` is in ``remove``). Nothing is re-encrypted; signatures stay valid.
+    Returns the new slot labels.
+    """
+    src = Source(src_file)
+    header, dek = unlock(src, open_with)
+    read_trailer(src, header, ())  # length and signatures checked before anything is written
+    kept: list[KeySlot] = []
+    if keep:
+        labels = slot_ids(header)
+        unknown = set(remove) - set(labels)
+        if unknown:
+            raise FormatError(f"no key slot {sorted(unknown)[0]!r} in this file (slots: {', '.join(labels)})")
+        kept = [s for s, lab in zip(header.slots, labels, strict=True) if lab not in remove]
+    elif remove:
+        raise InvalidArgumentError("remove= only makes sense with keep=True")
+    fresh = [k for k in add if not any(s.names(k) for s in kept)]
+    slots = kept + (make_slots(dek, header.content.salt, fresh) if fresh else [])
+    if not slots:
+        raise InvalidArgumentError("rewrap would leave the file with no key slot")
+    fk = crypto.derive_file_keys(dek, header.content.salt)
+    authenticated = fmt.build_preamble(len(header.content_bytes)) + header.content_bytes + fmt.build_slots(slots)
+    out.write(authenticated)
+    out.write(crypto.header_mac(fk.header_mac_key, authenticated))
+    buf = memoryview(bytearray(copy_block))
+    pos, end = header.size, src.size
+    while pos < end:
+        n = src.read_into(pos, buf[: min(copy_block, end - pos)])
+        if n == 0:
+            raise IntegrityError("file shrank while it was being rewrapped")
+        out.write(buf[:n])
+        pos += n
+        if progress is not None:
+            progress(n)
+    return slot_ids(Header(header.content_bytes, header.content, slots, authenticated, b""))
+
+
+def add_signatures(
+    src_file: BinaryIO,
+    out: BinaryIO,
+    signers: Sequence[SigningKey],
+    *,
+    trusted_signers: Sequence[VerifyKey] | None = None,
+    now: Callable[[], float] = time.time,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Counter-sign a file without any decryption key: every existing signature and every chunk
+    digest is checked first (for an unsigned file the digest table is computed), then the new
+    signatures are appended. Earlier signatures stay valid: all sign the same root."""
+    if not signers:
+        raise InvalidArgumentError("no signing key given")
+    src = Source(src_file)
+    header = read_header(src)
+    trailer = read_trailer(src, header, trusted_signers or ())
+    if trusted_signers is not None:
+        apply_policy(trailer, trusted_signers, True)
+    c = header.content
+    have = {s.public_key.to_bytes() for s in trailer.signers}
+    for s in signers:
+        if s.public.to_bytes() in have:
+            raise SignatureError(f"key {s.key_id} has already signed this file")
+    if len(trailer.signers) + len(signers) > fmt.MAX_SIGNATURES:
+        raise SignatureError(f"a file holds at most {fmt.MAX_SIGNATURES} signatures")
+    out.write(header.authenticated + header.mac)
+    digests = []
+    for ct, d in ChunkStream(src, header.size, c, trailer.table).scan(check=bool(trailer.signers)):
+        digests.append(d)
+        out.write(ct)
+        if progress is not None:
+            progress(len(ct))
+    table = b"".join(digests)
+    root = content_root(header.content_bytes, c.n_chunks, table)
+    new = sign(signers, root, now)
+    out.write(fmt.build_trailer(table, [*trailer.entries, *new]))
+    trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
+    everyone = [(s.public_key, s.signed_at) for s in trailer.signers]
+    everyone += [(s.public, e.signed_at) for s, e in zip(signers, new, strict=True)]
+    return VerifyResult([Signer(k, t, k.to_bytes() in trusted_raw) for k, t in everyone], root, dict(c.metadata))
+
+
+def compute_root(f: BinaryIO, progress: Progress | None = None) -> tuple[bytes, fmt.Content]:
+    """The content root of any sealed file, signed or not, without a key (hashes every chunk)."""
+    src = Source(f)
+    header = read_header(src)
+    trailer = read_trailer(src, header, ())
+    c = header.content
+    digests = []
+    for ct, d in ChunkStream(src, header.size, c, trailer.table).scan(check=trailer.root is not None):
+        digests.append(d)
+        if progress is not None:
+            progress(len(ct))
+    return content_root(header.content_bytes, c.n_chunks, b"".join(digests)), c
+
+
+def verify_file(
+    f: BinaryIO, trusted_signers: Sequence[VerifyKey] | None, progress: Progress | None = None
+) -> VerifyResult:
+    """Check signatures and every chunk's digest without any decryption key."""
+    src = Source(f)
+    header = read_header(src)
+    trailer = read_trailer(src, header, trusted_signers or ())
+    if not trailer.signers or trailer.root is None:
+        raise SignatureError("the file is not signed: nothing to verify without a key")
+    if trusted_signers is not None:
+        apply_policy(trailer, trusted_signers, True)
+    c = header.content
+    for ct, _ in ChunkStream(src, header.size, c, trailer.table).scan(check=True):
+        if progress is not None:
+            progress(len(ct))
+    return VerifyResult(trailer.signers, trailer.root, dict(c.metadata))
+
+
+def read_public_info(f: BinaryIO) -> PublicInfo:
+    """The public view of a file (``inspect``); a malformed trailer just shows no signatures."""
+    src = Source(f)
+    header = read_header(src)
+    c = header.content
+    sigs: list[dict[str, object]] = []
+    off = header.trailer_offset
+    if src.size >= off + 2:
+        (count,) = struct.unpack("<H", src.read(off, 2))
+        if count <= fmt.MAX_SIGNATURES and src.size == off + fmt.trailer_len(count, c.n_chunks):
+            base = off + 2 + (c.n_chunks * DIGEST_SIZE if count else 0)
+            for e in fmt.parse_signature_entries(src.read(base, count * fmt.SIG_ENTRY_SIZE), count):
+                sigs.append({"key_id": VerifyKey(e.public_key).key_id, "signed_at": e.signed_at})
+    slots = [s.describe() for s in header.slots]
+    return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)

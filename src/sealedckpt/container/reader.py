@@ -1,0 +1,242 @@
+"""Opening a sealed file: unlock a key slot, authenticate the header, decrypt chunks into buffers."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from .. import crypto
+from ..crypto import ChunkCipher, VerifyKey
+from ..errors import FormatError, IntegrityError, InvalidArgumentError
+from .header import Header, read_header
+from .signatures import Signer, Trailer, apply_policy, content_root, read_trailer
+from .slots import OpenKey, open_slots
+from .stream import ChunkStream, Source, default_workers
+
+Region = tuple[int, memoryview]  # (payload offset, destination buffer)
+Progress = Callable[[int], None]  # called with a number of bytes just processed
+KeySource = Sequence[OpenKey] | Callable[[Header], Sequence[OpenKey]]
+
+_MAX_SPARE = 4  # scratch buffers a reader keeps for reuse: one per worker at most
+
+
+def unlock(src: Source, keys: KeySource) -> tuple[Header, bytes]:
+    """Parse the header, open a slot, check the key commitment and the header MAC."""
+    header = read_header(src)
+    dek = open_slots(header.slots, header.content.salt, keys(header) if callable(keys) else keys)
+    fk = crypto.derive_file_keys(dek, header.content.salt)
+    if not crypto.equal(fk.commitment, header.content.commitment):
+        raise IntegrityError("key commitment does not match: the header was modified or forged")
+    if not crypto.equal(crypto.header_mac(fk.header_mac_key, header.authenticated), header.mac):
+        raise IntegrityError("header MAC does not verify: the header or a key slot was modified")
+    return header, dek
+
+
+def open_sealed(
+    f: BinaryIO,
+    keys: KeySource,
+    *,
+    trusted_signers: Sequence[VerifyKey] | None = None,
+    require_signature: bool | None = None,
+) -> SealedReader:
+    """Authenticate header, key slot, key commitment, header MAC and signature policy.
+
+    ``keys`` is a list of keys, or a function that picks keys after seeing the (unauthenticated)
+    header, e.g. a keystore looking up the key ids its slots name.
+    """
+    src = Source(f)
+    header, dek = unlock(src, keys)
+    trailer = read_trailer(src, header, trusted_signers or ())
+    check = apply_policy(trailer, trusted_signers, require_signature)
+    return SealedReader(src, header, dek, trailer, check)
+
+
+class SealedReader:
+    """An authenticated, opened sealed file. Chunks are verified as they are decrypted."""
+
+    def __init__(self, src: Source, header: Header, dek: bytes, trailer: Trailer, check_digests: bool) -> None:
+        self.header = header
+        self.content = header.content
+        self.trailer = trailer
+        cipher = ChunkCipher(crypto.derive_file_keys(dek, header.content.salt).payload_key)
+        self._stream = ChunkStream(src, header.size, header.content, trailer.table, cipher)
+        self._check_digests = check_digests
+        self._expect_root: bytes | None = None
+        self._digests: list[bytes] = []
+        self._prefix: list[tuple[memoryview, memoryview]] = []  # (scratch, plaintext) of chunks 0..k
+        self._spare: list[memoryview] = []  # scratch buffers for reuse (page faults cost more than AES)
+        self._spare_lock = threading.Lock()
+
+    def expect_root(self, root: bytes) -> None:
+        """Require the content root (as a signed manifest lists it): every chunk is hashed while
+        it is decrypted and the root compared before decryption counts as done."""
+        if self.trailer.root is not None:
+            if not crypto.equal(self.trailer.root, root):
+                raise IntegrityError("file content does not match the digest the manifest lists")
+            self._check_digests = True
+            return
+        self._expect_root = root
+        self._digests = [b""] * self.content.n_chunks
+
+    def finish(self) -> None:
+        """After chunks were decrypted piecemeal (``only_covering``): run the whole-file checks."""
+        if self._expect_root is not None:
+            got = content_root(self.header.content_bytes, self.content.n_chunks, b"".join(self._digests))
+            if not crypto.equal(got, self._expect_root):
+                raise IntegrityError("file content does not match the digest the manifest lists")
+
+    @property
+    def signers(self) -> list[Signer]:
+        return self.trailer.signers
+
+    def _take_scratch(self) -> memoryview:
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return self._stream.scratch()
+
+    def _give_scratch(self, buf: memoryview) -> None:
+        with self._spare_lock:
+            if len(self._spare) < _MAX_SPARE:
+                self._spare.append(buf)
+
+    def _decrypt_chunk(self, i: int, ct_buf: memoryview, out: memoryview | None = None) -> memoryview:
+        """Read, check and decrypt chunk ``i`` into ``out`` (or in place); return the plaintext view."""
+        ct = self._stream.read(i, ct_buf)
+        if self._check_digests:
+            self._stream.digest(i, ct, check=True)
+        elif self._digests:
+            self._digests[i] = self._stream.digest(i, ct, check=False)
+        return self._stream.decrypt(i, ct, out)
+
+    def read_prefix(self, n: int) -> bytes:
+        """Decrypt and return the first ``n`` payload bytes (used to read the payload's own header)."""
+        c = self.content
+        if n > c.payload_len:
+            raise FormatError("payload shorter than its own header claims")
+        while len(self._prefix) * c.chunk_size < n:
+            buf = self._take_scratch()  # decrypted in place and kept: no second copy of the chunk
+            self._prefix.append((buf, self._decrypt_chunk(len(self._prefix), buf)))
+        cs = c.chunk_size
+        return b"".join(plain[: max(0, min(cs, n - i * cs))] for i, (_, plain) in enumerate(self._prefix))
+
+    def release_prefix(self) -> None:
+        """Hand the chunks ``read_prefix`` keeps back for reuse (once the payload header is parsed)."""
+        for buf, _ in self._prefix:
+            self._give_scratch(buf)
+        self._prefix = []
+
+    def write_plaintext(self, out: BinaryIO, progress: Progress | None = None, skip: int = 0) -> int:
+        """Decrypt the payload chunk by chunk into ``out``, leaving out its first ``skip`` bytes
+        (write to a temp file; publish it only after this returns, since bytes are written before
+        the last chunk is checked)."""
+        buf = self._stream.scratch()
+        total = 0
+        pos = 0
+        for i in range(self.content.n_chunks):
+            plain = self._decrypt_chunk(i, buf)
+            start = min(max(skip - pos, 0), len(plain))
+            pos += len(plain)
+            out.write(plain[start:])
+            total += len(plain) - start
+            if progress is not None:
+                progress(len(plain))
+        self.finish()
+        return total
+
+    def decrypt_regions(
+        self, regions: Sequence[Region], workers: int | None = None, *, only_covering: bool = False
+    ) -> None:
+        """Decrypt every chunk; bytes under a region land in it, the rest are checked and dropped.
+
+        With ``only_covering``, decrypt only the chunks that overlap a region (lazy reads of one
+        tensor); every chunk read is still authenticated, and digest-checked under a policy.
+
+        Regions are sorted, non-overlapping ``(payload_offset, buffer)`` pairs. Raises on the first
+        chunk that fails; the caller must then discard every region's buffer. A chunk that lies
+        inside one region is decrypted straight into it; one that spans regions is decrypted in
+        place in a per-thread scratch buffer and its pieces copied out.
+        """
+        c = self.content
+        plan = _RegionIndex(regions)
+
+        def job(i: int) -> None:
+            buf = self._take_scratch()
+            start = i * c.chunk_size
+            plen = c.plain_len(i)
+            direct = plan.covering(start, plen)
+            if direct is not None:
+                self._decrypt_chunk(i, buf, direct)
+            else:
+                plain = self._decrypt_chunk(i, buf)
+                for dst, src_off, k in plan.pieces(start, plen):
+                    dst[:] = plain[src_off : src_off + k]
+            self._give_scratch(buf)  # not on failure: that buffer is simply dropped
+
+        if only_covering:
+            todo = sorted({i for off, mv in regions if len(mv) for i in self._chunks_for(off, len(mv))})
+        else:
+            todo = list(range(c.n_chunks))
+        _run(job, todo, workers)
+        if not only_covering:
+            self.finish()
+
+    def _chunks_for(self, start: int, n: int) -> range:
+        cs = self.content.chunk_size
+        return range(start // cs, (start + n - 1) // cs + 1)
+
+
+def _run(job: Callable[[int], None], todo: list[int], workers: int | None) -> None:
+    """Run ``job`` over ``todo``, in threads when there is enough work; raise the first failure."""
+    # a thread and its fresh scratch buffer cost more than decrypting one more 4 MiB chunk
+    workers = max(1, min(workers or default_workers(), len(todo) // 2))
+    if workers <= 1:
+        for i in todo:
+            job(i)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-open") as pool:
+        futures = [pool.submit(job, i) for i in todo]
+        try:
+            for fut in futures:
+                fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+class _RegionIndex:
+    def __init__(self, regions: Sequence[Region]) -> None:
+        self._starts = [r[0] for r in regions]
+        self._regions = list(regions)
+        for (a, ma), (b, _) in itertools.pairwise(regions):
+            if a + len(ma) > b:
+                raise InvalidArgumentError("regions overlap or are unsorted")
+
+    def _first(self, start: int) -> int:
+        return max(0, bisect.bisect_right(self._starts, start) - 1)
+
+    def covering(self, start: int, n: int) -> memoryview | None:
+        """A view of one region holding all of ``[start, start+n)``, if one does."""
+        if not self._regions:
+            return None
+        off, mv = self._regions[self._first(start)]
+        if off <= start and start + n <= off + len(mv):
+            return mv[start - off : start - off + n]
+        return None
+
+    def pieces(self, start: int, n: int) -> Iterator[tuple[memoryview, int, int]]:
+        """(destination view, offset within chunk, length) for each region overlapping the chunk."""
+        end = start + n
+        j = self._first(start)
+        while j < len(self._regions):
+            off, mv = self._regions[j]
+            if off >= end:
+                break
+            lo, hi = max(start, off), min(end, off + len(mv))
+            if lo < hi:
+                yield mv[lo - off : hi - off], lo - start, hi - lo
+            j += 1

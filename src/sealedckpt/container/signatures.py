@@ -1,0 +1,131 @@
+"""Signatures: the signed content root, the trailer, and the signature policy (docs/FORMAT.md §8)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .. import crypto
+from ..crypto import DIGEST_SIZE, SigningKey, VerifyKey
+from ..errors import FormatError, IntegrityError, SignatureError
+from . import format as fmt
+from .header import Header
+from .stream import Source
+
+_ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
+_SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A signature that verified: who signed (public key) and when (seconds since epoch)."""
+
+    public_key: VerifyKey
+    signed_at: int
+    trusted: bool
+
+    @property
+    def key_id(self) -> str:
+        return self.public_key.key_id
+
+
+def content_root(content_bytes: bytes, n_chunks: int, table: bytes) -> bytes:
+    """The digest every signature signs: the content header and every chunk's BLAKE3 digest."""
+    return crypto.content_hash(
+        _ROOT_DOMAIN + struct.pack("<I", len(content_bytes)) + content_bytes + struct.pack("<Q", n_chunks) + table
+    )
+
+
+def signed_message(public_key: bytes, signed_at: int, root: bytes) -> bytes:
+    return _SIG_DOMAIN + public_key + struct.pack("<Q", signed_at) + root
+
+
+def root_label(root: bytes) -> str:
+    """A content root as printed and recorded: ``blake3:<hex>``."""
+    return f"blake3:{root.hex()}"
+
+
+def content_digest(root: bytes | None, commitment: bytes) -> str:
+    """How audit records name a file's content: its signed root, else its key commitment
+    (unique per file; free to read, while a root costs a hash of every chunk)."""
+    return root_label(root) if root is not None else f"commitment:{commitment.hex()}"
+
+
+def sign(signers: Sequence[SigningKey], root: bytes, now: Callable[[], float]) -> list[fmt.SignatureEntry]:
+    """One signature entry per signer over ``root``, all with the same time."""
+    signed_at = int(now())
+    entries = []
+    for s in signers:
+        pub = s.public.to_bytes()
+        entries.append(
+            fmt.SignatureEntry(fmt.SIG_ED25519, pub, signed_at, s.sign(signed_message(pub, signed_at, root)))
+        )
+    return entries
+
+
+@dataclass(frozen=True)
+class Trailer:
+    table: bytes  # n_chunks digests, empty when unsigned
+    signers: list[Signer]
+    root: bytes | None  # None when unsigned
+    entries: list[fmt.SignatureEntry]  # as stored
+
+
+def trailer_count(src: Source, header: Header) -> int:
+    """The trailer's signature count, once the file's length matches what it implies."""
+    off = header.trailer_offset
+    if src.size < off + 2:
+        raise IntegrityError("file truncated: the payload or the trailer is incomplete")
+    (count,) = struct.unpack("<H", src.read_exact(off, 2, "trailer"))
+    # Length first: an appended chunk or a cut shows up as a length mismatch, whatever it holds.
+    expected = off + fmt.trailer_len(count, header.content.n_chunks)
+    if src.size < expected:
+        raise IntegrityError("file truncated inside the signature trailer")
+    if src.size > expected:
+        raise IntegrityError(f"{src.size - expected} bytes of trailing data after the end of the file")
+    if count > fmt.MAX_SIGNATURES:
+        raise FormatError(f"{count} signatures (cap {fmt.MAX_SIGNATURES})")
+    return int(count)
+
+
+def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> Trailer:
+    """Read the trailer and verify every signature in it (docs/FORMAT.md §8, reader rules)."""
+    count = trailer_count(src, header)
+    if count == 0:
+        return Trailer(b"", [], None, [])
+    c = header.content
+    off = header.trailer_offset + 2
+    table = src.read_exact(off, c.n_chunks * DIGEST_SIZE, "chunk digest table")
+    raw = src.read_exact(off + len(table), count * fmt.SIG_ENTRY_SIZE, "signatures")
+    entries = fmt.parse_signature_entries(raw, count)
+    root = content_root(header.content_bytes, c.n_chunks, table)
+    trusted_raw = {k.to_bytes() for k in trusted}
+    signers = []
+    for e in entries:
+        vk = VerifyKey(e.public_key)
+        try:
+            vk.verify(e.signature, signed_message(e.public_key, e.signed_at, root))
+        except SignatureError:
+            raise SignatureError(
+                f"signature by key {vk.key_id} does not verify: the file or the signature was altered"
+            ) from None
+        signers.append(Signer(vk, e.signed_at, e.public_key in trusted_raw))
+    return Trailer(table, signers, root, entries)
+
+
+def apply_policy(trailer: Trailer, trusted: Sequence[VerifyKey] | None, require: bool | None) -> bool:
+    """Enforce the signature policy; True when chunk digests must be checked."""
+    must = bool(require) or trusted is not None
+    if not must:
+        return False
+    if not trailer.signers:
+        raise SignatureError("the file is not signed, but a trusted signature is required")
+    if not trusted:
+        raise SignatureError(
+            "a signature is required but no trusted signers were given", hint="pass trusted_signers=[VerifyKey, ...]"
+        )
+    if not any(s.trusted for s in trailer.signers):
+        ids = ", ".join(s.key_id for s in trailer.signers)
+        raise SignatureError(f"signed only by untrusted keys ({ids})")
+    return True

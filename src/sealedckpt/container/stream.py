@@ -1,0 +1,131 @@
+"""The chunk stream: positional reads of a sealed file and its STREAM-encrypted chunks.
+
+Chunk ``i`` is read into a caller's buffer, its BLAKE3 digest checked against the signed table
+when asked, and decrypted into a caller's buffer (docs/FORMAT.md §7, §8). No chunk byte is
+copied on the way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .. import crypto
+from ..crypto import DIGEST_SIZE, TAG_SIZE, ChunkCipher
+from ..errors import FormatError, IntegrityError
+from .format import Content
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Source:
+    """Positional reads from a path-backed fd or from any seekable binary file object."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        try:
+            fd = f.fileno()
+            os.fstat(fd)
+            self._fd = fd
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fd = None
+        try:
+            if not f.seekable():
+                raise FormatError(
+                    "sealedckpt.load needs a seekable file", hint="pass a path or read it into io.BytesIO"
+                )
+            self.size = f.seek(0, io.SEEK_END)
+        except (AttributeError, OSError) as exc:
+            raise FormatError("sealedckpt.load needs a seekable file") from exc
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        n = len(buf)
+        if self._fd is not None:
+            got = 0
+            while got < n:
+                k = os.preadv(self._fd, [buf[got:]], offset + got)
+                if k == 0:
+                    break
+                got += k
+            return got
+        with self._lock:
+            self._f.seek(offset)
+            got = 0
+            while got < n:
+                k = self._f.readinto(buf[got:])  # type: ignore[attr-defined]
+                if not k:
+                    break
+                got += k
+            return got
+
+    def read(self, offset: int, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.read_into(offset, memoryview(buf))
+        return bytes(buf[:got])
+
+    def read_exact(self, offset: int, n: int, what: str) -> bytes:
+        data = self.read(offset, n)
+        if len(data) != n:
+            raise IntegrityError(f"file truncated inside the {what}")
+        return data
+
+
+class ChunkStream:
+    """The chunks of one sealed file: read, digest-check and decrypt chunk ``i``.
+
+    ``table`` is the signed digest table (empty when unsigned); ``cipher`` is needed only to
+    decrypt. Safe to use from several threads with a buffer each.
+    """
+
+    def __init__(
+        self, src: Source, offset: int, content: Content, table: bytes, cipher: ChunkCipher | None = None
+    ) -> None:
+        self._src = src
+        self._offset = offset  # of chunk 0: the header size
+        self.content = content
+        self._table = table
+        self._cipher = cipher
+
+    def scratch(self) -> memoryview:
+        """A buffer for one chunk's ciphertext and tag, no larger than the largest chunk."""
+        c = self.content
+        return memoryview(bytearray(min(c.chunk_size, c.payload_len) + TAG_SIZE))
+
+    def read(self, i: int, buf: memoryview) -> memoryview:
+        """Read chunk ``i`` (ciphertext and tag) into the start of ``buf``; return that view."""
+        c = self.content
+        ct = buf[: c.plain_len(i) + TAG_SIZE]
+        if self._src.read_into(self._offset + i * (c.chunk_size + TAG_SIZE), ct) != len(ct):
+            raise IntegrityError(f"file truncated inside chunk {i}")
+        return ct
+
+    def digest(self, i: int, ct: memoryview, check: bool) -> bytes:
+        """BLAKE3 of chunk ``i``'s bytes; with ``check``, compared with its signed table entry."""
+        d = crypto.content_hash(ct)
+        if check and not crypto.equal(d, self._table[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]):
+            raise IntegrityError(f"chunk {i} does not match its signed digest")
+        return d
+
+    def decrypt(self, i: int, ct: memoryview, out: memoryview | None = None) -> memoryview:
+        """Decrypt chunk ``i`` into ``out`` (or in place in ``ct``); return the plaintext view."""
+        assert self._cipher is not None
+        c = self.content
+        plen = c.plain_len(i)
+        plain = ct[:plen] if out is None else out[:plen]
+        if not self._cipher.decrypt_into(i, i == c.n_chunks - 1, ct, plain):
+            raise IntegrityError(f"chunk {i} of {c.n_chunks} failed authentication (tampered, reordered or spliced)")
+        return plain
+
+    def scan(self, check: bool) -> Iterator[tuple[memoryview, bytes]]:
+        """Every chunk in order, as (ciphertext view, digest); the view is reused for the next."""
+        buf = self.scratch()
+        for i in range(self.content.n_chunks):
+            ct = self.read(i, buf)
+            yield ct, self.digest(i, ct, check)
