@@ -36,3 +36,31 @@ def test_require_signature_off_values(
 ) -> None:
     monkeypatch.setenv("SEALEDCKPT_REQUIRE_SIGNATURE", value)
     assert torch.equal(sealedckpt.load(unsigned, key=key)["w"], torch.ones(2))
+
+
+def test_protected_keystore_key_is_unlocked_once_per_open(tmp_path: Path) -> None:
+    """64 slots whose (unauthenticated) hints all name one passphrase-protected keystore key:
+    the keystore asks for the passphrase, and runs scrypt, once, not 64 times."""
+    from helpers import MemorySecrets
+
+    from sealedckpt.stores.keystore import KeyRecord, Keystore
+
+    home, secrets = tmp_path / "home", MemorySecrets()
+    rec = Keystore(home, secrets=secrets).generate("symmetric", "prot", protect=sealedckpt.Passphrase("pw", log2n=10))
+    asked: list[str] = []
+
+    def ask(r: KeyRecord) -> sealedckpt.Passphrase:
+        asked.append(r.name)
+        return sealedckpt.Passphrase("pw", log2n=10)
+
+    others = [sealedckpt.SymmetricKey.generate() for _ in range(64)]
+    path = tmp_path / "many.sealed"
+    sealedckpt.save({"w": torch.ones(1)}, path, key=others)
+    blob = path.read_bytes()
+    for k in others:  # every slot's hint now names the protected key
+        assert blob.count(k.key_id_bytes) == 1
+        blob = blob.replace(k.key_id_bytes, bytes.fromhex(rec.id))
+    path.write_bytes(blob)
+    with pytest.raises(sealedckpt.IntegrityError):
+        sealedckpt.load(path, keystore=Keystore(home, secrets=secrets, passphrase=ask))
+    assert asked == ["prot"]

@@ -39,6 +39,8 @@ from .errors import (
     UnsafePayloadError,
     UnsupportedTypeError,
 )
+from .stores import audit
+from .stores.audit import AuditLog
 from .stores.keystore import Keystore
 
 __version__ = "0.1.0"
@@ -46,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentTypeError",
     "AuditError",
+    "AuditLog",
     "CliError",
     "DecryptionError",
     "DeviceError",
@@ -69,6 +72,7 @@ __all__ = [
     "UnsupportedTypeError",
     "VerifyKey",
     "VerifyResult",
+    "audit",
     "inspect",
     "load",
     "load_dir",

@@ -6,11 +6,9 @@ import builtins
 import contextlib
 import gc
 import os
-import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from ..errors import FormatError, SealedCkptError
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 
@@ -62,14 +60,3 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-@contextlib.contextmanager
-def _typed_errors() -> Iterator[None]:
-    """Belt and braces: a parser slip must still surface as a SealedCkptError."""
-    try:
-        yield
-    except SealedCkptError:
-        raise
-    except (ValueError, KeyError, IndexError, OverflowError, struct.error) as exc:
-        raise FormatError(f"malformed sealed checkpoint ({type(exc).__name__})") from exc

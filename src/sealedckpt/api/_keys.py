@@ -86,11 +86,7 @@ def default_key(keystore: Keystore | None = None) -> SymmetricKey:
 
 
 def _keystore_resolver(keystore: Keystore, header: container.Header) -> list[container.OpenKey]:
-    labels = container.slot_ids(header)
-    ids = [s for s in labels if not s.startswith("#")]
-    want_recipients = any(s.endswith(":recipient") for s in labels)
-    found = keystore.keys_for_header(ids, want_recipients)
-    keys = [k for k in found if isinstance(k, (SymmetricKey, RecipientKey))]
+    keys = [k for k in keystore.keys_for_slots(header.slots) if isinstance(k, (SymmetricKey, RecipientKey))]
     if not keys:
         raise NoKeyError(
             "no key given, and the keystore holds no key this file is sealed for",

@@ -16,7 +16,7 @@ from ..release.policy import check_release
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 from . import _keys
-from ._common import PathOrFile, _typed_errors, audit_log, audited, gc_paused, reading
+from ._common import PathOrFile, audit_log, audited, gc_paused, reading
 from ._keys import LoadKey, SaveKey, Trusted
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def load(
     if require_signature is False and trusted is not None:
         raise ArgumentTypeError("trusted_signers given with require_signature=False")
     info: dict[str, Any] = {}
-    with audited(log, "load", f, info), reading(f) as fh, _typed_errors(), gc_paused():
+    with audited(log, "load", f, info), reading(f) as fh, gc_paused():
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
         info.update(reader_fields(reader))
         check_release(reader.content.metadata, min_version, expect_model)
@@ -111,7 +111,7 @@ def inspect(f: PathOrFile) -> PublicInfo:
 
     Signatures listed here are NOT verified; use :func:`verify`.
     """
-    with reading(f) as fh, _typed_errors():
+    with reading(f) as fh:
         return container.read_public_info(fh)
 
 
@@ -133,7 +133,7 @@ def verify(
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "verify", f, info):
-        with reading(f) as fh, _typed_errors():
+        with reading(f) as fh:
             res = container.verify_file(fh, trusted, progress)
         info["digest"] = container.root_label(res.root)
         info["signer_ids"] = [s.key_id for s in res.signers]
@@ -157,7 +157,7 @@ def sign(
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
-    with audited(log, "sign", path, info), builtins.open(path, "rb") as fh, _typed_errors(), atomic_write(path) as out:
+    with audited(log, "sign", path, info), builtins.open(path, "rb") as fh, atomic_write(path) as out:
         res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
         info["digest"] = container.root_label(res.root)
         return res
@@ -183,9 +183,8 @@ def open(
     owned = isinstance(f, (str, os.PathLike))
     fh: BinaryIO = builtins.open(f, "rb") if isinstance(f, (str, os.PathLike)) else f
     try:
-        with _typed_errors():
-            reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
-            return SealedFile(reader, device, fh if owned else None)
+        reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        return SealedFile(reader, device, fh if owned else None)
     except BaseException:
         if owned:
             fh.close()

@@ -14,7 +14,7 @@ from ..release.policy import check_release
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 from . import _keys
-from ._common import _typed_errors, audit_log, audited, gc_paused
+from ._common import audit_log, audited, gc_paused
 from ._keys import LoadKey, SaveKey, Trusted
 
 if TYPE_CHECKING:
@@ -138,5 +138,5 @@ def load_dir(
 
     trusted = _keys.trusted(trusted_signers)
     keys = _keys.load_keys(key, keystore)
-    with _typed_errors(), gc_paused():
+    with gc_paused():
         return load_state(path, keys, trusted_signers=trusted, map_location=map_location)

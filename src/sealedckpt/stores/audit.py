@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import contextvars
 import datetime as _dt
 import os
 import stat
@@ -450,22 +449,3 @@ class AuditLog:
             log=self.path,
             signing_key=self.signing_key,
         )
-
-
-# Until the CLI and the API pass an AuditLog explicitly (restructure in progress).
-_CLI_SCOPE: contextvars.ContextVar[bool] = contextvars.ContextVar("sealedckpt_audit_cli", default=False)
-
-
-@contextlib.contextmanager
-def cli_scope() -> Iterator[None]:
-    """While the CLI runs a command it records the event itself; the API stays quiet."""
-    token = _CLI_SCOPE.set(True)
-    try:
-        yield
-    finally:
-        _CLI_SCOPE.reset(token)
-
-
-def api_enabled() -> bool:
-    """The library API records only when ``SEALEDCKPT_AUDIT=1`` (off by default)."""
-    return not _CLI_SCOPE.get() and enabled(False)

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from .._fs import atomic_write
 from ..crypto import (
@@ -89,13 +89,15 @@ def _kind_of(k: SecretKey | PublicKey) -> Kind:
 
 
 PassphraseProvider = Callable[["KeyRecord"], Passphrase | None]
-_provider: PassphraseProvider | None = None  # removed once the CLI injects Keystore(passphrase=...)
 
 
-def set_passphrase_provider(fn: PassphraseProvider | None) -> None:
-    """Deprecated: pass ``Keystore(passphrase=...)``."""
-    global _provider
-    _provider = fn
+class SlotHint(Protocol):
+    """What the keystore needs to know of a key slot (the container's slot objects fit)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def key_id(self) -> str | None: ...
 
 
 class Keystore:
@@ -121,8 +123,7 @@ class Keystore:
     # -- plumbing --
 
     def _ask(self, record: KeyRecord) -> Passphrase | None:
-        ask = self._passphrase or _provider
-        return ask(record) if ask is not None else None
+        return self._passphrase(record) if self._passphrase is not None else None
 
     @property
     def registry_path(self) -> Path:
@@ -332,17 +333,19 @@ class Keystore:
 
     # -- resolution for save / load --
 
-    def keys_for_header(self, slot_key_ids: Sequence[str], want_recipients: bool) -> list[SecretKey]:
-        """Secrets that could open a file: symmetric keys its slot hints name, then identities."""
-        out: list[SecretKey] = []
+    def keys_for_slots(self, slots: Sequence[SlotHint]) -> list[SecretKey]:
+        """Secrets that could open a file with these key slots: the symmetric keys their hints
+        name, then every recipient identity if a slot is for a recipient. Each key is unlocked
+        at most once, however many slots name it (a protected key costs one scrypt run)."""
         by_id = {r.id: r for r in self._read() if r.has_secret}
-        for kid in slot_key_ids:
-            rec = by_id.get(kid)
-            if rec is not None and rec.kind == "symmetric":
-                out.append(self.secret(rec))
-        if want_recipients:
-            out.extend(self.secret(r) for r in by_id.values() if r.kind == "recipient")
-        return out
+        wanted: list[KeyRecord] = []
+        for slot in slots:
+            rec = by_id.get(slot.key_id) if slot.kind == "symmetric" and slot.key_id is not None else None
+            if rec is not None and rec.kind == "symmetric" and rec not in wanted:
+                wanted.append(rec)
+        if any(slot.kind == "recipient" for slot in slots):
+            wanted.extend(r for r in by_id.values() if r.kind == "recipient")
+        return [self.secret(r) for r in wanted]
 
 
 def check_name(name: str) -> None:
