@@ -64,3 +64,45 @@ def test_protected_keystore_key_is_unlocked_once_per_open(tmp_path: Path) -> Non
     with pytest.raises(sealedckpt.IntegrityError):
         sealedckpt.load(path, keystore=Keystore(home, secrets=secrets, passphrase=ask))
     assert asked == ["prot"]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"",
+        b"[]",
+        b'{"version": 1}',
+        b'{"version": 1, "publishers": {}}',
+        b'{"version": 1, "publishers": [5]}',
+        b'{"version": 1, "publishers": [{"name": 5, "public": "x", "added": "t"}]}',
+        b'{"version": 1, "publishers": [{"name": "a", "public": "x"}]}',
+        b'{"version": 1, "publishers": [{"name": "a", "public": "x", "added": "t", "extra": 1}]}',
+        b'{"version": 1, "publishers": [{"name": "a", "public": "sckpt-vk1xyz", "added": "t"}]}',
+        b'{"version": true, "publishers": []}',
+        b'{"version": 1, "version": 1, "publishers": []}',
+        b"\xff\xfe",
+        b"[" * 100_000,
+    ],
+)
+def test_trust_store_parser_is_strict_and_typed(tmp_path: Path, doc: bytes) -> None:
+    from sealedckpt.stores.trust import TrustStore
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "trust.json").write_bytes(doc)
+    (home / "trust.json").chmod(0o600)
+    with pytest.raises(sealedckpt.KeystoreError):
+        TrustStore(home).publishers()
+
+
+def test_keystore_registry_parser_is_strict_and_typed(tmp_path: Path) -> None:
+    from sealedckpt.stores.keystore import Keystore
+
+    home = tmp_path / "home"
+    ks = Keystore(home, secrets=__import__("helpers").MemorySecrets())
+    ks.generate("symmetric", "a")
+    raw = (home / "registry.json").read_text()
+    for bad in (raw.replace('"symmetric"', '"bogus"'), raw.replace('"default": true', '"default": 1'), "{}"):
+        (home / "registry.json").write_text(bad)
+        with pytest.raises(sealedckpt.KeystoreError):
+            ks.records()

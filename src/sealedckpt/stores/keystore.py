@@ -30,6 +30,7 @@ from ..crypto import (
     textkeys,
 )
 from ..errors import InvalidArgumentError, KeystoreError, NoKeyError
+from ._records import read_records
 from .backends import (
     FileSecrets,
     KeyringSecrets,
@@ -155,13 +156,7 @@ class Keystore:
         if not p.exists():
             return []
         check_private(self.home, want_dir=True)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-            if doc.get("version") != REGISTRY_VERSION:
-                raise KeystoreError(f"unsupported keystore registry version {doc.get('version')!r}")
-            return [KeyRecord(**r) for r in doc["keys"]]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise KeystoreError(f"keystore registry {p} is damaged: {type(exc).__name__}") from None
+        return read_records(p, "keystore registry", REGISTRY_VERSION, "keys", KeyRecord)
 
     def _write(self, records: list[KeyRecord]) -> None:
         doc = {"version": REGISTRY_VERSION, "keys": [asdict(r) for r in records]}

@@ -17,6 +17,7 @@ from .._env import switch
 from .._fs import atomic_write
 from ..crypto import VerifyKey, textkeys
 from ..errors import KeystoreError, SignatureError
+from ._records import read_records
 from .backends import check_private, default_home, home_lock
 from .keystore import check_name
 
@@ -57,16 +58,15 @@ class TrustStore:
             return []
         check_private(self.home, want_dir=True)
         check_private(self.path, want_dir=False)  # whoever can write it decides whom you trust
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-            if doc.get("version") != 1:
-                raise KeystoreError("unsupported trust store version")
-            out = [Publisher(**p) for p in doc["publishers"]]
-            for p in out:
+        out = read_records(self.path, "trust store", 1, "publishers", Publisher)
+        for p in out:
+            try:
                 p.key  # noqa: B018 - validates the stored text form
-            return out
-        except (ValueError, TypeError, KeyError) as exc:
-            raise KeystoreError(f"trust store {self.path} is damaged: {type(exc).__name__}") from None
+            except ValueError as exc:  # textkeys' typed InvalidArgumentError
+                raise KeystoreError(
+                    f"trust store {self.path} is damaged: {p.name!r} is not a verify key ({exc})"
+                ) from None
+        return out
 
     def _write(self, pubs: list[Publisher]) -> None:
         doc = {"version": 1, "publishers": [asdict(p) for p in pubs]}
