@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .._json import strict_loads
 from ..container import SealedReader
 from ..errors import FormatError
 from . import structure as st
@@ -69,28 +70,9 @@ def build_layout(specs: list[tuple[str, str, tuple[int, ...], int]], metadata: d
     return Layout(struct.pack("<Q", len(raw)) + raw, entries)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise FormatError(f"duplicate key {dup!r} in JSON")
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise FormatError(f"non-standard JSON constant {name} in the payload")
-
-
 def strict_json(raw: bytes | str, what: str) -> Any:
     """Parse JSON rejecting duplicate keys, NaN/Infinity literals, bad UTF-8 and deep nesting."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except FormatError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {type(exc).__name__}") from None
+    return strict_loads(raw, what)
 
 
 def header_len(prefix: bytes, payload_len: int) -> int:

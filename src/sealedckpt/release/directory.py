@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import container
 from .._fs import atomic_write
+from .._json import strict_loads
 from ..crypto import SigningKey, VerifyKey, textkeys
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
 from ..payload import safetensors as payload
@@ -182,10 +183,7 @@ def _read_signatures(d: Path) -> list[dict[str, Any]]:
     raw = p.read_bytes()
     if len(raw) > 1 << 20:
         raise FormatError("manifest signature file too large")
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FormatError("manifest signature file is malformed") from None
+    doc = strict_loads(raw, "manifest signature file")
     sigs = doc.get("signatures") if isinstance(doc, dict) else None
     if (
         not isinstance(doc, dict)

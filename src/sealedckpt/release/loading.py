@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import container
+from .._json import strict_loads
 from ..errors import FormatError, IntegrityError
 from . import directory as distdir
 
@@ -33,10 +33,7 @@ def _index_bytes(root: Path, e: distdir.DirEntry, keys: container.KeySource) -> 
 
 def _check_index(raw: bytes, origin: dict[str, str]) -> None:
     """The merged tensors must be exactly those of the index's ``weight_map``, each from its shard."""
-    try:
-        index = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FormatError("index.json is not valid JSON") from None
+    index = strict_loads(raw, "index.json")
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
         raise FormatError("index.json has no weight_map")

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .._json import strict_loads
 from ..errors import KeystoreError
 
 MAX_FILE = 16 << 20  # a registry of 10,000 keys is ~4 MiB
 T = TypeVar("T")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise KeystoreError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def _fits(value: object, hint: Any) -> bool:
@@ -60,12 +51,7 @@ def read_records(path: Path, what: str, version: int, list_field: str, cls: type
         raw = f.read(MAX_FILE + 1)
     if len(raw) > MAX_FILE:
         raise KeystoreError(f"{where}: larger than {MAX_FILE} bytes")
-    try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise KeystoreError(f"{where}: {type(exc).__name__}") from None
-    except KeystoreError as exc:
-        raise KeystoreError(f"{where}: {exc}") from None
+    doc = strict_loads(raw, where, KeystoreError)
     if not isinstance(doc, dict) or set(doc) != {"version", list_field}:
         raise KeystoreError(f"{where}: not a {{version, {list_field}}} object")
     if type(doc["version"]) is not int or doc["version"] != version:

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .._json import strict_loads
 from ..crypto import textkeys
 from ..errors import AuditError
 
@@ -151,15 +152,6 @@ def new_record(
 # --- parsing and checking one line ----------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise AuditError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def is_hex64(v: object) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
@@ -206,12 +198,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
 
 
 def _decode(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError:
-        raise AuditError(f"{where}: not valid UTF-8") from None
-    except (AuditError, ValueError) as exc:
-        raise AuditError(f"{where}: not valid JSON ({exc})") from None
+    rec = strict_loads(raw, where, AuditError)
     if not isinstance(rec, dict):
         raise AuditError(f"{where}: not a JSON object")
     return rec
