@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections import OrderedDict
 from typing import Any
@@ -41,6 +42,31 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
         assert a == b and math.copysign(1, a) == math.copysign(1, b), path
     else:
         assert a == b, path
+
+
+def seal_bytes(obj: Any, key: Any, **kw: Any) -> bytes:
+    """``sealedckpt.save`` into memory."""
+    import sealedckpt
+
+    buf = io.BytesIO()
+    sealedckpt.save(obj, buf, key=key, **kw)
+    return buf.getvalue()
+
+
+def load_bytes(data: bytes, key: Any, **kw: Any) -> Any:
+    """``sealedckpt.load`` from memory."""
+    import sealedckpt
+
+    return sealedckpt.load(io.BytesIO(data), key=key, **kw)
+
+
+def seal_raw_payload(raw: bytes, keys: Any, **kw: Any) -> bytes:
+    """A sealed file whose payload is ``raw`` as given (a key holder's crafted payload)."""
+    from sealedckpt import container
+
+    buf = io.BytesIO()
+    container.seal(buf, len(raw), [memoryview(raw)], keys=list(keys), **kw)
+    return buf.getvalue()
 
 
 def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:

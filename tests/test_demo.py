@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "train_demo.py"
 
 
+@pytest.mark.slow
 def test_demo_resumes_bit_identically(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEALEDCKPT_")}
     r = subprocess.run(

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import assert_same
+from helpers import assert_same, seal_raw_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sealedckpt
-from sealedckpt import container
 from sealedckpt.container import format as fmt
 from sealedckpt.container import sniff
 from sealedckpt.payload import safetensors as payload
@@ -90,12 +89,6 @@ def test_payload_header_len(prefix: bytes, total: int) -> None:
     assert 2 <= n <= payload.MAX_HEADER_LEN and 8 + n <= total
 
 
-def _seal_raw_payload(raw: bytes, key: sealedckpt.SymmetricKey) -> bytes:
-    buf = io.BytesIO()
-    container.seal(buf, len(raw), [memoryview(raw)], keys=[key])
-    return buf.getvalue()
-
-
 def _payload_with_structure(
     structure: Any, entries: dict[str, Any] | None = None, data: bytes = b"", raw: str | None = None
 ) -> bytes:
@@ -154,7 +147,7 @@ tagged = st.recursive(
 def test_structure_decoder_through_a_sealed_file(structure: Any) -> None:
     key = sealedckpt.SymmetricKey(bytes(range(32)))
     entries = {"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
-    blob = _seal_raw_payload(_payload_with_structure(structure, entries, bytes(16)), key)
+    blob = seal_raw_payload(_payload_with_structure(structure, entries, bytes(16)), [key])
     try:
         sealedckpt.load(io.BytesIO(blob), key=key)
     except sealedckpt.SealedCkptError:
@@ -194,7 +187,7 @@ def test_deep_nesting_is_refused_on_both_sides() -> None:
         raise AssertionError("expected UnsupportedTypeError")
     except sealedckpt.UnsupportedTypeError as exc:
         assert "nested deeper" in str(exc)
-    blob = _seal_raw_payload(_payload_with_structure(None, raw="[" * 5000 + "]" * 5000), key)
+    blob = seal_raw_payload(_payload_with_structure(None, raw="[" * 5000 + "]" * 5000), [key])
     try:
         sealedckpt.load(io.BytesIO(blob), key=key)
         raise AssertionError("expected FormatError")
@@ -220,7 +213,7 @@ def test_zero_size_shapes_beyond_int64_are_refused(
     stride = node_stride if node_stride is not None else [1] * len(shape)
     node = {"t": "tensor", "e": "w", "dtype": "F32", "shape": shape, "stride": stride, "offset": 0, "device": "cpu"}
     entries = {"w": {"dtype": "F32", "shape": entry_shape, "data_offsets": [0, 0]}}
-    blob = _seal_raw_payload(_payload_with_structure({"t": "dict", "v": [["w", node]]}, entries), key)
+    blob = seal_raw_payload(_payload_with_structure({"t": "dict", "v": [["w", node]]}, entries), [key])
     if node_shape is None:
         out = sealedckpt.load(io.BytesIO(blob), key=key)
         assert out["w"].shape == (0, 2**61) and out["w"].dtype == torch.float32

@@ -6,21 +6,16 @@ import io
 
 import pytest
 import torch
+from helpers import seal_bytes
 
 import sealedckpt
 from sealedckpt.payload import devices, encode
 
 
-def _sealed(obj: object, key: sealedckpt.SymmetricKey) -> bytes:
-    buf = io.BytesIO()
-    sealedckpt.save(obj, buf, key=key)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("loc", ["meta", torch.device("meta"), {"cpu": "meta"}])
 def test_meta_targets(loc: object, key: sealedckpt.SymmetricKey) -> None:
     w = torch.randn(4, 3)
-    data = _sealed({"w": w, "tied": w, "t": w.t(), "n": 5}, key)
+    data = seal_bytes({"w": w, "tied": w, "t": w.t(), "n": 5}, key)
     out = sealedckpt.load(io.BytesIO(data), key=key, map_location=loc)  # type: ignore[arg-type]
     assert out["w"].device.type == "meta" and out["w"].shape == (4, 3) and out["w"].dtype == torch.float32
     assert out["t"].shape == (3, 4) and out["t"].stride() == (1, 3)
@@ -29,20 +24,20 @@ def test_meta_targets(loc: object, key: sealedckpt.SymmetricKey) -> None:
 
 
 def test_meta_target_still_authenticates_every_chunk(key: sealedckpt.SymmetricKey) -> None:
-    data = bytearray(_sealed({"w": torch.randn(100)}, key))
+    data = bytearray(seal_bytes({"w": torch.randn(100)}, key))
     data[-40] ^= 1  # inside the last (only) chunk's ciphertext
     with pytest.raises(sealedckpt.IntegrityError):
         sealedckpt.load(io.BytesIO(bytes(data)), key=key, map_location="meta")
 
 
 def test_dict_remaps_only_named_devices(key: sealedckpt.SymmetricKey) -> None:
-    data = _sealed({"a": torch.ones(2)}, key)
+    data = seal_bytes({"a": torch.ones(2)}, key)
     out = sealedckpt.load(io.BytesIO(data), key=key, map_location={"cuda:0": "meta"})
     assert out["a"].device.type == "cpu"
 
 
 def test_callable_map_location_like_torch(key: sealedckpt.SymmetricKey) -> None:
-    data = _sealed({"a": torch.arange(4.0)}, key)
+    data = seal_bytes({"a": torch.arange(4.0)}, key)
     seen: list[str] = []
 
     def keep_on_cpu(storage: torch.UntypedStorage, location: str) -> torch.UntypedStorage:
@@ -65,7 +60,7 @@ def test_saved_cuda_tensor_without_cuda_is_a_device_error(
         return ref
 
     monkeypatch.setattr(encode._Encoder, "_tensor", fake_cuda)
-    data = _sealed({"a": torch.ones(3)}, key)
+    data = seal_bytes({"a": torch.ones(3)}, key)
     monkeypatch.undo()
     if not torch.cuda.is_available():
         with pytest.raises(sealedckpt.DeviceError) as ei:
@@ -106,7 +101,7 @@ def test_gpu_path_streams_through_staging_buffers(
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(3_000_000, generator=gen)  # 12 MB: three 4 MiB windows
     obj = {"w": w, "tied": w[10:20], "b": torch.arange(7), "epoch": 1}
-    data = _sealed(obj, key)
+    data = seal_bytes(obj, key)
     out = sealedckpt.load(io.BytesIO(data), key=key, map_location="cuda:1")
     assert torch.equal(out["w"], w) and torch.equal(out["tied"], w[10:20]) and torch.equal(out["b"], torch.arange(7))
     assert out["tied"].data_ptr() == out["w"].data_ptr() + 40  # still one storage
@@ -136,7 +131,7 @@ def test_gpu_path_with_some_entries_kept_on_cpu(key: sealedckpt.SymmetricKey, mo
     big = torch.randn(1_500_000, generator=gen)  # 6 MB: spans two 4 MiB windows
     small = torch.randn(4, 5, generator=gen).to(torch.bfloat16)  # no numpy dtype: the byte-view fallback
     flags = torch.tensor([True, False, True])
-    data = _sealed({"big": big, "small": small, "flags": flags}, key)
+    data = seal_bytes({"big": big, "small": small, "flags": flags}, key)
     monkeypatch.undo()
 
     class FakeCopier(devices.DeviceCopier):
@@ -162,7 +157,7 @@ def test_gpu_path_with_some_entries_kept_on_cpu(key: sealedckpt.SymmetricKey, mo
 
 
 def test_invalid_map_location(key: sealedckpt.SymmetricKey) -> None:
-    data = _sealed({"a": torch.ones(1)}, key)
+    data = seal_bytes({"a": torch.ones(1)}, key)
     with pytest.raises(sealedckpt.DeviceError):
         sealedckpt.load(io.BytesIO(data), key=key, map_location="no-such-device")
     with pytest.raises(TypeError):

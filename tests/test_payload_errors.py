@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import seal_raw_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,12 +22,6 @@ from sealedckpt.payload.lazy import SealedFile
 
 KEY = sealedckpt.SymmetricKey(bytes(range(32)))
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _sealed(raw: bytes) -> bytes:
-    buf = io.BytesIO()
-    container.seal(buf, len(raw), [memoryview(raw)], keys=[KEY])
-    return buf.getvalue()
 
 
 def _reader(blob: bytes) -> container.SealedReader:
@@ -102,7 +97,7 @@ def test_mutated_structure(data: st.DataObject) -> None:
     elif target:
         target[data.draw(st.integers(0, len(target) - 1))] = data.draw(json_values)
     header["__metadata__"][payload.STRUCTURE_KEY] = json.dumps(structure)
-    _both_readers(_sealed(_raw(header, body)))
+    _both_readers(seal_raw_payload(_raw(header, body), [KEY]))
 
 
 @FUZZ
@@ -114,7 +109,7 @@ def test_mutated_header(data: st.DataObject) -> None:
     info = header[name]
     field = data.draw(st.sampled_from([*info, "zz"]))
     info[field] = data.draw(json_values)
-    _both_readers(_sealed(_raw(header, body)))
+    _both_readers(seal_raw_payload(_raw(header, body), [KEY]))
 
 
 def _tensor_file(**fields: Any) -> bytes:
@@ -125,7 +120,7 @@ def _tensor_file(**fields: Any) -> bytes:
         "__metadata__": {payload.VERSION_KEY: payload.STRUCTURE_VERSION, payload.STRUCTURE_KEY: json.dumps(structure)},
         "a": {"dtype": "I32", "shape": [2], "data_offsets": [0, 8]},
     }
-    return _sealed(_raw(header, bytes(8)))
+    return seal_raw_payload(_raw(header, bytes(8)), [KEY])
 
 
 @pytest.mark.parametrize(
