@@ -73,6 +73,7 @@ ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
 SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
 INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
+SCRYPT_LABEL = b"sealedckpt/v1 scrypt salt\x00"
 CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")
 SIG_ENTRY = struct.Struct("<B32sQ64s")
 
@@ -208,16 +209,17 @@ def decrypt_chunk(fk: FileKeys, i: int, final: bool, ct: bytes) -> bytes:
     return AESGCM(fk.payload).decrypt(stream_nonce(i, final), ct, None)
 
 
-def _wrap_key(key: SymmetricKey) -> AESGCM:
-    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_WRAP).derive(key.to_bytes()))
+def _wrap_key(key: SymmetricKey, salt: bytes) -> AESGCM:
+    """The per-file wrap key: HKDF with the file salt as HKDF salt."""
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=INFO_WRAP).derive(key.to_bytes()))
 
 
 def unwrap(key: SymmetricKey, salt: bytes, body: bytes) -> bytes:
-    return _wrap_key(key).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
+    return _wrap_key(key, salt).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
 
 
 def wrap(key: SymmetricKey, dek: bytes, nonce: bytes, salt: bytes) -> bytes:
-    return _wrap_key(key).encrypt(nonce, dek, SLOT_AAD + salt)
+    return _wrap_key(key, salt).encrypt(nonce, dek, SLOT_AAD + salt)
 
 
 def x25519_wrap(public: bytes, dek: bytes, salt: bytes, eph: bytes) -> bytes:
@@ -238,7 +240,7 @@ def x25519_unwrap(identity: RecipientKey, salt: bytes, body: bytes) -> bytes:
 
 
 def scrypt_key(text: str, psalt: bytes, log2n: int) -> bytes:
-    return Scrypt(salt=psalt, length=32, n=1 << log2n, r=8, p=1).derive(text.encode("utf-8"))
+    return Scrypt(salt=SCRYPT_LABEL + psalt, length=32, n=1 << log2n, r=8, p=1).derive(text.encode("utf-8"))
 
 
 def scrypt_body(text: str, dek: bytes, salt: bytes, psalt: bytes, log2n: int) -> bytes:
