@@ -1104,6 +1104,49 @@ def untrusted_signer() -> Case:
     )
 
 
+#: Ed25519 encodings of the identity point: canonical (y = 1) and non-canonical (y = p + 1).
+#: Under the identity key, the signature R = identity, S = 0 verifies for every message in
+#: cofactorless verifiers (OpenSSL's included); readers must refuse such keys (FORMAT.md §8).
+ED25519_IDENTITY = (1).to_bytes(32, "little")
+ED25519_IDENTITY_NONCANONICAL = (2**255 - 19 + 1).to_bytes(32, "little")
+
+
+def _small_order_signer(name: str, pub: bytes, why: str) -> Case:
+    s = small(name, signers=(SIGNER_1,))
+    s.trailer = u16(1) + s.table() + SIG_ENTRY.pack(1, pub, NOW, ED25519_IDENTITY + bytes(32))
+    return bad(name, s, "SignatureError", why)
+
+
+@case
+def signer_small_order_identity() -> Case:
+    return _small_order_signer(
+        "signer_small_order_identity", ED25519_IDENTITY,
+        "signer key is the identity point with signature (R = identity, S = 0), which verifies any "
+        "message: refused as a small-order key, with no policy",
+    )  # fmt: skip
+
+
+@case
+def signer_noncanonical_key() -> Case:
+    return _small_order_signer(
+        "signer_noncanonical_key", ED25519_IDENTITY_NONCANONICAL,
+        "signer key is the identity point encoded non-canonically (y = p + 1): refused, with no policy",
+    )  # fmt: skip
+
+
+@case
+def signed_chunk_reencrypted() -> Case:
+    s = small("signed_chunk_reencrypted", signers=(SIGNER_1,))
+    forged = bytearray(s.payload)
+    forged[-1] ^= 0x40  # bias[2]: 2.0 -> 0.0, still a valid payload
+    s.chunks[0] = encrypt_chunk(s.fk, 0, True, bytes(forged))  # same DEK, the publisher's trailer kept
+    return bad(
+        "signed_chunk_reencrypted", s, "IntegrityError",
+        "a key holder re-encrypted a changed payload under the same DEK and kept the signed trailer: "
+        "the chunk authenticates, but a signed file's digests are checked even with no policy",
+    )  # fmt: skip
+
+
 # payloads inside a correctly sealed container
 
 
@@ -1406,6 +1449,39 @@ def passphrase_wrong() -> Case:
     return bad(
         "passphrase_wrong", s, "DecryptionError", "log2n-10 passphrase slot, wrong passphrase", keys=(PASS_WRONG,)
     )
+
+
+def _passphrase_remaced(name: str, edit: Callable[[Sealed], None], why: str) -> Case:
+    s = small(name, keys=(PASS,))
+    edit(s)
+    return bad(name, s, "DecryptionError", why, keys=(PASS,))
+
+
+def _alter_commitment(s: Sealed) -> None:
+    c = s.c
+    c.commitment = flip(c.commitment, 0)
+    s.set_content(c)
+    s.remac()
+
+
+@case
+def passphrase_commitment_wrong() -> Case:
+    return _passphrase_remaced(
+        "passphrase_commitment_wrong", _alter_commitment,
+        "right passphrase, key commitment altered and MAC recomputed: the same error as a wrong "
+        "passphrase (no partition oracle)",
+    )  # fmt: skip
+
+
+@case
+def passphrase_header_mac_flipped() -> Case:
+    def edit(s: Sealed) -> None:
+        s.mac = flip(s.mac, 0)
+
+    return _passphrase_remaced(
+        "passphrase_header_mac_flipped", edit,
+        "right passphrase, header MAC flipped: the same error as a wrong passphrase",
+    )  # fmt: skip
 
 
 # --- writing -------------------------------------------------------------------------------
