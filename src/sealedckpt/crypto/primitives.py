@@ -169,9 +169,7 @@ def _check_ed25519_point(raw: bytes) -> None:
     if y >= _P25519:
         raise SignatureError("not a canonical Ed25519 public key (y >= 2**255 - 19): refused")
     if y in _SMALL_ORDER_Y:
-        raise SignatureError(
-            "Ed25519 public key is a small-order point (it would accept forged signatures): refused"
-        )
+        raise SignatureError("Ed25519 public key is a small-order point (it would accept forged signatures): refused")
 
 
 class VerifyKey(_Key):
