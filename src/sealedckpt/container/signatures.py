@@ -102,8 +102,11 @@ def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> T
     root = content_root(header.content_bytes, c.n_chunks, table)
     trusted_raw = {k.to_bytes() for k in trusted}
     signers = []
-    for e in entries:
-        vk = VerifyKey(e.public_key)  # SignatureError for a small-order or non-canonical key
+    for i, e in enumerate(entries):
+        try:
+            vk = VerifyKey(e.public_key)
+        except SignatureError as exc:  # a small-order or non-canonical key (docs/FORMAT.md §8)
+            raise SignatureError(f"signature entry {i}: {exc}") from None
         try:
             vk.verify(e.signature, signed_message(e.public_key, e.signed_at, root))
         except SignatureError:

@@ -173,7 +173,8 @@ def _check_ed25519_point(raw: bytes) -> None:
 
 
 class VerifyKey(_Key):
-    """An Ed25519 public key that checks signatures."""
+    """An Ed25519 public key that checks signatures. Non-canonical and small-order encodings are
+    refused with :class:`SignatureError` (docs/FORMAT.md §8)."""
 
     __slots__ = ("_key_id", "_pub", "_raw")
 
