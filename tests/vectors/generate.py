@@ -73,6 +73,7 @@ ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
 SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
 INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
+SCRYPT_LABEL = b"sealedckpt/v1 scrypt salt\x00"
 CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")
 SIG_ENTRY = struct.Struct("<B32sQ64s")
 
@@ -208,16 +209,17 @@ def decrypt_chunk(fk: FileKeys, i: int, final: bool, ct: bytes) -> bytes:
     return AESGCM(fk.payload).decrypt(stream_nonce(i, final), ct, None)
 
 
-def _wrap_key(key: SymmetricKey) -> AESGCM:
-    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO_WRAP).derive(key.to_bytes()))
+def _wrap_key(key: SymmetricKey, salt: bytes) -> AESGCM:
+    """The per-file wrap key: HKDF with the file salt as HKDF salt."""
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=INFO_WRAP).derive(key.to_bytes()))
 
 
 def unwrap(key: SymmetricKey, salt: bytes, body: bytes) -> bytes:
-    return _wrap_key(key).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
+    return _wrap_key(key, salt).decrypt(body[8:20], body[20:], SLOT_AAD + salt)
 
 
 def wrap(key: SymmetricKey, dek: bytes, nonce: bytes, salt: bytes) -> bytes:
-    return _wrap_key(key).encrypt(nonce, dek, SLOT_AAD + salt)
+    return _wrap_key(key, salt).encrypt(nonce, dek, SLOT_AAD + salt)
 
 
 def x25519_wrap(public: bytes, dek: bytes, salt: bytes, eph: bytes) -> bytes:
@@ -238,7 +240,7 @@ def x25519_unwrap(identity: RecipientKey, salt: bytes, body: bytes) -> bytes:
 
 
 def scrypt_key(text: str, psalt: bytes, log2n: int) -> bytes:
-    return Scrypt(salt=psalt, length=32, n=1 << log2n, r=8, p=1).derive(text.encode("utf-8"))
+    return Scrypt(salt=SCRYPT_LABEL + psalt, length=32, n=1 << log2n, r=8, p=1).derive(text.encode("utf-8"))
 
 
 def scrypt_body(text: str, dek: bytes, salt: bytes, psalt: bytes, log2n: int) -> bytes:
@@ -1102,6 +1104,49 @@ def untrusted_signer() -> Case:
     )
 
 
+#: Ed25519 encodings of the identity point: canonical (y = 1) and non-canonical (y = p + 1).
+#: Under the identity key, the signature R = identity, S = 0 verifies for every message in
+#: cofactorless verifiers (OpenSSL's included); readers must refuse such keys (FORMAT.md §8).
+ED25519_IDENTITY = (1).to_bytes(32, "little")
+ED25519_IDENTITY_NONCANONICAL = (2**255 - 19 + 1).to_bytes(32, "little")
+
+
+def _small_order_signer(name: str, pub: bytes, why: str) -> Case:
+    s = small(name, signers=(SIGNER_1,))
+    s.trailer = u16(1) + s.table() + SIG_ENTRY.pack(1, pub, NOW, ED25519_IDENTITY + bytes(32))
+    return bad(name, s, "SignatureError", why)
+
+
+@case
+def signer_small_order_identity() -> Case:
+    return _small_order_signer(
+        "signer_small_order_identity", ED25519_IDENTITY,
+        "signer key is the identity point with signature (R = identity, S = 0), which verifies any "
+        "message: refused as a small-order key, with no policy",
+    )  # fmt: skip
+
+
+@case
+def signer_noncanonical_key() -> Case:
+    return _small_order_signer(
+        "signer_noncanonical_key", ED25519_IDENTITY_NONCANONICAL,
+        "signer key is the identity point encoded non-canonically (y = p + 1): refused, with no policy",
+    )  # fmt: skip
+
+
+@case
+def signed_chunk_reencrypted() -> Case:
+    s = small("signed_chunk_reencrypted", signers=(SIGNER_1,))
+    forged = bytearray(s.payload)
+    forged[-1] ^= 0x40  # bias[2]: 2.0 -> 0.0, still a valid payload
+    s.chunks[0] = encrypt_chunk(s.fk, 0, True, bytes(forged))  # same DEK, the publisher's trailer kept
+    return bad(
+        "signed_chunk_reencrypted", s, "IntegrityError",
+        "a key holder re-encrypted a changed payload under the same DEK and kept the signed trailer: "
+        "the chunk authenticates, but a signed file's digests are checked even with no policy",
+    )  # fmt: skip
+
+
 # payloads inside a correctly sealed container
 
 
@@ -1404,6 +1449,39 @@ def passphrase_wrong() -> Case:
     return bad(
         "passphrase_wrong", s, "DecryptionError", "log2n-10 passphrase slot, wrong passphrase", keys=(PASS_WRONG,)
     )
+
+
+def _passphrase_remaced(name: str, edit: Callable[[Sealed], None], why: str) -> Case:
+    s = small(name, keys=(PASS,))
+    edit(s)
+    return bad(name, s, "DecryptionError", why, keys=(PASS,))
+
+
+def _alter_commitment(s: Sealed) -> None:
+    c = s.c
+    c.commitment = flip(c.commitment, 0)
+    s.set_content(c)
+    s.remac()
+
+
+@case
+def passphrase_commitment_wrong() -> Case:
+    return _passphrase_remaced(
+        "passphrase_commitment_wrong", _alter_commitment,
+        "right passphrase, key commitment altered and MAC recomputed: the same error as a wrong "
+        "passphrase (no partition oracle)",
+    )  # fmt: skip
+
+
+@case
+def passphrase_header_mac_flipped() -> Case:
+    def edit(s: Sealed) -> None:
+        s.mac = flip(s.mac, 0)
+
+    return _passphrase_remaced(
+        "passphrase_header_mac_flipped", edit,
+        "right passphrase, header MAC flipped: the same error as a wrong passphrase",
+    )  # fmt: skip
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from . import format, sniff
 from .header import Header, slot_ids
 from .ops import PublicInfo, VerifyResult, add_signatures, compute_root, read_public_info, rewrap, verify_file
-from .reader import KeySource, SealedReader, open_sealed
+from .reader import KeySource, SealedReader, SignatureStatus, open_sealed
 from .signatures import Signer, content_digest, root_label
 from .slots import KeySlot, OpenKey, SealKey
 from .stream import default_workers
@@ -18,6 +18,7 @@ __all__ = [
     "SealKey",
     "SealSummary",
     "SealedReader",
+    "SignatureStatus",
     "Signer",
     "VerifyResult",
     "add_signatures",

@@ -177,6 +177,6 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
         if count <= fmt.MAX_SIGNATURES and src.size == off + fmt.trailer_len(count, c.n_chunks):
             base = off + 2 + (c.n_chunks * DIGEST_SIZE if count else 0)
             for e in fmt.parse_signature_entries(src.read(base, count * fmt.SIG_ENTRY_SIZE), count):
-                sigs.append({"key_id": VerifyKey(e.public_key).key_id, "signed_at": e.signed_at})
+                sigs.append({"key_id": crypto.ed25519_key_id(e.public_key), "signed_at": e.signed_at})
     slots = [s.describe() for s in header.slots]
     return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)

@@ -7,14 +7,15 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from .. import crypto
 from ..crypto import ChunkCipher, VerifyKey
-from ..errors import FormatError, IntegrityError, InvalidArgumentError
+from ..errors import DecryptionError, FormatError, IntegrityError, InvalidArgumentError
 from .header import Header, read_header
 from .signatures import Signer, Trailer, apply_policy, content_root, read_trailer
 from .slots import OpenKey, open_slots
+from .slots.scrypt import WRONG_PASSPHRASE, ScryptSlot
 from .stream import ChunkStream, Source, default_workers
 
 Region = tuple[int, memoryview]  # (payload offset, destination buffer)
@@ -23,15 +24,24 @@ KeySource = Sequence[OpenKey] | Callable[[Header], Sequence[OpenKey]]
 
 _MAX_SPARE = 4  # scratch buffers a reader keeps for reuse: one per worker at most
 
+#: ``unsigned``: no signature; ``signed, not verified``: every signature verifies over the signed
+#: root, but not every chunk has yet been checked against the signed digest table in this
+#: reader; ``verified``: both.
+SignatureStatus = Literal["unsigned", "signed, not verified", "verified"]
+
 
 def unlock(src: Source, keys: KeySource) -> tuple[Header, bytes]:
     """Parse the header, open a slot, check the key commitment and the header MAC."""
     header = read_header(src)
     dek = open_slots(header.slots, header.content.salt, keys(header) if callable(keys) else keys)
     fk = crypto.derive_file_keys(dek, header.content.salt)
-    if not crypto.equal(fk.commitment, header.content.commitment):
+    commitment_ok = crypto.equal(fk.commitment, header.content.commitment)
+    mac_ok = crypto.equal(crypto.header_mac(fk.header_mac_key, header.authenticated), header.mac)
+    if isinstance(header.slots[0], ScryptSlot) and not (commitment_ok and mac_ok):
+        raise DecryptionError(WRONG_PASSPHRASE)  # the same as a slot that does not open (§5)
+    if not commitment_ok:
         raise IntegrityError("key commitment does not match: the header was modified or forged")
-    if not crypto.equal(crypto.header_mac(fk.header_mac_key, header.authenticated), header.mac):
+    if not mac_ok:
         raise IntegrityError("header MAC does not verify: the header or a key slot was modified")
     return header, dek
 
@@ -45,26 +55,30 @@ def open_sealed(
 ) -> SealedReader:
     """Authenticate header, key slot, key commitment, header MAC and signature policy.
 
+    A signed file has every chunk it decrypts checked against the signed digest table, with or
+    without a policy (docs/FORMAT.md §8); its signers count only once every chunk was checked.
     ``keys`` is a list of keys, or a function that picks keys after seeing the (unauthenticated)
     header, e.g. a keystore looking up the key ids its slots name.
     """
     src = Source(f)
     header, dek = unlock(src, keys)
     trailer = read_trailer(src, header, trusted_signers or ())
-    check = apply_policy(trailer, trusted_signers, require_signature)
-    return SealedReader(src, header, dek, trailer, check)
+    apply_policy(trailer, trusted_signers, require_signature)
+    return SealedReader(src, header, dek, trailer)
 
 
 class SealedReader:
-    """An authenticated, opened sealed file. Chunks are verified as they are decrypted."""
+    """An authenticated, opened sealed file. Chunks are verified as they are decrypted: by their
+    GCM tag, and, when the file is signed, against the signed digest table."""
 
-    def __init__(self, src: Source, header: Header, dek: bytes, trailer: Trailer, check_digests: bool) -> None:
+    def __init__(self, src: Source, header: Header, dek: bytes, trailer: Trailer) -> None:
         self.header = header
         self.content = header.content
         self.trailer = trailer
         cipher = ChunkCipher(crypto.derive_file_keys(dek, header.content.salt).payload_key)
         self._stream = ChunkStream(src, header.size, header.content, trailer.table, cipher)
-        self._check_digests = check_digests
+        self._check_digests = trailer.root is not None
+        self._checked = bytearray(header.content.n_chunks if self._check_digests else 0)  # 1: digest matched
         self._expect_root: bytes | None = None
         self._digests: list[bytes] = []
         self._prefix: list[tuple[memoryview, memoryview]] = []  # (scratch, plaintext) of chunks 0..k
@@ -90,7 +104,22 @@ class SealedReader:
                 raise IntegrityError("file content does not match the digest the manifest lists")
 
     @property
+    def signature_status(self) -> SignatureStatus:
+        """Whether this reader has verified the signatures *and* every chunk digest they cover."""
+        if self.trailer.root is None:
+            return "unsigned"
+        return "verified" if self._checked and all(self._checked) else "signed, not verified"
+
+    @property
     def signers(self) -> list[Signer]:
+        """The signers, only once every chunk was checked against their signed digests in this
+        reader (after a full decrypt); empty before. See :attr:`unverified_signers`."""
+        return self.trailer.signers if self.signature_status == "verified" else []
+
+    @property
+    def unverified_signers(self) -> list[Signer]:
+        """Whose signatures verify over the signed root, whether or not the chunks were checked:
+        a claim about the file, not about what this reader returned."""
         return self.trailer.signers
 
     def _take_scratch(self) -> memoryview:
@@ -108,7 +137,12 @@ class SealedReader:
         """Read, check and decrypt chunk ``i`` into ``out`` (or in place); return the plaintext view."""
         ct = self._stream.read(i, ct_buf)
         if self._check_digests:
-            self._stream.digest(i, ct, check=True)
+            try:
+                self._stream.digest(i, ct, check=True)
+            except IntegrityError:
+                self._stream.decrypt(i, ct)  # a tampered chunk fails its tag here, as when unsigned
+                raise  # it authenticates under the DEK: re-encrypted by a key holder
+            self._checked[i] = 1
         elif self._digests:
             self._digests[i] = self._stream.digest(i, ct, check=False)
         return self._stream.decrypt(i, ct, out)

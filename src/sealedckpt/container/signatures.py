@@ -67,7 +67,7 @@ def sign(signers: Sequence[SigningKey], root: bytes, now: Callable[[], float]) -
 @dataclass(frozen=True)
 class Trailer:
     table: bytes  # n_chunks digests, empty when unsigned
-    signers: list[Signer]
+    signers: list[Signer]  # signatures valid over ``root``; the chunks are checked separately
     root: bytes | None  # None when unsigned
     entries: list[fmt.SignatureEntry]  # as stored
 
@@ -102,8 +102,11 @@ def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> T
     root = content_root(header.content_bytes, c.n_chunks, table)
     trusted_raw = {k.to_bytes() for k in trusted}
     signers = []
-    for e in entries:
-        vk = VerifyKey(e.public_key)
+    for i, e in enumerate(entries):
+        try:
+            vk = VerifyKey(e.public_key)
+        except SignatureError as exc:  # a small-order or non-canonical key (docs/FORMAT.md §8)
+            raise SignatureError(f"signature entry {i}: {exc}") from None
         try:
             vk.verify(e.signature, signed_message(e.public_key, e.signed_at, root))
         except SignatureError:
@@ -115,7 +118,8 @@ def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> T
 
 
 def apply_policy(trailer: Trailer, trusted: Sequence[VerifyKey] | None, require: bool | None) -> bool:
-    """Enforce the signature policy; True when chunk digests must be checked."""
+    """Enforce the signature policy; True when one applies. (A signed file's chunk digests are
+    checked whether or not one does: docs/FORMAT.md §8.)"""
     must = bool(require) or trusted is not None
     if not must:
         return False

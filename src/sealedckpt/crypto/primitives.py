@@ -46,6 +46,7 @@ _KEY_ID_SYMMETRIC = b"sealedckpt/v1 key-id symmetric\x00"
 _KEY_ID_ED25519 = b"sealedckpt/v1 key-id ed25519\x00"
 _INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 _INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
+_SCRYPT_SLOT_LABEL = b"sealedckpt/v1 scrypt salt\x00"  # prefixes a passphrase slot's scrypt salt, as age
 _INFO_X25519 = b"sealedckpt/v1 x25519 wrap key"
 _KEY_ID_X25519 = b"sealedckpt/v1 key-id x25519\x00"
 _ZERO_NONCE = bytes(NONCE_SIZE)
@@ -141,8 +142,39 @@ class SymmetricKey(_SecretKey):
         return self._key_id
 
 
+_P25519 = (1 << 255) - 19
+#: y-coordinates of the 8 small-order points of edwards25519 (the torsion subgroup): y = 1 (the
+#: identity), p-1 (order 2), 0 (order 4), and the two order-8 values; each with either x sign.
+#: Their non-canonical encodings (y + p < 2**255: p and p+1) fail the y < p check. Same set as
+#: libsodium's ``crypto_sign_verify`` blocklist (Chalkias et al., *Taming the many EdDSAs*, 2020).
+_SMALL_ORDER_Y = frozenset(
+    {
+        0,
+        1,
+        _P25519 - 1,
+        int.from_bytes(bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"),
+        int.from_bytes(bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little"),
+    }
+)
+
+
+def ed25519_key_id(raw: bytes) -> str:
+    """The key id of 32 public-key bytes, valid key or not (``inspect`` shows unverified entries)."""
+    return hashlib.sha256(_KEY_ID_ED25519 + raw).digest()[:KEY_ID_SIZE].hex()
+
+
+def _check_ed25519_point(raw: bytes) -> None:
+    """SignatureError for a non-canonical (y >= p) or small-order public key encoding."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P25519:
+        raise SignatureError("not a canonical Ed25519 public key (y >= 2**255 - 19): refused")
+    if y in _SMALL_ORDER_Y:
+        raise SignatureError("Ed25519 public key is a small-order point (it would accept forged signatures): refused")
+
+
 class VerifyKey(_Key):
-    """An Ed25519 public key that checks signatures."""
+    """An Ed25519 public key that checks signatures. Non-canonical and small-order encodings are
+    refused with :class:`SignatureError` (docs/FORMAT.md §8)."""
 
     __slots__ = ("_key_id", "_pub", "_raw")
 
@@ -150,6 +182,7 @@ class VerifyKey(_Key):
         raw = bytes(data)
         if len(raw) != ED25519_PUB_SIZE:
             raise InvalidArgumentError(f"a VerifyKey must be exactly {ED25519_PUB_SIZE} bytes, got {len(raw)}")
+        _check_ed25519_point(raw)
         try:
             self._pub = Ed25519PublicKey.from_public_bytes(raw)
         except ValueError as exc:  # pragma: no cover - every 32-byte string loads today
@@ -284,12 +317,13 @@ def x25519_unwrap(identity: RecipientKey, share: bytes, wrapped: bytes, aad: byt
 
 
 def scrypt_wrap(p: Passphrase, dek: bytes, salt: bytes, aad: bytes) -> bytes:
-    return AESGCM(p.derive(salt, p.log2n)).encrypt(_ZERO_NONCE, dek, aad)
+    """Passphrase slot: AES-256-GCM(scrypt(p, label || salt), zero nonce, DEK, aad), as age."""
+    return AESGCM(p.derive(_SCRYPT_SLOT_LABEL + salt, p.log2n)).encrypt(_ZERO_NONCE, dek, aad)
 
 
 def scrypt_unwrap(p: Passphrase, log2n: int, salt: bytes, wrapped: bytes, aad: bytes) -> bytes | None:
     try:
-        return AESGCM(p.derive(salt, log2n)).decrypt(_ZERO_NONCE, wrapped, aad)
+        return AESGCM(p.derive(_SCRYPT_SLOT_LABEL + salt, log2n)).decrypt(_ZERO_NONCE, wrapped, aad)
     except InvalidTag:
         return None
 
@@ -342,20 +376,22 @@ def content_hash(data: bytes | bytearray | memoryview) -> bytes:
     return blake3.blake3(data).digest()
 
 
-def _wrap_key(key: SymmetricKey) -> AESGCM:
-    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO_WRAP).derive(key.to_bytes())
+def _wrap_key(key: SymmetricKey, file_salt: bytes) -> AESGCM:
+    """A wrap key per (key, file): HKDF-SHA256(IKM = key, salt = file salt), so a random 96-bit
+    nonce only has to be unique within one file (docs/FORMAT.md §5)."""
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=file_salt, info=_INFO_WRAP).derive(key.to_bytes())
     return AESGCM(wk)
 
 
-def wrap_dek(key: SymmetricKey, dek: bytes, nonce: bytes, aad: bytes) -> bytes:
-    """AES-256-GCM(wrap key, nonce, DEK, aad) -> 48 bytes of ciphertext and tag."""
-    return _wrap_key(key).encrypt(nonce, dek, aad)
+def wrap_dek(key: SymmetricKey, dek: bytes, nonce: bytes, aad: bytes, file_salt: bytes) -> bytes:
+    """AES-256-GCM(per-file wrap key, nonce, DEK, aad) -> 48 bytes of ciphertext and tag."""
+    return _wrap_key(key, file_salt).encrypt(nonce, dek, aad)
 
 
-def unwrap_dek(key: SymmetricKey, nonce: bytes, wrapped: bytes, aad: bytes) -> bytes | None:
+def unwrap_dek(key: SymmetricKey, nonce: bytes, wrapped: bytes, aad: bytes, file_salt: bytes) -> bytes | None:
     """The DEK, or None when this key does not open the slot."""
     try:
-        return _wrap_key(key).decrypt(nonce, wrapped, aad)
+        return _wrap_key(key, file_salt).decrypt(nonce, wrapped, aad)
     except InvalidTag:
         return None
 

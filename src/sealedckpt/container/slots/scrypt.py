@@ -11,6 +11,10 @@ from ...errors import FormatError
 from .base import KnownSlot, OpenKey, SealKey
 
 _AAD = b"sealedckpt/v1 scrypt slot\x00"
+#: The one error (DecryptionError, this message) for a wrong passphrase and for a slot that opens
+#: but whose DEK then fails the key commitment or the header MAC: telling them apart would be a
+#: partition oracle (Len, Grubbs, Ristenpart, *Partitioning Oracle Attacks*, USENIX Security 2021).
+WRONG_PASSPHRASE = "wrong passphrase"
 BODY_SIZE = 1 + SCRYPT_SALT_SIZE + KEY_SIZE + TAG_SIZE  # log2n, salt, wrapped DEK + tag
 
 
@@ -67,4 +71,4 @@ class ScryptSlot(KnownSlot):
 
     @classmethod
     def refusal(cls, slots: list[KnownSlot], keys: Sequence[OpenKey]) -> str | None:
-        return "wrong passphrase" if slots and any(isinstance(k, Passphrase) for k in keys) else None
+        return WRONG_PASSPHRASE if slots and any(isinstance(k, Passphrase) for k in keys) else None

@@ -43,11 +43,11 @@ class SymmetricSlot(KnownSlot):
     def wrap(cls, key: SealKey, dek: bytes, salt: bytes, random_bytes: Callable[[int], bytes]) -> SymmetricSlot:
         assert isinstance(key, SymmetricKey)
         nonce = random_bytes(NONCE_SIZE)
-        return cls(key.key_id_bytes, nonce, crypto.wrap_dek(key, dek, nonce, _AAD + salt))
+        return cls(key.key_id_bytes, nonce, crypto.wrap_dek(key, dek, nonce, _AAD + salt, salt))
 
     def unwrap(self, key: OpenKey, salt: bytes) -> bytes | None:
         assert isinstance(key, SymmetricKey)
-        return crypto.unwrap_dek(key, self.nonce, self.wrapped, _AAD + salt)
+        return crypto.unwrap_dek(key, self.nonce, self.wrapped, _AAD + salt, salt)
 
     def names(self, key: OpenKey | SealKey) -> bool:
         return isinstance(key, SymmetricKey) and key.key_id_bytes == self.key_id_bytes
