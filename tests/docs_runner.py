@@ -276,7 +276,7 @@ class Session:
 
     # python
 
-    def python(self, code: str, where: str) -> list[Result]:
+    def python(self, code: str, where: str, first: int) -> list[Result]:
         out, _ = self.shell("pwd; env -0")
         cwd, _, envs = out.partition("\n")
         env = dict(e.split("=", 1) for e in envs.split("\0") if "=" in e)
@@ -290,7 +290,7 @@ class Session:
                 stderr=self._py_err,
             )
         assert self.py.stdin is not None and self.py.stdout is not None
-        self.py.stdin.write((json.dumps({"code": code, "cwd": cwd, "env": env, "where": where}) + "\n").encode())
+        self.py.stdin.write((json.dumps({"code": code, "cwd": cwd, "env": env, "where": where, "first": first, "name": where.rpartition(":")[0]}) + "\n").encode())
         self.py.stdin.flush()
         line = self.py.stdout.readline()
         if not line:
@@ -300,7 +300,7 @@ class Session:
         if reply["error"]:
             raise DocFailure(f"{where}: python block failed:\n{reply['error']}")
         return [
-            Result(f"{where}+{n}", src, [mask(want, self.scratch)], [mask(got, self.scratch)], 0, 0)
+            Result(f"{where.rpartition(':')[0]}:{n}", src, [mask(want, self.scratch)], [mask(got, self.scratch)], 0, 0)
             for n, src, want, got in reply["checks"]
         ]
 
@@ -318,7 +318,7 @@ def run_document(path: Path, scratch: Path, *, stop: bool = True) -> tuple[list[
                 skipped.append(b)
                 continue
             if b.lang == "python":
-                got = session.python(b.text, where)
+                got = session.python(b.text, where, b.line)
             elif b.lang == "sh":
                 out, status = session.shell(b.text, strict=True)
                 got = [Result(where, b.text, [], [], status, 0)] if status else []
@@ -364,6 +364,7 @@ def _serve() -> None:
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
+        req["code"] = "\n" * req["first"] + req["code"]  # line numbers are the document's
         lines = req["code"].splitlines()
         checks: list[tuple[int, str, str, str]] = []
         error = None
@@ -378,14 +379,14 @@ def _serve() -> None:
                         want = m.group(1)
                         src = ast.get_source_segment(req["code"], stmt) or ""
                         try:
-                            got = repr(eval(compile(ast.Expression(stmt.value), req["where"], "eval"), ns))
+                            got = repr(eval(compile(ast.Expression(stmt.value), req["name"], "eval"), ns))
                         except Exception as e:  # noqa: BLE001 - reported, compared
                             got = f"raises {type(e).__name__}"
                             if not want.startswith("raises "):
                                 got += f": {e}"
                         checks.append((stmt.lineno, src, want, got))
                     else:
-                        exec(compile(ast.Module([stmt], []), req["where"], "exec"), ns)
+                        exec(compile(ast.Module([stmt], []), req["name"], "exec"), ns)
         except BaseException:
             error = traceback.format_exc() + sink.getvalue()[-2000:]
         proto.write(json.dumps({"checks": checks, "error": error}) + "\n")
