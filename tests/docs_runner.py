@@ -50,7 +50,10 @@ STEP_TIMEOUT = 60.0
 
 _B32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
 _MASKS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"SCKPT-(SYMMETRIC|SIGNING|SECRET)-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{20,}"), r"SCKPT-\1-KEY-1<key>"),
+    (
+        re.compile(r"SCKPT-(SYMMETRIC|SIGNING|SECRET)-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{20,}"),
+        r"SCKPT-\1-KEY-1<key>",
+    ),
     (re.compile(rf"sckpt-vk1{_B32}{{20,}}"), "sckpt-vk1<key>"),
     (re.compile(rf"sckpt1{_B32}{{20,}}"), "sckpt1<key>"),
     (re.compile(r"\b[0-9a-f]{64}\b"), "<digest>"),
@@ -262,9 +265,7 @@ class Session:
         marker = f"@@docs-test-end-{self.nonce}"
         if strict:
             script = f"set -e -o pipefail\n{script}\nset +e +o pipefail"
-        self.bash.stdin.write(
-            f"{{ {script}\n}} </dev/null 2>&1; printf '\\n{marker} %d\\n' $?\n".encode()
-        )
+        self.bash.stdin.write(f"{{ {script}\n}} </dev/null 2>&1; printf '\\n{marker} %d\\n' $?\n".encode())
         self.bash.stdin.flush()
         out = self._read_until(self.bash, marker.encode() + b" ")
         status, _, self._buf = self._buf.partition(b"\n")
@@ -290,7 +291,21 @@ class Session:
                 stderr=self._py_err,
             )
         assert self.py.stdin is not None and self.py.stdout is not None
-        self.py.stdin.write((json.dumps({"code": code, "cwd": cwd, "env": env, "where": where, "first": first, "name": where.rpartition(":")[0]}) + "\n").encode())
+        self.py.stdin.write(
+            (
+                json.dumps(
+                    {
+                        "code": code,
+                        "cwd": cwd,
+                        "env": env,
+                        "where": where,
+                        "first": first,
+                        "name": where.rpartition(":")[0],
+                    }
+                )
+                + "\n"
+            ).encode()
+        )
         self.py.stdin.flush()
         line = self.py.stdout.readline()
         if not line:
@@ -380,7 +395,7 @@ def _serve() -> None:
                         src = ast.get_source_segment(req["code"], stmt) or ""
                         try:
                             got = repr(eval(compile(ast.Expression(stmt.value), req["name"], "eval"), ns))
-                        except Exception as e:  # noqa: BLE001 - reported, compared
+                        except Exception as e:  # reported and compared
                             got = f"raises {type(e).__name__}"
                             if not want.startswith("raises "):
                                 got += f": {e}"

@@ -101,7 +101,8 @@ def test_a_wrong_document_fails(tmp_path: Path) -> None:
         "```console\n$ false\n```\n"
         "```console\n$ sealedckpt key show nope\n"
         "sealedckpt: error: no key named 'nope' in <dir>/home/.local/share/sealedckpt\n...\n[exit 6]\n```\n"
-        "```console\n$ sealedckpt key gen --name k\ngenerated symmetric key k (id <id>) in the file store, default\n```\n"
+        "```console\n$ sealedckpt key gen --name k\n"
+        "generated symmetric key k (id <id>) in the file store, default\n```\n"
         "```python\nx = 1 + 1\nx  # -> 3\n```\n"
     )
     scratch = tmp_path / "run"
