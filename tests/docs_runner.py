@@ -277,19 +277,23 @@ class Session:
 
     # python
 
-    def python(self, code: str, where: str, first: int) -> list[Result]:
-        out, _ = self.shell("pwd; env -0")
-        cwd, _, envs = out.partition("\n")
-        env = dict(e.split("=", 1) for e in envs.split("\0") if "=" in e)
+    def start_python(self) -> None:
+        """Start the interpreter early: it imports torch while the shell runs the first commands."""
         if self.py is None:
             self.py = subprocess.Popen(
                 [sys.executable, __file__, "--serve"],
-                cwd=cwd,
-                env=env,
+                cwd=Path(self.scratch) / "work",
+                env=self.env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._py_err,
             )
+
+    def python(self, code: str, where: str, first: int) -> list[Result]:
+        out, _ = self.shell("pwd; env -0")
+        cwd, _, envs = out.partition("\n")
+        env = dict(e.split("=", 1) for e in envs.split("\0") if "=" in e)
+        self.start_python()
         assert self.py.stdin is not None and self.py.stdout is not None
         self.py.stdin.write(
             (
@@ -327,6 +331,8 @@ def run_document(path: Path, scratch: Path, *, stop: bool = True) -> tuple[list[
     results: list[Result] = []
     skipped: list[Block] = []
     try:
+        if any(b.lang == "python" and b.skip is None for b in blocks):
+            session.start_python()
         for b in blocks:
             where = f"{path.name}:{b.line}"
             if b.skip is not None:
@@ -374,6 +380,10 @@ def _serve() -> None:
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything written straight to fd 1 must not corrupt the protocol
     ns: dict[str, Any] = {"__name__": "__main__"}
+    try:  # every document with Python examples uses torch: import it while the shell works
+        import torch  # noqa: F401
+    except ImportError:
+        pass
     for line in sys.stdin:
         req = json.loads(line)
         os.chdir(req["cwd"])
