@@ -634,7 +634,8 @@ def test_cli_verify_trust(capsys: pytest.CaptureFixture[str], log: Path, signer:
     other = textkeys.verify_key_to_text(SigningKey.generate().public)
     with pytest.raises(AuditError, match="not trusted"):
         run(capsys, "audit", "verify", "--log", str(log), "--trust", other)
-    code, out, err = run(capsys, "audit", "verify", "--log", str(log), "--trust", pub[:-1] + "q")
+    typo = pub[:-1] + ("p" if pub.endswith("q") else "q")  # always differs from pub
+    code, out, err = run(capsys, "audit", "verify", "--log", str(log), "--trust", typo)
     assert code == 2 and "not a verify key" in err and out == ""
     code, _, err = run(capsys, "audit", "verify", "--log", str(log), "--expect-head", "abc")
     assert code == 2 and "64 hex" in err
