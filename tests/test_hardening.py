@@ -106,3 +106,25 @@ def test_keystore_registry_parser_is_strict_and_typed(tmp_path: Path) -> None:
         (home / "registry.json").write_text(bad)
         with pytest.raises(sealedckpt.KeystoreError):
             ks.records()
+
+
+def test_audit_names_the_signed_root_only_after_every_chunk_was_checked(
+    tmp_path: Path, key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey
+) -> None:
+    """A load that fails half-way records the key commitment, never the publisher's root or signers."""
+    from sealedckpt.stores.audit import AuditLog, read
+
+    path = tmp_path / "s.sealed"
+    sealedckpt.save({"w": torch.ones(1 << 21)}, path, key=key, sign_with=signer)  # 8 MiB: 2+ chunks
+    log = AuditLog(tmp_path / "audit.jsonl")
+    sealedckpt.load(path, key=key, audit=log)
+    ok = read(log.path)[-1]
+    assert ok["outcome"] == "ok" and ok["digest"].startswith("blake3:") and ok["signer_ids"] == [signer.key_id]
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 1  # a chunk in the middle
+    path.write_bytes(bytes(blob))
+    with pytest.raises(sealedckpt.IntegrityError):
+        sealedckpt.load(path, key=key, audit=log)
+    bad = read(log.path)[-1]
+    assert bad["outcome"] == "error: IntegrityError"
+    assert bad["digest"].startswith("commitment:") and bad["signer_ids"] == []

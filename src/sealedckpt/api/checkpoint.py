@@ -77,8 +77,8 @@ def load(
 ) -> Any:
     """Open a sealed checkpoint, like ``torch.load``; never unpickles anything.
 
-    Every chunk is authenticated (and, under a signature policy, checked against the
-    signed digests) before any object is returned. ``trusted_signers="store"`` uses the trust
+    Every chunk is authenticated (and, in a signed file, checked against the signed
+    digests) before any object is returned. ``trusted_signers="store"`` uses the trust
     store; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes that the default. ``min_version`` and
     ``expect_model`` check the public ``version`` / ``model`` metadata (rollback protection).
     """
@@ -94,13 +94,18 @@ def load(
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
         info.update(reader_fields(reader))
         check_release(reader.content.metadata, min_version, expect_model)
-        return decode_payload(reader, map_location)
+        obj = decode_payload(reader, map_location)
+        info.update(reader_fields(reader))  # now every chunk was checked: the signed root and signers
+        return obj
 
 
 def reader_fields(reader: container.SealedReader) -> dict[str, Any]:
-    """The audit fields of an opened file: content digest, key slot ids, signer ids."""
+    """The audit fields of an opened file: key slot ids, and what was checked so far. The signed
+    root and the signers count only once every chunk digest was checked in this operation;
+    before that the digest is the key commitment (checked with the header MAC)."""
+    verified = reader.signature_status == "verified"
     return {
-        "digest": container.content_digest(reader.trailer.root, reader.content.commitment),
+        "digest": container.content_digest(reader.trailer.root if verified else None, reader.content.commitment),
         "key_ids": [s for s in container.slot_ids(reader.header) if not s.startswith("#")],
         "signer_ids": [s.key_id for s in reader.signers],
     }

@@ -1,7 +1,7 @@
 """Lazy, per-tensor reads of a sealed checkpoint, like ``safetensors.safe_open``.
 
 Only the payload header's chunks and the chunks that hold what is asked for are read and
-decrypted; each is authenticated (AES-GCM under the file key, and, under a signature policy,
+decrypted; each is authenticated (AES-GCM under the file key, and, when the file is signed,
 against its signed digest) before any byte of it is used. A lazy read therefore vouches for what it
 returns, not for the rest of the file: use ``load`` or ``verify`` to check every chunk.
 """
@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from ..container import SealedReader
+from ..container import SealedReader, Signer
 from .index import read_index
 from .views import byte_view, check_bool_bytes, view_span, view_tensor
 
@@ -79,6 +79,16 @@ class SealedFile:
 
     def __contains__(self, name: object) -> bool:
         return name in self._tensors
+
+    @property
+    def signature_status(self) -> str:
+        """``"unsigned"``, ``"signed, not verified"`` (not every chunk was read yet) or ``"verified"``."""
+        return self._reader.signature_status
+
+    @property
+    def signers(self) -> list[Signer]:
+        """The signers, once every chunk was read and checked against their signed digests; else empty."""
+        return self._reader.signers
 
     def metadata(self) -> dict[str, str]:
         """The payload's own metadata (e.g. from a sealed safetensors file), overlaid with the
