@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from targets import MANIFEST, SIGNATURES, TARGETS, corpus_dir, isolated_env, world  # noqa: E402
+import targets  # noqa: E402
+from targets import MANIFEST, SIGNATURES, TARGETS, corpus_dir, isolated_env, save_fixtures, world  # noqa: E402
 
 import sealedckpt  # noqa: E402
 from sealedckpt.payload.codec import plan_payload  # noqa: E402
@@ -73,7 +74,7 @@ def _audit_logs(tmp: Path) -> list[bytes]:
 
 def _trust_stores(tmp: Path) -> list[bytes]:
     out = []
-    home = tmp / "trust-home"
+    home = tmp / "corpus-trust-home"
     home.mkdir(mode=0o700)
     store = TrustStore(home)
     store.add("alice", sealedckpt.SigningKey(bytes([1]) * 32).public)
@@ -85,7 +86,9 @@ def _trust_stores(tmp: Path) -> list[bytes]:
 
 
 def main() -> None:
+    targets._world = targets._build_world(fresh=True)
     w = world()
+    save_fixtures(w)
     seeds: dict[str, list[bytes]] = {}
     files = _sealed_files()
     seeds["container"] = files

@@ -59,7 +59,8 @@ class World:
     sealed: bytes  # a signed, symmetric + recipient sealed file (splice base for the slot target)
     plain_dir: Path  # sealed directory without signatures (manifest target)
     signed_dir: Path  # sealed directory with a signature file (signature target)
-    home: Path  # a 0700 home whose trust.json the trust target rewrites
+    home: Path  # SEALEDCKPT_HOME for the in-process CLI (its trust store stays empty)
+    trust_home: Path  # a 0700 home whose trust.json the trust target rewrites
     audit_log: Path
 
     @property
@@ -70,44 +71,66 @@ class World:
 _world: World | None = None
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
 def world() -> World:
-    """The fixtures, built on first use (needs torch for the sealed directory's shard)."""
+    """The fixtures, set up on first use: copies of the committed ``fuzz/fixtures`` (the sealed
+    file and directories the seeds were made from, so seeds match them), else built afresh."""
     global _world
     if _world is None:
-        _world = _build_world()
+        _world = _build_world(fresh=not (FIXTURES / "sealed.bin").is_file())
     return _world
 
 
-def _build_world() -> World:
+def _build_world(fresh: bool) -> World:
     tmp = Path(tempfile.mkdtemp(prefix="sealedckpt-fuzz-"))
     atexit.register(shutil.rmtree, tmp, True)
     sym = sealedckpt.SymmetricKey(SYM_KEY)
     signer = sealedckpt.SigningKey(SIGNING_SEED)
     recipient = sealedckpt.RecipientKey(RECIPIENT_SECRET)
     passphrase = sealedckpt.Passphrase(PASSPHRASE, log2n=PASSPHRASE_LOG2N, max_log2n=PASSPHRASE_MAX_LOG2N)
-    import torch
+    homes = [tmp / "home", tmp / "trust-home"]
+    for h in homes:
+        h.mkdir(mode=0o700)
+        os.chmod(h, 0o700)
+    if fresh:
+        import torch
 
-    buf = io.BytesIO()
-    sealedckpt.save({"w": torch.arange(6, dtype=torch.float32)}, buf, key=[sym, recipient.public], sign_with=signer)
-    home = tmp / "home"
-    home.mkdir(mode=0o700)
-    os.chmod(home, 0o700)
+        buf = io.BytesIO()
+        sealedckpt.save({"w": torch.arange(6, dtype=torch.float32)}, buf, key=[sym, recipient.public], sign_with=signer)
+        sealed = buf.getvalue()
+    else:
+        sealed = (FIXTURES / "sealed.bin").read_bytes()
     w = World(
         tmp=tmp,
         sym=sym,
         signer=signer,
         recipient=recipient,
         passphrase=passphrase,
-        sealed=buf.getvalue(),
+        sealed=sealed,
         plain_dir=tmp / "plain-dir",
         signed_dir=tmp / "signed-dir",
-        home=home,
+        home=homes[0],
+        trust_home=homes[1],
         audit_log=tmp / "audit.jsonl",
     )
-    with isolated_env(home):
-        make_sealed_dir(w.plain_dir, sym, None)
-        make_sealed_dir(w.signed_dir, sym, signer)
+    for d, s in ((w.plain_dir, None), (w.signed_dir, signer)):
+        if fresh:
+            with isolated_env(w.home):
+                make_sealed_dir(d, sym, s)
+        else:
+            shutil.copytree(FIXTURES / d.name, d)
     return w
+
+
+def save_fixtures(w: World) -> None:
+    """Commit-ready copies of ``w``'s sealed file and directories under ``fuzz/fixtures``."""
+    shutil.rmtree(FIXTURES, ignore_errors=True)
+    FIXTURES.mkdir()
+    (FIXTURES / "sealed.bin").write_bytes(w.sealed)
+    for d in (w.plain_dir, w.signed_dir):
+        shutil.copytree(d, FIXTURES / d.name)
 
 
 def make_sealed_dir(out: Path, key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey | None) -> None:
@@ -264,8 +287,8 @@ def fuzz_trust(data: bytes) -> None:
     from sealedckpt.stores.trust import TrustStore
 
     w = world()
-    _write(w.home / "trust.json", data)
-    store = TrustStore(w.home)
+    _write(w.trust_home / "trust.json", data)
+    store = TrustStore(w.trust_home)
     _refused(store.publishers)
     _refused(store.keys)
 
