@@ -15,15 +15,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import targets  # noqa: E402
-from targets import MANIFEST, SIGNATURES, TARGETS, corpus_dir, isolated_env, save_fixtures, world  # noqa: E402
+import numpy as np
+import targets
+import torch
+from targets import MANIFEST, SIGNATURES, TARGETS, corpus_dir, isolated_env, save_fixtures, world
 
-import sealedckpt  # noqa: E402
-from sealedckpt.payload.codec import plan_payload  # noqa: E402
-from sealedckpt.stores import audit  # noqa: E402
-from sealedckpt.stores.trust import TrustStore  # noqa: E402
+import sealedckpt
+from sealedckpt.payload.codec import plan_payload
+from sealedckpt.stores import audit
+from sealedckpt.stores.trust import TrustStore
 
 OBJECTS: list[Any] = [
     {"w": torch.arange(6, dtype=torch.float32)},
@@ -45,18 +45,16 @@ def _sealed_files() -> list[bytes]:
     w = world()
     other_signer = sealedckpt.SigningKey(bytes([8]) * 32)
     out = [w.sealed]
-    for i, (obj, key, signers, meta) in enumerate(
-        [
-            (OBJECTS[0], w.sym, [], None),
-            (OBJECTS[1], [w.sym, w.recipient.public], [w.signer, other_signer], {"model": "m", "version": "3"}),
-            (OBJECTS[2], w.passphrase, [w.signer], None),
-            (OBJECTS[3], w.recipient.public, [], {"k": "v"}),
-        ]
-    ):
+    cases: list[tuple[Any, Any, list[sealedckpt.SigningKey], dict[str, str] | None]] = [
+        (OBJECTS[0], w.sym, [], None),
+        (OBJECTS[1], [w.sym, w.recipient.public], [w.signer, other_signer], {"model": "m", "version": "3"}),
+        (OBJECTS[2], w.passphrase, [w.signer], None),
+        (OBJECTS[3], w.recipient.public, [], {"k": "v"}),
+    ]
+    for obj, key, signers, meta in cases:
         buf = io.BytesIO()
         sealedckpt.save(obj, buf, key=key, sign_with=signers, metadata=meta)
         out.append(buf.getvalue())
-        del i
     return out
 
 

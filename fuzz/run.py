@@ -76,7 +76,8 @@ class Recorder:
     def summary(self) -> str:
         secs = time.monotonic() - self.start
         found = ", ".join(f"{s} x{n}" for s, n in self.sites.items()) or "none"
-        return f"[{self.name}] execs={self.execs} in {secs:.0f} s ({self.execs / max(secs, 1e-9):.0f}/s); findings: {found}"
+        rate = self.execs / max(secs, 1e-9)
+        return f"[{self.name}] execs={self.execs} in {secs:.0f} s ({rate:.0f}/s); findings: {found}"
 
 
 def run_atheris(rec: Recorder, seconds: int | None, runs: int | None, extra: list[str]) -> None:
@@ -101,7 +102,8 @@ def run_atheris(rec: Recorder, seconds: int | None, runs: int | None, extra: lis
 
 
 def run_hypothesis(rec: Recorder, seconds: int | None, runs: int | None, seed: int) -> None:
-    from hypothesis import HealthCheck, given, seed as hseed, settings
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
     from hypothesis import strategies as st
 
     strategy = mutated(rec.t.seeds(rec.name), st)

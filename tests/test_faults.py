@@ -96,9 +96,7 @@ def test_enospc_during_save_keeps_the_old_file(
     assert out["v"] == 1 and torch.equal(out["w"], torch.ones(4))
 
 
-def test_enospc_on_fsync_keeps_the_old_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, temp_kind: bool
-) -> None:
+def test_enospc_on_fsync_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, temp_kind: bool) -> None:
     """Delayed allocation: every write succeeds, the fsync before the rename reports ENOSPC."""
     path = tmp_path / "ckpt.sealed"
     sealedckpt.save({"v": 1}, path, key=KEY)
