@@ -25,6 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 FINDINGS = HERE / "findings"
 WORK = HERE / "work"
+JSON_TARGETS = {"payload", "manifest", "dir_signatures", "audit", "trust"}  # fed dicts/json.dict
 
 
 def _import_targets(instrument: bool) -> ModuleType:
@@ -88,6 +89,8 @@ def run_atheris(rec: Recorder, seconds: int | None, runs: int | None, extra: lis
     argv = [sys.argv[0], str(work), str(rec.t.corpus_dir(rec.name))]
     argv += [f"-timeout={max(1, int(rec.deadline * 2))}", "-rss_limit_mb=8192", "-print_final_stats=1"]
     argv += ["-max_len=65536"]
+    if rec.name in JSON_TARGETS:
+        argv.append(f"-dict={HERE / 'dicts' / 'json.dict'}")
     if seconds is not None:
         argv.append(f"-max_total_time={seconds}")
     if runs is not None:
