@@ -97,9 +97,7 @@ def run_atheris(rec: Recorder, seconds: int | None, runs: int | None, extra: lis
         argv.append(f"-runs={runs}")
     argv += extra
     rec.t.world()  # build fixtures before libFuzzer starts timing inputs
-    import atexit
-
-    atexit.register(lambda: print(rec.summary(), flush=True))
+    # libFuzzer exits the process itself: its final stats (-print_final_stats) are the summary
     atheris.Setup(argv, rec)
     atheris.Fuzz()
 
