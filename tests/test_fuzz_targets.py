@@ -204,3 +204,24 @@ def test_cli_verify_dir_signed_at_infinity() -> None:
     with T.isolated_env(w.home), pytest.raises(SystemExit) as info:
         main(["verify-dir", str(w.signed_dir), "--trust", textkeys.verify_key_to_text(w.signer.public)])
     assert info.value.code == EXIT_FORMAT
+
+
+@pytest.mark.xfail(
+    strict=True, raises=RecursionError, reason="api.load_dir: deeply nested *.index.json -> RecursionError"
+)
+@pytest.mark.parametrize("keep_public", [True, False], ids=["public_index", "sealed_index"])
+def test_load_dir_deeply_nested_index(tmp_path: Path, keep_public: bool) -> None:
+    """The index is parsed with plain ``json.loads`` (the manifest uses a depth-checked parser)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sealedckpt.release import directory as distdir
+
+    w = T.world()
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file({"a": torch.ones(2)}, str(src / "model.safetensors"))
+    (src / "model.safetensors.index.json").write_text("[" * 100_000)
+    distdir.seal_dir(src, tmp_path / "out", keys=[w.sym], keep_public=keep_public)
+    with pytest.raises(sealedckpt.FormatError):
+        sealedckpt.load_dir(tmp_path / "out", key=w.sym)
