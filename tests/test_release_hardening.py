@@ -97,7 +97,7 @@ def test_unseal_dir_cli_min_version_without_trust_checks_sealed_headers(
     code, _, err = run_cli(capsys, "seal-dir", str(src), "-o", str(out), "--meta", "version=2", "--meta", "model=tiny")
     assert code == 0, err
     _edit_manifest_version(out, "99")
-    code, out_text, err = run_cli(capsys, "unseal-dir", str(out), "-o", str(tmp_path / "p"), "--min-version", "50")
+    code, _, err = run_cli(capsys, "unseal-dir", str(out), "-o", str(tmp_path / "p"), "--min-version", "50")
     assert code == cli.EXIT_SIGNATURE and "older than the required minimum 50" in err
     assert not (tmp_path / "p").exists()
     code, _, err = run_cli(capsys, "unseal-dir", str(out), "-o", str(tmp_path / "p"), "--min-version", "2")
@@ -132,9 +132,7 @@ def test_verify_dir_rollback_check_needs_a_trusted_signature(
     assert code == cli.EXIT_SIGNATURE and "OK" not in text and "--trust" in err
 
 
-def test_dir_rollback_with_no_sealed_file_and_no_trust_is_refused(
-    tmp_path: Path, key: sealedckpt.SymmetricKey
-) -> None:
+def test_dir_rollback_with_no_sealed_file_and_no_trust_is_refused(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
     src = tmp_path / "m"
     src.mkdir()
     (src / "config.json").write_text("{}")
@@ -148,7 +146,7 @@ def test_dir_rollback_with_no_sealed_file_and_no_trust_is_refused(
 
 def test_fullwidth_version_digits_are_not_a_version(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
     p = tmp_path / "f.sealed"
-    sealedckpt.save({"w": torch.ones(1)}, p, key=key, metadata={"version": "\uff11\uff12"})  # "１２"
+    sealedckpt.save({"w": torch.ones(1)}, p, key=key, metadata={"version": "\uff11\uff12"})  # fullwidth "12"
     with pytest.raises(sealedckpt.RollbackError, match="no numeric public 'version'"):
         sealedckpt.load(p, key=key, min_version=1)
 

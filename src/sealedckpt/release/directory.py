@@ -346,8 +346,6 @@ def unseal_dir(
 
 def _unseal_entry(d: Path, e: DirEntry, target: Path, keys: container.KeySource, rc: DirReleaseCheck) -> None:
     """Write one entry's original bytes to ``target``; a sealed payload is checked as ``load`` checks it."""
-    from ..payload.index import read_index
-
     target.parent.mkdir(parents=True, exist_ok=True)
     with open_regular(d / e.path) as f:
         if e.kind == "public":
@@ -362,17 +360,30 @@ def _unseal_entry(d: Path, e: DirEntry, target: Path, keys: container.KeySource,
         reader = container.open_sealed(f, keys)
         reader.expect_root(expected_root(e))
         rc.sealed_file(reader.content.metadata)
-        read_index(reader)  # strict safetensors header and structure, before anything is written
+        data_start = check_payload(reader, e.kind)  # before anything is written
         with atomic_write(target, mode=0o600 & os.fstat(f.fileno()).st_mode) as w:
-            if e.kind == "safetensors":
-                reader.write_plaintext(w)
-            else:
-                _write_blob(reader, w)
+            reader.write_plaintext(w, skip=0 if e.kind == "safetensors" else data_start)
+
+
+def check_payload(reader: container.SealedReader, kind: str) -> int:
+    """Parse a sealed entry's payload header strictly and require the structure ``seal_dir``
+    writes (a flat dict of whole tensors, exactly the header's entries; a blob: one ``U8``
+    entry). Returns where the data section starts. Needs no torch."""
+    from ..payload import structure
+
+    data_start, meta, entries = payload.read_header(reader)
+    reader.release_prefix()
+    if meta.get(payload.VERSION_KEY) != payload.STRUCTURE_VERSION or payload.STRUCTURE_KEY not in meta:
+        raise FormatError("payload carries no sealedckpt structure of a known version")
+    got = payload.strict_json(meta[payload.STRUCTURE_KEY], "structure")
+    want = json.loads(structure.dumps(structure.state_dict([(x.name, x.dtype, x.shape) for x in entries])))
+    if got != want:
+        raise FormatError("sealed entry does not hold a plain state_dict of its header's tensors")
+    if kind == "blob" and (BLOB_KEY not in meta or [(x.name, x.dtype) for x in entries] != [("blob", "U8")]):
+        raise FormatError("sealed file is not a blob")
+    return data_start
 
 
 def _write_blob(reader: container.SealedReader, out: Any) -> None:
     """Stream a blob payload's bytes (its single entry, the whole data section) into ``out``."""
-    data_start, meta, entries = payload.read_header(reader)
-    if BLOB_KEY not in meta or len(entries) != 1 or entries[0].name != "blob":
-        raise FormatError("sealed file is not a blob")
-    reader.write_plaintext(out, skip=data_start)
+    reader.write_plaintext(out, skip=check_payload(reader, "blob"))
