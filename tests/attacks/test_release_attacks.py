@@ -10,9 +10,11 @@ memory limit and a timeout.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -27,7 +29,6 @@ import sealedckpt
 from sealedckpt import container
 from sealedckpt.crypto import textkeys
 from sealedckpt.release import directory as distdir
-from sealedckpt.release import signatures as sigfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers import run_cli
@@ -53,10 +54,15 @@ def _write_sig(c: Ctx, doc: object, raw: str | None = None) -> None:
     (c.out / SIG).write_text(raw if raw is not None else json.dumps(doc))
 
 
+def _manifest_message(pub: bytes, signed_at: int, manifest: bytes) -> bytes:
+    """What a manifest signature signs (FORMAT.md section 13), built here independently."""
+    return b"sealedckpt/v1 manifest\x00" + pub + struct.pack("<Q", signed_at) + hashlib.sha256(manifest).digest()
+
+
 def _signed_at(value: int) -> Callable[[Ctx], None]:
     def build(c: Ctx) -> None:
         manifest = (c.out / MANIFEST).read_bytes()
-        sig = c.publisher.sign(sigfile.sig_message(c.publisher.public.to_bytes(), value % (1 << 64), manifest))
+        sig = c.publisher.sign(_manifest_message(c.publisher.public.to_bytes(), value % (1 << 64), manifest))
         entry = {"public_key": textkeys.verify_key_to_text(c.publisher.public), "signed_at": value,
                  "signature": base64.b64encode(sig).decode()}  # fmt: skip
         _write_sig(c, {"version": 1, "signatures": [entry]})
