@@ -65,7 +65,8 @@ class DirVerifyResult:
 
 
 def _walk(root: Path) -> list[str]:
-    """Every regular file under ``root`` (POSIX relative paths, sorted), walked iteratively.
+    """Every regular file under ``root`` (POSIX relative paths, in ``os.walk`` top-down order
+    with sorted names), walked iteratively.
 
     Links, FIFOs and devices are refused; empty directories hold nothing and are ignored, but
     nesting is capped at ``MAX_DEPTH`` and the entries seen at ``MAX_FILES``."""
@@ -81,16 +82,18 @@ def _walk(root: Path) -> list[str]:
         seen += len(items)
         if seen > MAX_FILES:
             raise FormatError(f"{root}: more than {MAX_FILES} entries")
-        for item in reversed(items):
+        subdirs = []
+        for item in items:
             p = Path(item.path)
             mode = item.stat(follow_symlinks=False).st_mode
             if stat.S_ISDIR(mode):
-                stack.append((p, depth + 1))
+                subdirs.append((p, depth + 1))
             elif stat.S_ISREG(mode):
                 out.append(p.relative_to(root).as_posix())
             else:
                 raise FormatError(f"{p}: not a regular file or directory (links are not followed)")
-    return sorted(out)
+        stack.extend(reversed(subdirs))
+    return out
 
 
 def _safe_rel(rel: str) -> str:
