@@ -181,3 +181,19 @@ def test_unseal_dir_failure_leaves_no_output(tmp_path: Path, key: sealedckpt.Sym
         sealedckpt.unseal_dir(out, tmp_path / "p", key=key)
     assert not (tmp_path / "p").exists()
     assert sorted(os.listdir(tmp_path)) == ["model", "sealed"]  # no staging leftovers
+
+
+def test_unseal_dir_output_may_be_an_empty_dir_or_under_new_parents(
+    tmp_path: Path, key: sealedckpt.SymmetricKey
+) -> None:
+    out = _release(tmp_path, key, None)
+    (tmp_path / "empty").mkdir()
+    assert len(sealedckpt.unseal_dir(out, tmp_path / "empty", key=key)) == 3
+    assert (tmp_path / "empty" / "config.json").read_bytes() == b'{"hidden_size": 8}'
+    assert len(sealedckpt.unseal_dir(out, tmp_path / "new" / "deeper" / "p", key=key)) == 3
+    assert sorted(os.listdir(tmp_path / "new" / "deeper" / "p")) == sorted(os.listdir(tmp_path / "empty"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    with pytest.raises(sealedckpt.FormatError, match="exists and is not empty"):
+        sealedckpt.unseal_dir(out, tmp_path / "full", key=key)
+    assert os.listdir(tmp_path / "full") == ["x"]

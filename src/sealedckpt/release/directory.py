@@ -334,6 +334,7 @@ def unseal_dir(
     rc.manifest(res.signers, res.metadata, key_holder=True)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FormatError(f"{out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
     os.mkdir(stage)
     try:
