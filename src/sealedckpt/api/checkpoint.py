@@ -175,11 +175,14 @@ def open(
     device: str | Any = "cpu",
     trusted_signers: Trusted = None,
     require_signature: bool | None = None,
+    min_version: int | None = None,
+    expect_model: str | None = None,
     keystore: Keystore | None = None,
 ) -> Any:
     """Open a sealed checkpoint for lazy per-tensor reads (a context manager, like
     ``safetensors.safe_open``): ``.keys()``, ``.metadata()``, ``.get_tensor(name)``,
     ``.get_slice(name)[...]`` read and authenticate only the chunks that hold what is asked for.
+    ``min_version`` / ``expect_model`` check the MAC-checked public metadata, as :func:`load` does.
     """
     from ..payload.lazy import SealedFile
 
@@ -189,6 +192,7 @@ def open(
     fh: BinaryIO = builtins.open(f, "rb") if isinstance(f, (str, os.PathLike)) else f
     try:
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        check_release(reader.content.metadata, min_version, expect_model)
         return SealedFile(reader, device, fh if owned else None)
     except BaseException:
         if owned:

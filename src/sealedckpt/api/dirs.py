@@ -10,7 +10,7 @@ from ..crypto import SigningKey
 from ..errors import SignatureError
 from ..release import directory as distdir
 from ..release.directory import DirEntry, DirVerifyResult
-from ..release.policy import check_release
+from ..release.policy import DirReleaseCheck
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 from . import _keys
@@ -60,14 +60,16 @@ def verify_dir(
     """Check a sealed directory without a key: the manifest's signatures (at least one by
     ``trusted_signers`` when given; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the
     default), the release metadata, and that it holds exactly the listed files with their
-    digests. ``require_signed`` refuses an unsigned manifest."""
+    digests. ``require_signed`` refuses an unsigned manifest. ``min_version``/``expect_model``
+    need a verified trusted signature (the only thing that authenticates the manifest without a
+    key); without one they raise :class:`RollbackError`."""
     log = audit_log(audit, None)
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "verify-dir", d, info):
         res = distdir.verify_dir(d, trusted_signers=trusted)
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers])
-        check_release(res.metadata, min_version, expect_model)
+        DirReleaseCheck(min_version, expect_model).manifest(res.signers, res.metadata, key_holder=False)
         if require_signed and not res.signers:
             raise SignatureError("the manifest is not signed: nothing proves who published it",
                                  hint="sign it with `sealedckpt sign-dir DIR --key NAME`")  # fmt: skip
@@ -106,7 +108,10 @@ def unseal_dir(
     audit: AuditLog | None = None,
 ) -> list[str]:
     """Verify a sealed directory, then write its original files into the new directory ``dst``
-    (shards as plain safetensors). Returns the files written."""
+    (shards as plain safetensors, decrypted files 0600). Returns the files written.
+
+    ``min_version``/``expect_model`` are checked against the manifest when a trusted signature
+    verified, else against every sealed file's MAC-checked header."""
     log = audit_log(audit, keystore)
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers)
@@ -115,8 +120,8 @@ def unseal_dir(
         res = distdir.verify_dir(d, trusted_signers=trusted, check_files=False)
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers],
                     detail={"output": os.path.abspath(dst)})  # fmt: skip
-        check_release(res.metadata, min_version, expect_model)
-        return distdir.unseal_dir(d, dst, keys, trusted_signers=trusted)
+        release = DirReleaseCheck(min_version, expect_model)
+        return distdir.unseal_dir(d, dst, keys, trusted_signers=trusted, release=release)
 
 
 def load_dir(
@@ -125,6 +130,8 @@ def load_dir(
     key: LoadKey | Sequence[LoadKey] | None = None,
     map_location: MapLocation = None,
     trusted_signers: Trusted = None,
+    min_version: int | None = None,
+    expect_model: str | None = None,
     keystore: Keystore | None = None,
 ) -> dict[str, Any]:
     """Load a sealed model directory (``sealedckpt seal-dir``) into one state_dict.
@@ -133,10 +140,13 @@ def load_dir(
     ``SEALEDCKPT_REQUIRE_SIGNATURE=1``); the directory must hold exactly the listed files, each
     with its listed digest (shards are hashed while they are decrypted, other files checked
     whole); shards are merged and checked against ``*.index.json``'s ``weight_map``.
+    ``min_version`` / ``expect_model`` are checked against the manifest when a trusted signature
+    verified, else against every sealed file's MAC-checked header (rollback protection).
     """
     from ..release.loading import load_state
 
     trusted = _keys.trusted(trusted_signers)
     keys = _keys.load_keys(key, keystore)
     with gc_paused():
-        return load_state(path, keys, trusted_signers=trusted, map_location=map_location)
+        release = DirReleaseCheck(min_version, expect_model)
+        return load_state(path, keys, trusted_signers=trusted, map_location=map_location, release=release)

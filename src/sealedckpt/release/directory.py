@@ -10,15 +10,14 @@ Verification needs no decryption key and no torch.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import stat
 import string
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,19 +26,21 @@ from typing import Any
 
 from .. import container
 from .._fs import atomic_write
-from .._json import strict_loads
-from ..crypto import SigningKey, VerifyKey, textkeys
+from ..crypto import SigningKey, VerifyKey
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
 from ..payload import safetensors as payload
+from . import signatures as sigfile
+from ._safeio import open_regular, read_regular
 from .files import seal_layout
+from .policy import DirReleaseCheck
+from .signatures import SIGNATURES
 
 MANIFEST = "sealedckpt-manifest.json"
-SIGNATURES = "sealedckpt-manifest.sig"
 MANIFEST_VERSION = 1
 MAX_MANIFEST = 16 << 20
 MAX_FILES = 100_000
+MAX_DEPTH = 64
 BLOB_KEY = "sealedckpt.blob"
-_SIG_DOMAIN = b"sealedckpt/v1 manifest\x00"
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,34 @@ class DirVerifyResult:
 
 
 def _walk(root: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if p.is_symlink() or not p.is_file():
-                raise FormatError(f"{p}: not a regular file (links are not followed)")
-            out.append(p.relative_to(root).as_posix())
-        for d in dirnames:
-            if (Path(dirpath) / d).is_symlink():
-                raise FormatError(f"{Path(dirpath) / d}: directory links are not followed")
+    """Every regular file under ``root`` (POSIX relative paths, in ``os.walk`` top-down order
+    with sorted names), walked iteratively.
+
+    Links, FIFOs and devices are refused; empty directories hold nothing and are ignored, but
+    nesting is capped at ``MAX_DEPTH`` and the entries seen at ``MAX_FILES``."""
+    out: list[str] = []
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    seen = 0
+    while stack:
+        cur, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FormatError(f"{cur}: directories nested deeper than {MAX_DEPTH} levels")
+        with os.scandir(cur) as it:
+            items = sorted(it, key=lambda e: e.name)
+        seen += len(items)
+        if seen > MAX_FILES:
+            raise FormatError(f"{root}: more than {MAX_FILES} entries")
+        subdirs = []
+        for item in items:
+            p = Path(item.path)
+            mode = item.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                subdirs.append((p, depth + 1))
+            elif stat.S_ISREG(mode):
+                out.append(p.relative_to(root).as_posix())
+            else:
+                raise FormatError(f"{p}: not a regular file or directory (links are not followed)")
+        stack.extend(reversed(subdirs))
     return out
 
 
@@ -87,7 +105,7 @@ def _safe_rel(rel: str) -> str:
 
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
@@ -121,10 +139,6 @@ def _seal_file(
 
 def _canonical(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _sig_message(pub: bytes, signed_at: int, manifest: bytes) -> bytes:
-    return _SIG_DOMAIN + pub + struct.pack("<Q", signed_at) + hashlib.sha256(manifest).digest()
 
 
 def seal_dir(
@@ -176,41 +190,22 @@ def manifest_sha256(d: str | os.PathLike[str]) -> str:
     return _sha256_file(Path(d) / MANIFEST)
 
 
-def _read_signatures(d: Path) -> list[dict[str, Any]]:
-    p = d / SIGNATURES
-    if not p.exists():
-        return []
-    raw = p.read_bytes()
-    if len(raw) > 1 << 20:
-        raise FormatError("manifest signature file too large")
-    doc = strict_loads(raw, "manifest signature file")
-    sigs = doc.get("signatures") if isinstance(doc, dict) else None
-    if (
-        not isinstance(doc, dict)
-        or doc.get("version") != MANIFEST_VERSION
-        or not isinstance(sigs, list)
-        or len(sigs) > 16
-        or not all(isinstance(s, dict) for s in sigs)
-    ):
-        raise FormatError("manifest signature file is malformed")
-    return [dict(s) for s in sigs]
-
-
 def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey]) -> None:
     """Sign (or counter-sign) a sealed directory's manifest bytes."""
     d = Path(d)
-    manifest = (d / MANIFEST).read_bytes()
-    sigs = _read_signatures(d)
-    have = {s.get("public_key") for s in sigs}
+    manifest = read_manifest(d)
+    sigs = sigfile.read_signatures(d)
+    have = {s.key.to_bytes() for s in sigs}
     signed_at = int(time.time())
     for s in signers:
-        text = textkeys.verify_key_to_text(s.public)
-        if text in have:
+        if s.public.to_bytes() in have:
             raise InvalidArgumentError(f"key {s.key_id} has already signed this manifest")
-        sig = s.sign(_sig_message(s.public.to_bytes(), signed_at, manifest))
-        sigs.append({"public_key": text, "signed_at": signed_at, "signature": base64.b64encode(sig).decode()})
+        sig = s.sign(sigfile.sig_message(s.public.to_bytes(), signed_at, manifest))
+        sigs.append(sigfile.ManifestSignature(s.public, signed_at, sig))
+    if len(sigs) > sigfile.MAX_SIGNATURES:
+        raise InvalidArgumentError(f"a manifest carries at most {sigfile.MAX_SIGNATURES} signatures")
     with atomic_write(d / SIGNATURES) as f:
-        f.write(_canonical({"version": MANIFEST_VERSION, "signatures": sigs}))
+        f.write(sigfile.dumps(sigs))
 
 
 _ENTRY_FIELDS = frozenset(("path", "source", "kind", "digest", "size"))
@@ -247,23 +242,17 @@ def _parse_manifest(raw: bytes) -> tuple[list[DirEntry], dict[str, str]]:
         if e.path in seen:
             raise FormatError(f"manifest lists {e.path!r} twice")
         seen.add(e.path)
-    return entries, {str(k): str(v) for k, v in meta.items()}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise FormatError("manifest metadata must map strings to strings")
+    return entries, dict(meta)
 
 
-def _parse_signature(s: dict[str, Any]) -> tuple[VerifyKey, int, bytes]:
-    """One signature entry: (verify key, signing time, signature bytes)."""
-    public_key, signed_at, sig = s.get("public_key"), s.get("signed_at"), s.get("signature")
-    if not isinstance(public_key, str) or type(signed_at) is not int or not isinstance(sig, str):
-        raise FormatError("manifest signature entry is malformed")
-    try:
-        vk = textkeys.verify_key_from_text(public_key)
-    except InvalidArgumentError:
-        raise FormatError("manifest signature entry is malformed") from None
-    try:
-        raw = base64.b64decode(sig, validate=True)
-    except binascii.Error:
-        raise FormatError("manifest signature entry is malformed") from None
-    return vk, signed_at, raw
+def read_manifest(d: Path) -> bytes:
+    """The manifest bytes of ``d``: a regular file (no link) of at most ``MAX_MANIFEST`` bytes."""
+    mp = d / MANIFEST
+    if not mp.exists() and not mp.is_symlink():
+        raise FormatError(f"{d} is not a sealed directory (no {MANIFEST})")
+    return read_regular(mp, MAX_MANIFEST)
 
 
 def verify_dir(
@@ -272,21 +261,14 @@ def verify_dir(
     """Check the manifest's signatures and that the directory holds exactly the files it lists,
     each with its listed digest. No decryption key needed."""
     d = Path(d)
-    mp = d / MANIFEST
-    if not mp.is_file():
-        raise FormatError(f"{d} is not a sealed directory (no {MANIFEST})")
-    if mp.stat().st_size > MAX_MANIFEST:
-        raise FormatError("manifest too large")
-    manifest = mp.read_bytes()
+    manifest = read_manifest(d)
     entries, meta = _parse_manifest(manifest)
     signers: list[container.Signer] = []
     trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
-    for s in _read_signatures(d):
-        vk, signed_at, sig = _parse_signature(s)
+    for s in sigfile.read_signatures(d):
+        vk, signed_at, sig = s.key, s.signed_at, s.signature
         try:
-            if not 0 <= signed_at < 1 << 63:
-                raise SignatureError("signed_at out of range")
-            vk.verify(sig, _sig_message(vk.to_bytes(), signed_at, manifest))
+            vk.verify(sig, sigfile.sig_message(vk.to_bytes(), signed_at, manifest))
         except SignatureError:
             raise SignatureError(
                 f"manifest signature by {vk.key_id} does not verify: manifest or signature altered"
@@ -314,10 +296,10 @@ def check_entry(d: Path, e: DirEntry) -> None:
     """Raise :class:`IntegrityError` unless the file of ``e`` has the manifest's digest and size."""
     p = d / e.path
     if e.kind == "public":
-        if p.stat().st_size != e.size or "sha256:" + _sha256_file(p) != e.digest:
+        if os.lstat(p).st_size != e.size or "sha256:" + _sha256_file(p) != e.digest:
             raise IntegrityError(f"{e.path}: content differs from the manifest")
         return
-    with open(p, "rb") as f:
+    with open_regular(p) as f:
         root, content = container.compute_root(f)
     if "root:" + root.hex() != e.digest or content.payload_len != e.size:
         raise IntegrityError(f"{e.path}: content differs from the manifest (renamed, swapped or edited)")
@@ -339,35 +321,73 @@ def unseal_dir(
     keys: container.KeySource,
     *,
     trusted_signers: Sequence[VerifyKey] | None = None,
+    release: DirReleaseCheck | None = None,
 ) -> list[str]:
-    """Verify, then write the original files (shards as plain safetensors) into ``out_dir``."""
+    """Verify, then write the original files (shards as plain safetensors) into ``out_dir``.
+
+    Everything is written into a hidden staging directory next to ``out_dir`` and renamed into
+    place only once every file checked out: on any failure no file appears under ``out_dir``.
+    Decrypted files are created 0600 (or stricter, as their sealed file)."""
     d, out = Path(d), Path(out_dir)
+    rc = release or DirReleaseCheck()
     res = verify_dir(d, trusted_signers=trusted_signers, check_files=False)
-    if out.exists() and any(out.iterdir()):
+    rc.manifest(res.signers, res.metadata, key_holder=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FormatError(f"{out} exists and is not empty")
-    written = []
-    for e in res.entries:
-        target = out / _safe_rel(e.source)
-        target.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.{secrets.token_hex(6)}.partial"
+    os.mkdir(stage)
+    try:
+        for e in res.entries:
+            _unseal_entry(d, e, stage / _safe_rel(e.source), keys, rc)
+        rc.done()
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return [e.source for e in res.entries]
+
+
+def _unseal_entry(d: Path, e: DirEntry, target: Path, keys: container.KeySource, rc: DirReleaseCheck) -> None:
+    """Write one entry's original bytes to ``target``; a sealed payload is checked as ``load`` checks it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open_regular(d / e.path) as f:
         if e.kind == "public":
-            check_entry(d, e)
-            shutil.copyfile(d / e.path, target)
-        else:
-            with open(d / e.path, "rb") as f:
-                reader = container.open_sealed(f, keys)
-                reader.expect_root(expected_root(e))
-                with atomic_write(target) as w:
-                    if e.kind == "safetensors":
-                        reader.write_plaintext(w)
-                    else:
-                        _write_blob(reader, w)
-        written.append(e.source)
-    return written
+            with atomic_write(target) as w:
+                h = hashlib.sha256()
+                while block := f.read(1 << 22):
+                    h.update(block)
+                    w.write(block)
+                if w.tell() != e.size or "sha256:" + h.hexdigest() != e.digest:
+                    raise IntegrityError(f"{e.path}: content differs from the manifest")
+            return
+        reader = container.open_sealed(f, keys)
+        reader.expect_root(expected_root(e))
+        rc.sealed_file(reader.content.metadata)
+        data_start = check_payload(reader, e.kind)  # before anything is written
+        with atomic_write(target, mode=0o600 & os.fstat(f.fileno()).st_mode) as w:
+            reader.write_plaintext(w, skip=0 if e.kind == "safetensors" else data_start)
+
+
+def check_payload(reader: container.SealedReader, kind: str) -> int:
+    """Parse a sealed entry's payload header strictly and require the structure ``seal_dir``
+    writes (a flat dict of whole tensors, exactly the header's entries; a blob: one ``U8``
+    entry). Returns where the data section starts. Needs no torch."""
+    from ..payload import structure
+
+    data_start, meta, entries = payload.read_header(reader)
+    reader.release_prefix()
+    if meta.get(payload.VERSION_KEY) != payload.STRUCTURE_VERSION or payload.STRUCTURE_KEY not in meta:
+        raise FormatError("payload carries no sealedckpt structure of a known version")
+    got = payload.strict_json(meta[payload.STRUCTURE_KEY], "structure")
+    want = json.loads(structure.dumps(structure.state_dict([(x.name, x.dtype, x.shape) for x in entries])))
+    if got != want:
+        raise FormatError("sealed entry does not hold a plain state_dict of its header's tensors")
+    if kind == "blob" and (BLOB_KEY not in meta or [(x.name, x.dtype) for x in entries] != [("blob", "U8")]):
+        raise FormatError("sealed file is not a blob")
+    return data_start
 
 
 def _write_blob(reader: container.SealedReader, out: Any) -> None:
     """Stream a blob payload's bytes (its single entry, the whole data section) into ``out``."""
-    data_start, meta, entries = payload.read_header(reader)
-    if BLOB_KEY not in meta or len(entries) != 1 or entries[0].name != "blob":
-        raise FormatError("sealed file is not a blob")
-    reader.write_plaintext(out, skip=data_start)
+    reader.write_plaintext(out, skip=check_payload(reader, "blob"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -11,22 +12,28 @@ from .. import container
 from .._json import strict_loads
 from ..errors import FormatError, IntegrityError
 from . import directory as distdir
+from ._safeio import open_regular, read_regular
+from .policy import DirReleaseCheck
 
 if TYPE_CHECKING:
     from ..crypto import VerifyKey
     from ..payload.codec import MapLocation
 
 
-def _index_bytes(root: Path, e: distdir.DirEntry, keys: container.KeySource) -> bytes:
+def _index_bytes(root: Path, e: distdir.DirEntry, keys: container.KeySource, rc: DirReleaseCheck) -> bytes:
     """The bytes of the ``*.index.json`` entry (public, or sealed as a blob), checked against the manifest."""
     if e.kind == "public":
-        distdir.check_entry(root, e)
-        with open(root / e.path, "rb") as fh:
-            return fh.read(distdir.MAX_MANIFEST)
+        raw = read_regular(root / e.path, distdir.MAX_MANIFEST)
+        if len(raw) != e.size or "sha256:" + hashlib.sha256(raw).hexdigest() != e.digest:
+            raise IntegrityError(f"{e.path}: content differs from the manifest")
+        return raw
     buf = io.BytesIO()
-    with open(root / e.path, "rb") as fh:
+    with open_regular(root / e.path) as fh:
         reader = container.open_sealed(fh, keys)
         reader.expect_root(distdir.expected_root(e))
+        rc.sealed_file(reader.content.metadata)
+        if reader.content.payload_len > distdir.MAX_MANIFEST:
+            raise FormatError(f"{e.path}: index too large")
         distdir._write_blob(reader, buf)
     return buf.getvalue()
 
@@ -53,20 +60,25 @@ def load_state(
     *,
     trusted_signers: list[VerifyKey] | None,
     map_location: MapLocation = None,
+    release: DirReleaseCheck | None = None,
 ) -> dict[str, Any]:
-    """Verify the manifest, then merge every shard into one state_dict, checked against the index."""
+    """Verify the manifest (and the release's model/version, see :class:`DirReleaseCheck`), then
+    merge every shard into one state_dict, checked against the index."""
     from ..payload.codec import decode_payload
 
     root = Path(d)
     res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
+    rc = release or DirReleaseCheck()
+    rc.manifest(res.signers, res.metadata, key_holder=True)
     state: dict[str, Any] = {}
     origin: dict[str, str] = {}
     index: bytes | None = None
     for e in res.entries:
         if e.kind == "safetensors":
-            with open(root / e.path, "rb") as fh:
+            with open_regular(root / e.path) as fh:
                 reader = container.open_sealed(fh, keys)
                 reader.expect_root(distdir.expected_root(e))
+                rc.sealed_file(reader.content.metadata)
                 shard = decode_payload(reader, map_location)
             if not isinstance(shard, dict):
                 raise FormatError(f"{e.path} does not hold a state_dict")
@@ -76,9 +88,10 @@ def load_state(
                 state[name] = tensor
                 origin[name] = os.path.basename(e.source)
         elif e.source.endswith(".index.json"):
-            index = _index_bytes(root, e, keys)
+            index = _index_bytes(root, e, keys, rc)
         else:
             distdir.check_entry(root, e)  # not loaded, but part of the signed set
+    rc.done()
     if index is not None:
         _check_index(index, origin)
     return state
