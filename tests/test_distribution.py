@@ -92,10 +92,17 @@ def test_rollback_protection(
     with pytest.raises(sealedckpt.RollbackError, match="older than the required minimum 8"):
         sealedckpt.load(v9, key=key, trusted_signers=[publisher.public], min_version=8)
     with pytest.raises(sealedckpt.RollbackError, match="expected 'other'"):
-        sealedckpt.verify(v7, expect_model="other")
+        sealedckpt.verify(v7, expect_model="other", trusted_signers=[publisher.public])
     assert isinstance(sealedckpt.RollbackError("x"), sealedckpt.SignatureError)
-    code, out, err = run(capsys, "verify", str(v9), "--min-version", "8")
+    pub = textkeys.verify_key_to_text(publisher.public)
+    code, out, err = run(capsys, "verify", str(v9), "--min-version", "8", "--trust", pub)
     assert code == cli.EXIT_SIGNATURE and "OK" not in out and "older than" in err
+    # without a key, only a trusted signature authenticates model/version: anyone can sign
+    forged = _sealed(tmp_path / "forged.sealed", key, sealedckpt.SigningKey.generate(), "99")
+    with pytest.raises(sealedckpt.RollbackError, match="trusted signature"):
+        sealedckpt.verify(forged, min_version=8)
+    code, out, err = run(capsys, "verify", str(forged), "--min-version", "8")
+    assert code == cli.EXIT_SIGNATURE and "OK" not in out and "trusted signature" in err
     unversioned = tmp_path / "u.sealed"
     sealedckpt.save({"x": 1}, unversioned, key=key)
     with pytest.raises(sealedckpt.RollbackError, match="no numeric"):

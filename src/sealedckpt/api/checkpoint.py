@@ -11,7 +11,7 @@ from .. import container
 from .._fs import atomic_write
 from ..container import PublicInfo, VerifyResult
 from ..crypto import SigningKey
-from ..errors import ArgumentTypeError
+from ..errors import ArgumentTypeError, RollbackError
 from ..release.policy import check_release
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
@@ -132,10 +132,17 @@ def verify(
     """Check every signature and every chunk digest without a decryption key.
 
     With ``trusted_signers`` (keys, or ``"store"``), at least one signature must be by one of
-    them; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the default.
+    them; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the default. ``min_version`` /
+    ``expect_model`` need trusted signers: without a key, only a trusted signature authenticates
+    the public metadata (anyone can sign a file with a key of their own).
     """
     log = audit_log(audit, None)
     trusted = _keys.trusted(trusted_signers)
+    if trusted is None and (min_version is not None or expect_model is not None):
+        raise RollbackError(
+            "cannot check model/version without a key unless a trusted signature vouches for them",
+            hint="pass trusted_signers= (--trust PUBKEY), or check with the key (load / unseal)",
+        )
     info: dict[str, Any] = {}
     with audited(log, "verify", f, info):
         with reading(f) as fh:
