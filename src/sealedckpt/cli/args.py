@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..stores.keystore import KINDS
@@ -14,9 +15,20 @@ if TYPE_CHECKING:
     Sub = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors read ``sealedckpt: error: ...`` plus a hint (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        cmd = self.prog.removeprefix("sealedckpt").strip()
+        print(f"sealedckpt: error: {cmd + ': ' if cmd else ''}{message}", file=sys.stderr)
+        print(f"hint: see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sealedckpt`` parser with every command."""
-    p = argparse.ArgumentParser(prog="sealedckpt", description="Encrypted, signed, pickle-free PyTorch checkpoints.")
+    p = Parser(prog="sealedckpt", description="Encrypted, signed, pickle-free PyTorch checkpoints.")
     p.add_argument("--version", action="version", version=f"sealedckpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _key_parsers(sub)
