@@ -14,7 +14,7 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("seal-dir", args.input, success=False):
         keys = s.seal_keys(args) or None
-        signers = s.signing_keys(args.sign or [])
+        signers = s.signing_keys(args.sign or [], "--sign ")
         meta = parse_meta(args.meta or [])
     entries = api.seal_dir(args.input, args.output, key=keys, sign_with=signers, keep_public=args.keep_public,
                            metadata=meta, keystore=s.keystore, audit=s.audit)  # fmt: skip
@@ -52,7 +52,7 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
 def cmd_sign_dir(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("sign-dir", args.dir, success=False):
-        signers = s.signing_keys(args.key)
+        signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
     api.sign_dir(args.dir, signers, trusted_signers=trusted, audit=s.audit)
     print(f"signed the manifest of {args.dir} with {', '.join(signer.key_id for signer in signers)}")

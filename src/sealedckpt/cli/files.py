@@ -67,7 +67,7 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
             raise CliError(
                 "rewrap needs the new keys: --key, --to or --passphrase (or --keep with --remove-slot)", EXIT_USAGE
             )
-        opener = s.open_keys(args, args.with_key or [])
+        opener = s.open_keys(args, args.with_key or [], "--with ")
     failures = 0
     last: BaseException | None = None
     for path in args.files:
@@ -79,7 +79,7 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
             print(f"rewrapped {path}: key slots {', '.join(labels)}")
         except (SealedCkptError, OSError) as exc:
             failures += 1
-            print_error(exc, f"{path}: ")
+            print_error(exc, "" if getattr(exc, "filename", None) == path else f"{path}: ")
             last = exc
     if failures:
         raise CliError(
@@ -132,7 +132,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("sign", args.file, success=False):
-        signers = s.signing_keys(args.key)
+        signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
     res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit)
     ids = ", ".join(signer.key_id for signer in res.signers)

@@ -93,7 +93,6 @@ def print_verified(
 
 EXIT_INTERRUPTED = 130
 _OS_HINTS = {
-    errno.ENOENT: "check the path",
     errno.EISDIR: "this command takes a file; sealed directories have seal-dir, verify-dir, sign-dir and unseal-dir",
     errno.ENOTDIR: "a part of the path is not a directory",
     errno.EACCES: "check the permissions of the file and of its directory",
