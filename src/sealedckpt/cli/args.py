@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from .. import __version__
 from ..stores.keystore import KINDS
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``sealedckpt`` parser with every command."""
     p = Parser(prog="sealedckpt", description="Encrypted, signed, pickle-free PyTorch checkpoints.")
     p.add_argument("--version", action="version", version=f"sealedckpt {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = cast("Sub", p.add_subparsers(dest="command", required=True, metavar="COMMAND"))  # Parser all the way down
     _key_parsers(sub)
     _seal_parsers(sub)
     _check_parsers(sub)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import api
-from .output import EXIT_OK, print_json, print_verified, signer_rows
+from .output import EXIT_OK, print_json, print_verified, safe, signer_rows
 from .parse import Session, parse_meta
 
 
@@ -22,7 +22,7 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
         print_json({"output": args.output, "files": [e.__dict__ for e in entries], "signed": bool(signers)})
         return EXIT_OK
     for e in entries:
-        print(f"{e.kind:<11}  {e.source} -> {e.path}")
+        print(safe(f"{e.kind:<11}  {e.source} -> {e.path}"))
     print(f"sealed {len(entries)} file(s) into {args.output}" + ("; manifest signed" if signers else ""))
     if not signers:
         print("hint: without --sign nobody can check who published this directory", file=sys.stderr)

@@ -20,6 +20,7 @@ from .output import (
     print_error,
     print_json,
     print_verified,
+    safe,
     signer_rows,
     when,
 )
@@ -97,15 +98,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     "chunks": n_chunks, "metadata": info.metadata, "key_slots": info.key_slots,
                     "signatures": info.signatures, "signatures_verified": False})  # fmt: skip
         return EXIT_OK
-    print(f"{args.file}: sealed checkpoint, format v{info.version}, {info.payload_type} payload")
-    print(f"  payload     {info.payload_len:,} bytes in {n_chunks} chunk(s) of {info.chunk_size:,}")
-    print(f"  file size   {info.file_size:,} bytes")
+    lines = [f"{args.file}: sealed checkpoint, format v{info.version}, {info.payload_type} payload",
+             f"  payload     {info.payload_len:,} bytes in {n_chunks} chunk(s) of {info.chunk_size:,}",
+             f"  file size   {info.file_size:,} bytes"]  # fmt: skip
     for slot in info.key_slots:
-        print(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))
+        lines.append(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))
     for sig in info.signatures:
-        print(f"  signature   key id {sig['key_id']} at {when(int(str(sig['signed_at'])))} (not verified)")
-    for k, v in info.metadata.items():
-        print(f"  metadata    {k} = {v}")
+        lines.append(f"  signature   key id {sig['key_id']} at {when(int(str(sig['signed_at'])))} (not verified)")
+    lines.extend(f"  metadata    {k} = {v}" for k, v in info.metadata.items())
+    for line in lines:
+        print(safe(line))  # public metadata is anyone's text: no terminal escapes
     return EXIT_OK
 
 

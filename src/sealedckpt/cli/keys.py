@@ -9,7 +9,7 @@ from typing import Any
 
 from ..crypto import textkeys
 from ..errors import CliError, InvalidArgumentError
-from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json
+from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json, safe
 from .parse import Session, read_passphrase, record_json
 
 
@@ -44,7 +44,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     for r in records:
         flags = [f for f, on in (("default", r.default), ("retired", r.retired), ("protected", r.protected),
                                  ("public-only", not r.has_secret)) if on]  # fmt: skip
-        print(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip())
+        print(safe(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip()))
     return EXIT_OK
 
 
@@ -55,7 +55,7 @@ def cmd_key_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     for k, v in record_json(r).items():
         if v not in (None, False):
-            print(f"{k:<12} {v}")
+            print(safe(f"{k:<12} {v}"))
     return EXIT_OK
 
 

@@ -79,14 +79,17 @@ def signer_rows(signers: Sequence[Signer]) -> list[dict[str, Any]]:
 def print_verified(
     rows: list[dict[str, Any]], trust_checked: bool, what: str, digest: str, metadata: dict[str, str], ok: str
 ) -> None:
-    """The human report of a successful verify / verify-dir (the only place that prints OK)."""
+    """The human report of a successful verify / verify-dir (the only place that prints OK);
+    control characters in it are escaped."""
+    lines = []
     for s in rows:
         mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
-        print(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
-    print(digest)
-    for k, v in metadata.items():
-        print(f"metadata {k} = {v}")
-    print(f"OK: {ok}")
+        lines.append(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+    lines.append(digest)
+    lines.extend(f"metadata {k} = {v}" for k, v in metadata.items())
+    lines.append(f"OK: {ok}")
+    for line in lines:
+        print(safe(line))
     if not trust_checked:
         print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
 

@@ -88,8 +88,10 @@ class Session:
         """The secret key named ``ref`` in the keystore (a protected one asks for its passphrase);
         a path is refused: only ``--identity`` reads secret keys from files."""
         if is_path(ref):
-            raise CliError(f"{option}{ref}: a path, but this option takes a keystore name or key id", EXIT_USAGE,
-                           hint="import the key with `sealedckpt key import NAME FILE` (or pass it as --identity)")  # fmt: skip
+            raise CliError(
+                f"{option}{ref}: a path, but this option takes a keystore name or key id", EXIT_USAGE,
+                hint="import the key with `sealedckpt key import NAME FILE` (or pass it as --identity)",
+            )  # fmt: skip
         rec = self.keystore.find(ref) if not os.path.isfile(ref) else self._bare_file(ref, option)
         return self.keystore.secret(rec)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import pickle
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
