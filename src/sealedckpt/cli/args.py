@@ -83,6 +83,11 @@ def _key_parsers(sub: Sub) -> None:
     sp = key.add_parser("rm", help="delete a key and its secret")
     sp.add_argument("name")
     sp.add_argument("--yes", action="store_true", help="do not ask")
+    sp.add_argument(
+        "--check", action="append", metavar="PATH",
+        help="refuse while a *.sealed file here (a directory: searched recursively) has a slot for the key",
+    )  # fmt: skip
+    sp.add_argument("--force", action="store_true", help="delete it even though --check found files sealed to it")
     sp.set_defaults(func=keys.cmd_key_rm)
     sp = key.add_parser("rotate", help="new key of the same kind becomes the default; the old one is retired")
     sp.add_argument("name")
@@ -124,7 +129,10 @@ def _seal_parsers(sub: Sub) -> None:
     sp.set_defaults(func=files.cmd_unseal)
 
     sp = sub.add_parser("rewrap", help="change who can open files, without re-encrypting or re-signing")
-    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp.add_argument("files", nargs="+", metavar="FILE", help="sealed files (with -r: directories too)")
+    sp.add_argument(
+        "-r", "--recursive", action="store_true", help="every *.sealed file under each DIR (symlinks skipped)"
+    )
     sp.add_argument("--key", action="append", metavar="NAME", help="new symmetric key slot")
     sp.add_argument("--to", action="append", metavar="PUBKEY", help="new recipient slot")
     sp.add_argument("--passphrase", action="store_true", help="new passphrase slot (alone)")

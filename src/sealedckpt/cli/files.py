@@ -25,6 +25,7 @@ from .output import (
     when,
 )
 from .parse import Session, parse_meta
+from .walk import sealed_files
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
@@ -69,9 +70,10 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
                 "rewrap needs the new keys: --key, --to or --passphrase (or --keep with --remove-slot)", EXIT_USAGE
             )
         opener = s.open_keys(args, args.with_key or [], "--with ")
+    paths = rewrap_targets(args.files, args.recursive)
     failures = 0
     last: BaseException | None = None
-    for path in args.files:
+    for path in paths:
         try:
             with bars(f"rewrap {path}") as progress:
                 labels = api.rewrap_file(path, key=opener, add=add or None, keep=args.keep,
@@ -83,10 +85,23 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
             print_error(exc, "" if getattr(exc, "filename", None) == path else f"{path}: ")
             last = exc
     if failures:
-        raise CliError(
-            f"{failures} of {len(args.files)} file(s) not rewrapped", exit_code(last) if last else EXIT_ERROR
-        )
+        raise CliError(f"{failures} of {len(paths)} file(s) not rewrapped", exit_code(last) if last else EXIT_ERROR)
     return EXIT_OK
+
+
+def rewrap_targets(items: list[str], recursive: bool) -> list[str]:
+    """The files ``rewrap`` works on: the named files, and with ``-r`` every ``*.sealed`` file under
+    each named directory (symlinks skipped); a directory without ``-r`` is a usage error."""
+    if not recursive:
+        for item in items:
+            if os.path.isdir(item):
+                hint = f"rewrap every *.sealed file under it with `sealedckpt rewrap -r {item} ...`"
+                raise CliError(f"{item} is a directory", EXIT_USAGE, hint=hint)
+        return list(items)
+    paths = list(sealed_files(items))
+    if not paths:
+        raise CliError(f"no *.sealed files under {', '.join(items)}", EXIT_ERROR, hint="check the path")
+    return paths
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

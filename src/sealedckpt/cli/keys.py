@@ -9,8 +9,10 @@ from typing import Any
 
 from ..crypto import textkeys
 from ..errors import CliError, InvalidArgumentError
+from ..stores.keystore import KeyRecord
 from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json, safe
 from .parse import Session, read_passphrase, record_json
+from .walk import files_naming
 
 
 def cmd_key_gen(args: argparse.Namespace) -> int:
@@ -97,10 +99,14 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("key.rm", None) as info:
         r = s.keystore.find(args.name)
+        _check_unused(r, args.check or [], args.force)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError(f"refusing to delete key {r.name!r} without --yes", EXIT_USAGE)
-            prompt = f"Delete {r.kind} key {r.name} ({r.id})? Files sealed only for it become unreadable. [y/N] "
+            prompt = (
+                f"Delete {r.kind} key {r.name} ({r.id})? Files sealed only for it become unreadable"
+                " (see --check DIR). [y/N] "
+            )
             if input(prompt).strip().lower() not in ("y", "yes"):
                 print("kept", file=sys.stderr)
                 return EXIT_ERROR  # recorded as "ok", as a command that ran
@@ -108,6 +114,30 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
         info.update(key_ids=[r.id], detail={"name": r.name, "kind": r.kind})
     print(f"removed key {r.name} ({r.id})")
     return EXIT_OK
+
+
+def _check_unused(r: KeyRecord, paths: list[str], force: bool) -> None:
+    """Refuse (unless ``force``) while sealed files under ``paths`` have a slot for key ``r``."""
+    if not paths:
+        return
+    naming, unreadable = files_naming(r.id, paths)
+    where = ", ".join(paths)
+    for path in naming:
+        print(safe(f"sealed to {r.name}: {path}"), file=sys.stderr)
+    for path in unreadable:
+        print(safe(f"sealedckpt: note: could not read {path}"), file=sys.stderr)
+    print(f"{len(naming)} sealed file(s) under {safe(where)} still have a key slot for {safe(r.name)} ({r.id})",
+          file=sys.stderr)  # fmt: skip
+    if (naming or unreadable) and not force:
+        what = (
+            f"{len(naming)} sealed file(s) still need key {r.name!r}"
+            if naming
+            else f"{len(unreadable)} file(s) could not be checked"
+        )
+        raise CliError(
+            f"refusing to delete it: {what}", EXIT_ERROR,
+            hint=f"rewrap them first (`sealedckpt rewrap -r DIR --key NEW --with {r.name}`), or pass --force",
+        )  # fmt: skip
 
 
 def cmd_key_rotate(args: argparse.Namespace) -> int:
