@@ -88,7 +88,11 @@ def cmd_key_import(args: argparse.Namespace) -> int:
         if args.file in (None, "-"):
             text = sys.stdin.read(4096)
         else:
-            text = Path(args.file).read_text(encoding="utf-8")
+            try:
+                text = Path(args.file).read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                hint = "keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
+                raise CliError(f"{args.file}: not a key (not UTF-8 text)", EXIT_USAGE, hint=hint) from None
         rec = s.keystore.add(_key_from_text(text.strip()), args.name, default=args.default)
         info.update(path=None, key_ids=[rec.id], detail={"name": rec.name, "kind": rec.kind})
     print(f"imported {rec.kind} key {rec.name} (id {rec.id})" + ("" if rec.has_secret else ", public only"))

@@ -38,8 +38,8 @@ def read_passphrase(args: argparse.Namespace, confirm: bool, what: str = "passph
     elif source is not None:
         try:
             text = Path(source).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise CliError(f"cannot read passphrase file: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read passphrase file: {getattr(exc, 'strerror', None) or exc}") from None
     else:
         text = getpass.getpass(f"Enter {what}: ")
         if confirm and getpass.getpass(f"Confirm {what}: ") != text:
