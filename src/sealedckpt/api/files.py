@@ -12,6 +12,7 @@ from .. import container
 from .._fs import atomic_write
 from ..container import SealSummary
 from ..crypto import SigningKey
+from ..errors import DecryptionError
 from ..release import files as release_files
 from ..release.files import ProgressStart
 from ..release.policy import check_release
@@ -99,6 +100,18 @@ def unseal_file(
         tick = progress(reader.content.payload_len) if progress is not None else None
         with atomic_write(dst, mode=mode) as out:
             return reader.write_plaintext(out, tick)
+
+
+def opens_with(path: StrPath, key: LoadKey | Sequence[LoadKey]) -> bool:
+    """Whether ``key`` opens a key slot of the sealed file ``path`` (the header and signatures are
+    read; no chunk is). Other failures (not sealed, tampered) raise."""
+    keys = _keys.load_keys(key, None)
+    with builtins.open(path, "rb") as f:
+        try:
+            container.open_sealed(f, keys, require_signature=False)
+        except DecryptionError:
+            return False
+    return True
 
 
 def rewrap_file(

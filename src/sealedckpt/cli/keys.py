@@ -103,7 +103,7 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("key.rm", None) as info:
         r = s.keystore.find(args.name)
-        _check_unused(r, args.check or [], args.force)
+        _check_unused(s, r, args.check or [], args.force)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError(f"refusing to delete key {r.name!r} without --yes", EXIT_USAGE)
@@ -120,11 +120,12 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_unused(r: KeyRecord, paths: list[str], force: bool) -> None:
+def _check_unused(s: Session, r: KeyRecord, paths: list[str], force: bool) -> None:
     """Refuse (unless ``force``) while sealed files under ``paths`` have a slot for key ``r``."""
-    if not paths:
+    if not paths or r.kind == "signing":
         return
-    naming, unreadable = files_naming(r.id, paths)
+    secret = s.keystore.secret(r) if r.kind == "recipient" and r.has_secret else None
+    naming, unreadable = files_naming(r.id, paths, secret)
     where = ", ".join(paths)
     for path in naming:
         print(safe(f"sealed to {r.name}: {path}"), file=sys.stderr)

@@ -35,16 +35,22 @@ def sealed_files(paths: Sequence[str]) -> Iterator[str]:
                 yield path
 
 
-def files_naming(key_id: str, paths: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The sealed files under ``paths`` with a key slot for ``key_id``, and those that could not be read."""
+def files_naming(key_id: str, paths: Sequence[str], secret: object = None) -> tuple[list[str], list[str]]:
+    """The sealed files under ``paths`` with a key slot for ``key_id`` (recipient slots are anonymous:
+    they count when ``secret`` opens them), and those that could not be read."""
+    from ..api.files import opens_with
+
     naming: list[str] = []
     unreadable: list[str] = []
     for path in sealed_files(paths):
         try:
             slots = api.inspect(path).key_slots
+            if any(slot.get("key_id") == key_id for slot in slots) or (
+                secret is not None
+                and any(slot.get("type") == "recipient" and "key_id" not in slot for slot in slots)
+                and opens_with(path, secret)  # type: ignore[arg-type]
+            ):
+                naming.append(path)
         except (SealedCkptError, OSError):
             unreadable.append(path)
-            continue
-        if any(slot.get("key_id") == key_id for slot in slots):
-            naming.append(path)
     return naming, unreadable
