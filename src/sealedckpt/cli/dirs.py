@@ -23,7 +23,7 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
         return EXIT_OK
     for e in entries:
         print(safe(f"{e.kind:<11}  {e.source} -> {e.path}"))
-    print(f"sealed {len(entries)} file(s) into {args.output}" + ("; manifest signed" if signers else ""))
+    print(safe(f"sealed {len(entries)} file(s) into {args.output}" + ("; manifest signed" if signers else "")))
     if not signers:
         print("hint: without --sign nobody can check who published this directory", file=sys.stderr)
     return EXIT_OK
@@ -55,7 +55,7 @@ def cmd_sign_dir(args: argparse.Namespace) -> int:
         signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
     api.sign_dir(args.dir, signers, trusted_signers=trusted, audit=s.audit)
-    print(f"signed the manifest of {args.dir} with {', '.join(signer.key_id for signer in signers)}")
+    print(safe(f"signed the manifest of {args.dir} with {', '.join(signer.key_id for signer in signers)}"))
     return EXIT_OK
 
 
@@ -66,5 +66,5 @@ def cmd_unseal_dir(args: argparse.Namespace) -> int:
         trusted = s.trusted(args.trust)
     written = api.unseal_dir(args.dir, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
                              expect_model=args.model, keystore=s.keystore, audit=s.audit)  # fmt: skip
-    print(f"unsealed {len(written)} file(s) into {args.output}")
+    print(safe(f"unsealed {len(written)} file(s) into {args.output}"))
     return EXIT_OK

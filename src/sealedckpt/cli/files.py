@@ -45,7 +45,9 @@ def cmd_seal(args: argparse.Namespace) -> int:
     else:
         signed = f"; signed by {', '.join(summary.signer_ids)}" if signers else ""
         slots = ", ".join(summary.key_ids)
-        print(f"sealed {args.input} -> {args.output} ({summary.bytes_written:,} bytes; key slots {slots}{signed})")
+        print(
+            safe(f"sealed {args.input} -> {args.output} ({summary.bytes_written:,} bytes; key slots {slots}{signed})")
+        )
     return EXIT_OK
 
 
@@ -57,7 +59,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     with bars("unseal") as progress:
         n = api.unseal_file(args.input, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
                             expect_model=args.model, progress=progress, keystore=s.keystore, audit=s.audit)  # fmt: skip
-    print(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)")
+    print(safe(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)"))
     return EXIT_OK
 
 
@@ -79,7 +81,7 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
                 labels = api.rewrap_file(path, key=opener, add=add or None, keep=args.keep,
                                          remove=args.remove_slot or [], progress=progress, keystore=s.keystore,
                                          audit=s.audit)  # fmt: skip
-            print(f"rewrapped {path}: key slots {', '.join(labels)}")
+            print(safe(f"rewrapped {path}: key slots {', '.join(labels)}"))
         except (SealedCkptError, OSError) as exc:
             failures += 1
             print_error(exc, "" if getattr(exc, "filename", None) == path else f"{path}: ")
@@ -153,5 +155,5 @@ def cmd_sign(args: argparse.Namespace) -> int:
         trusted = s.trusted(args.trust)
     res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit)
     ids = ", ".join(signer.key_id for signer in res.signers)
-    print(f"signed {args.file}: content digest {api.root_label(res.root)}; signers now {ids}")
+    print(safe(f"signed {args.file}: content digest {api.root_label(res.root)}; signers now {ids}"))
     return EXIT_OK

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -114,6 +113,8 @@ def seal_legacy(
     progress: ProgressStart | None = None,
 ) -> container.SealSummary:
     """The explicit, opt-in legacy converter: unpickles (weights_only=True) a file the caller trusts."""
+    import pickle  # only here: the load path never imports pickle
+
     import torch
 
     from ..payload.codec import plan_payload
