@@ -113,7 +113,7 @@ def seal_legacy(
     progress: ProgressStart | None = None,
 ) -> container.SealSummary:
     """The explicit, opt-in legacy converter: unpickles (weights_only=True) a file the caller trusts."""
-    import pickle  # only here: the load path never imports pickle
+    import pickle  # pickle-ok: only its UnpicklingError, in the opt-in converter (never on the load path)
 
     import torch
 
@@ -124,7 +124,7 @@ def seal_legacy(
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsafePayloadError(
-            f"{src}: torch.load(weights_only=True) refused or could not read it: {first}",
+            f"{src}: the weights_only unpickler refused it or could not read it: {first}",
             hint="only tensors and plain containers can be converted; re-save the file with "
             "torch.save(model.state_dict()) or safetensors from a trusted environment",
         ) from None
