@@ -266,3 +266,23 @@ def test_subprocess_failures_have_no_traceback(tmp_path: Path) -> None:
         assert "\nhint: " in r.stderr
         if "--json" in argv:
             assert json.loads(r.stdout)["exit_code"] == code
+
+
+def test_list_commands_with_damaged_stores(capsys: Capsys, world: Path) -> None:
+    """``key list`` / ``trust list`` (which take no input) fail cleanly on a damaged store."""
+    home = Path(os.environ["SEALEDCKPT_HOME"])
+    assert run_cli(capsys, "trust", "add", "x", "./" + _pub_file(capsys, world))[0] == 0
+    (home / "registry.json").write_text("garbage")
+    (home / "trust.json").write_text('{"x":')
+    for argv in (["key", "list"], ["trust", "list"], ["key", "list", "--json"], ["trust", "list", "--json"]):
+        code, out, _ = fails(capsys, *argv)
+        assert code == cli.EXIT_KEY, argv
+        if "--json" in argv:
+            assert json.loads(out)["kind"] == "KeystoreError"
+
+
+def _pub_file(capsys: Capsys, world: Path) -> str:
+    code, out, _ = run_cli(capsys, "key", "export-public", "s")
+    assert code == 0
+    (world / "s.pub").write_text(out)
+    return "s.pub"
