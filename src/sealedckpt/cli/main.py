@@ -22,15 +22,17 @@ from .output import fail, show_warning
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sealedckpt ARGV``; returns the exit code (or exits with it on failure)."""
-    args = build_parser().parse_args(argv)
+    as_json = False
     with warnings.catch_warnings():
         warnings.simplefilter("once", KeystoreNotice)
         warnings.simplefilter("always", api.UnpicklingWarning)  # never hidden by -W or PYTHONWARNINGS
         warnings.showwarning = show_warning
         try:
+            args = build_parser().parse_args(argv)  # usage errors exit 2 from here (SystemExit)
+            as_json = bool(getattr(args, "json", False))
             return int(args.func(args))
         except (Exception, KeyboardInterrupt) as exc:  # every failure: a message, never a traceback
-            fail(exc, bool(getattr(args, "json", False)))
+            fail(exc, as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover
