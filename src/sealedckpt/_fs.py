@@ -101,7 +101,10 @@ def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Bi
             fd = -1
     if fd < 0:
         named = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fd = os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:  # name the file the caller asked for, not the temp file
+            raise type(exc)(exc.errno, exc.strerror, os.fspath(path)) from None
     link_name: str | None = None
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:

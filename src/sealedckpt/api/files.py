@@ -12,6 +12,7 @@ from .. import container
 from .._fs import atomic_write
 from ..container import SealSummary
 from ..crypto import SigningKey
+from ..errors import DecryptionError
 from ..release import files as release_files
 from ..release.files import ProgressStart
 from ..release.policy import check_release
@@ -79,20 +80,38 @@ def unseal_file(
 ) -> int:
     """Decrypt the sealed file ``src`` into ``dst`` as a plain safetensors file; returns its size.
 
-    Signatures, the release policy and every chunk are checked as by :func:`load`; ``dst`` is
-    replaced atomically, only once everything checked out.
+    Signatures, the release policy, the payload's header and structure (parsed strictly, as by
+    :func:`load`; anything else, a pickle say, is a :class:`~sealedckpt.FormatError`) and every
+    chunk are checked; ``dst`` is created with mode 0600 (or ``src``'s, if stricter) and replaced
+    atomically, only once everything checked out: on any failure it never appears.
     """
+    from ..payload.index import read_index
+
     log = audit_log(audit, keystore)
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "open", src, info), builtins.open(src, "rb") as f:
+        mode = 0o600 & os.fstat(f.fileno()).st_mode
         reader = container.open_sealed(f, keys, trusted_signers=trusted)
         check_release(reader.content.metadata, min_version, expect_model)
+        read_index(reader)  # before a byte is written: a safetensors payload with a valid structure
         info.update(reader_fields(reader), detail={"output": os.path.abspath(dst)})
         tick = progress(reader.content.payload_len) if progress is not None else None
-        with atomic_write(dst) as out:
+        with atomic_write(dst, mode=mode) as out:
             return reader.write_plaintext(out, tick)
+
+
+def opens_with(path: StrPath, key: LoadKey | Sequence[LoadKey]) -> bool:
+    """Whether ``key`` opens a key slot of the sealed file ``path`` (the header and signatures are
+    read; no chunk is). Other failures (not sealed, tampered) raise."""
+    keys = _keys.load_keys(key, None)
+    with builtins.open(path, "rb") as f:
+        try:
+            container.open_sealed(f, keys, require_signature=False)
+        except DecryptionError:
+            return False
+    return True
 
 
 def rewrap_file(

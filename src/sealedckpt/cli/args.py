@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from .. import __version__
 from ..stores.keystore import KINDS
@@ -14,11 +15,22 @@ if TYPE_CHECKING:
     Sub = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors read ``sealedckpt: error: ...`` plus a hint (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        cmd = self.prog.removeprefix("sealedckpt").strip()
+        print(f"sealedckpt: error: {cmd + ': ' if cmd else ''}{message}", file=sys.stderr)
+        print(f"hint: see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sealedckpt`` parser with every command."""
-    p = argparse.ArgumentParser(prog="sealedckpt", description="Encrypted, signed, pickle-free PyTorch checkpoints.")
+    p = Parser(prog="sealedckpt", description="Encrypted, signed, pickle-free PyTorch checkpoints.")
     p.add_argument("--version", action="version", version=f"sealedckpt {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = cast("Sub", p.add_subparsers(dest="command", required=True, metavar="COMMAND"))  # Parser all the way down
     _key_parsers(sub)
     _seal_parsers(sub)
     _check_parsers(sub)
@@ -71,6 +83,11 @@ def _key_parsers(sub: Sub) -> None:
     sp = key.add_parser("rm", help="delete a key and its secret")
     sp.add_argument("name")
     sp.add_argument("--yes", action="store_true", help="do not ask")
+    sp.add_argument(
+        "--check", action="append", metavar="PATH",
+        help="refuse while a *.sealed file here (a directory: searched recursively) has a slot for the key",
+    )  # fmt: skip
+    sp.add_argument("--force", action="store_true", help="delete it even though --check found files sealed to it")
     sp.set_defaults(func=keys.cmd_key_rm)
     sp = key.add_parser("rotate", help="new key of the same kind becomes the default; the old one is retired")
     sp.add_argument("name")
@@ -112,7 +129,10 @@ def _seal_parsers(sub: Sub) -> None:
     sp.set_defaults(func=files.cmd_unseal)
 
     sp = sub.add_parser("rewrap", help="change who can open files, without re-encrypting or re-signing")
-    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp.add_argument("files", nargs="+", metavar="FILE", help="sealed files (with -r: directories too)")
+    sp.add_argument(
+        "-r", "--recursive", action="store_true", help="every *.sealed file under each DIR (symlinks skipped)"
+    )
     sp.add_argument("--key", action="append", metavar="NAME", help="new symmetric key slot")
     sp.add_argument("--to", action="append", metavar="PUBKEY", help="new recipient slot")
     sp.add_argument("--passphrase", action="store_true", help="new passphrase slot (alone)")

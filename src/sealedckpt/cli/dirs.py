@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import api
-from .output import EXIT_OK, print_json, print_verified, signer_rows
+from .output import EXIT_OK, print_json, print_verified, safe, signer_rows
 from .parse import Session, parse_meta
 
 
@@ -14,7 +14,7 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("seal-dir", args.input, success=False):
         keys = s.seal_keys(args) or None
-        signers = s.signing_keys(args.sign or [])
+        signers = s.signing_keys(args.sign or [], "--sign ")
         meta = parse_meta(args.meta or [])
     entries = api.seal_dir(args.input, args.output, key=keys, sign_with=signers, keep_public=args.keep_public,
                            metadata=meta, keystore=s.keystore, audit=s.audit)  # fmt: skip
@@ -22,8 +22,8 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
         print_json({"output": args.output, "files": [e.__dict__ for e in entries], "signed": bool(signers)})
         return EXIT_OK
     for e in entries:
-        print(f"{e.kind:<11}  {e.source} -> {e.path}")
-    print(f"sealed {len(entries)} file(s) into {args.output}" + ("; manifest signed" if signers else ""))
+        print(safe(f"{e.kind:<11}  {e.source} -> {e.path}"))
+    print(safe(f"sealed {len(entries)} file(s) into {args.output}" + ("; manifest signed" if signers else "")))
     if not signers:
         print("hint: without --sign nobody can check who published this directory", file=sys.stderr)
     return EXIT_OK
@@ -52,10 +52,10 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
 def cmd_sign_dir(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("sign-dir", args.dir, success=False):
-        signers = s.signing_keys(args.key)
+        signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
     api.sign_dir(args.dir, signers, trusted_signers=trusted, audit=s.audit)
-    print(f"signed the manifest of {args.dir} with {', '.join(signer.key_id for signer in signers)}")
+    print(safe(f"signed the manifest of {args.dir} with {', '.join(signer.key_id for signer in signers)}"))
     return EXIT_OK
 
 
@@ -66,5 +66,5 @@ def cmd_unseal_dir(args: argparse.Namespace) -> int:
         trusted = s.trusted(args.trust)
     written = api.unseal_dir(args.dir, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
                              expect_model=args.model, keystore=s.keystore, audit=s.audit)  # fmt: skip
-    print(f"unsealed {len(written)} file(s) into {args.output}")
+    print(safe(f"unsealed {len(written)} file(s) into {args.output}"))
     return EXIT_OK

@@ -20,10 +20,12 @@ from .output import (
     print_error,
     print_json,
     print_verified,
+    safe,
     signer_rows,
     when,
 )
 from .parse import Session, parse_meta
+from .walk import sealed_files
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
@@ -43,7 +45,9 @@ def cmd_seal(args: argparse.Namespace) -> int:
     else:
         signed = f"; signed by {', '.join(summary.signer_ids)}" if signers else ""
         slots = ", ".join(summary.key_ids)
-        print(f"sealed {args.input} -> {args.output} ({summary.bytes_written:,} bytes; key slots {slots}{signed})")
+        print(
+            safe(f"sealed {args.input} -> {args.output} ({summary.bytes_written:,} bytes; key slots {slots}{signed})")
+        )
     return EXIT_OK
 
 
@@ -55,7 +59,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
     with bars("unseal") as progress:
         n = api.unseal_file(args.input, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
                             expect_model=args.model, progress=progress, keystore=s.keystore, audit=s.audit)  # fmt: skip
-    print(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)")
+    print(safe(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)"))
     return EXIT_OK
 
 
@@ -67,25 +71,39 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
             raise CliError(
                 "rewrap needs the new keys: --key, --to or --passphrase (or --keep with --remove-slot)", EXIT_USAGE
             )
-        opener = s.open_keys(args, args.with_key or [])
+        opener = s.open_keys(args, args.with_key or [], "--with ")
+    paths = rewrap_targets(args.files, args.recursive)
     failures = 0
     last: BaseException | None = None
-    for path in args.files:
+    for path in paths:
         try:
             with bars(f"rewrap {path}") as progress:
                 labels = api.rewrap_file(path, key=opener, add=add or None, keep=args.keep,
                                          remove=args.remove_slot or [], progress=progress, keystore=s.keystore,
                                          audit=s.audit)  # fmt: skip
-            print(f"rewrapped {path}: key slots {', '.join(labels)}")
+            print(safe(f"rewrapped {path}: key slots {', '.join(labels)}"))
         except (SealedCkptError, OSError) as exc:
             failures += 1
-            print_error(exc, f"{path}: ")
+            print_error(exc, "" if getattr(exc, "filename", None) == path else f"{path}: ")
             last = exc
     if failures:
-        raise CliError(
-            f"{failures} of {len(args.files)} file(s) not rewrapped", exit_code(last) if last else EXIT_ERROR
-        )
+        raise CliError(f"{failures} of {len(paths)} file(s) not rewrapped", exit_code(last) if last else EXIT_ERROR)
     return EXIT_OK
+
+
+def rewrap_targets(items: list[str], recursive: bool) -> list[str]:
+    """The files ``rewrap`` works on: the named files, and with ``-r`` every ``*.sealed`` file under
+    each named directory (symlinks skipped); a directory without ``-r`` is a usage error."""
+    if not recursive:
+        for item in items:
+            if os.path.isdir(item):
+                hint = f"rewrap every *.sealed file under it with `sealedckpt rewrap -r {item} ...`"
+                raise CliError(f"{item} is a directory", EXIT_USAGE, hint=hint)
+        return list(items)
+    paths = list(sealed_files(items))
+    if not paths:
+        raise CliError(f"no *.sealed files under {', '.join(items)}", EXIT_ERROR, hint="check the path")
+    return paths
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -97,15 +115,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     "chunks": n_chunks, "metadata": info.metadata, "key_slots": info.key_slots,
                     "signatures": info.signatures, "signatures_verified": False})  # fmt: skip
         return EXIT_OK
-    print(f"{args.file}: sealed checkpoint, format v{info.version}, {info.payload_type} payload")
-    print(f"  payload     {info.payload_len:,} bytes in {n_chunks} chunk(s) of {info.chunk_size:,}")
-    print(f"  file size   {info.file_size:,} bytes")
+    lines = [f"{args.file}: sealed checkpoint, format v{info.version}, {info.payload_type} payload",
+             f"  payload     {info.payload_len:,} bytes in {n_chunks} chunk(s) of {info.chunk_size:,}",
+             f"  file size   {info.file_size:,} bytes"]  # fmt: skip
     for slot in info.key_slots:
-        print(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))
+        lines.append(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))
     for sig in info.signatures:
-        print(f"  signature   key id {sig['key_id']} at {when(int(str(sig['signed_at'])))} (not verified)")
-    for k, v in info.metadata.items():
-        print(f"  metadata    {k} = {v}")
+        lines.append(f"  signature   key id {sig['key_id']} at {when(int(str(sig['signed_at'])))} (not verified)")
+    lines.extend(f"  metadata    {k} = {v}" for k, v in info.metadata.items())
+    for line in lines:
+        print(safe(line))  # public metadata is anyone's text: no terminal escapes
     return EXIT_OK
 
 
@@ -132,9 +151,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("sign", args.file, success=False):
-        signers = s.signing_keys(args.key)
+        signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
     res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit)
     ids = ", ".join(signer.key_id for signer in res.signers)
-    print(f"signed {args.file}: content digest {api.root_label(res.root)}; signers now {ids}")
+    print(safe(f"signed {args.file}: content digest {api.root_label(res.root)}; signers now {ids}"))
     return EXIT_OK

@@ -9,8 +9,10 @@ from typing import Any
 
 from ..crypto import textkeys
 from ..errors import CliError, InvalidArgumentError
-from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json
+from ..stores.keystore import KeyRecord
+from .output import EXIT_ERROR, EXIT_OK, EXIT_USAGE, print_json, safe
 from .parse import Session, read_passphrase, record_json
+from .walk import files_naming
 
 
 def cmd_key_gen(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     for r in records:
         flags = [f for f, on in (("default", r.default), ("retired", r.retired), ("protected", r.protected),
                                  ("public-only", not r.has_secret)) if on]  # fmt: skip
-        print(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip())
+        print(safe(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip()))
     return EXIT_OK
 
 
@@ -55,7 +57,7 @@ def cmd_key_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     for k, v in record_json(r).items():
         if v not in (None, False):
-            print(f"{k:<12} {v}")
+            print(safe(f"{k:<12} {v}"))
     return EXIT_OK
 
 
@@ -86,7 +88,11 @@ def cmd_key_import(args: argparse.Namespace) -> int:
         if args.file in (None, "-"):
             text = sys.stdin.read(4096)
         else:
-            text = Path(args.file).read_text(encoding="utf-8")
+            try:
+                text = Path(args.file).read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                hint = "keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
+                raise CliError(f"{args.file}: not a key (not UTF-8 text)", EXIT_USAGE, hint=hint) from None
         rec = s.keystore.add(_key_from_text(text.strip()), args.name, default=args.default)
         info.update(path=None, key_ids=[rec.id], detail={"name": rec.name, "kind": rec.kind})
     print(f"imported {rec.kind} key {rec.name} (id {rec.id})" + ("" if rec.has_secret else ", public only"))
@@ -97,10 +103,14 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("key.rm", None) as info:
         r = s.keystore.find(args.name)
+        _check_unused(s, r, args.check or [], args.force)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError(f"refusing to delete key {r.name!r} without --yes", EXIT_USAGE)
-            prompt = f"Delete {r.kind} key {r.name} ({r.id})? Files sealed only for it become unreadable. [y/N] "
+            prompt = (
+                f"Delete {r.kind} key {r.name} ({r.id})? Files sealed only for it become unreadable"
+                " (see --check DIR). [y/N] "
+            )
             if input(prompt).strip().lower() not in ("y", "yes"):
                 print("kept", file=sys.stderr)
                 return EXIT_ERROR  # recorded as "ok", as a command that ran
@@ -108,6 +118,31 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
         info.update(key_ids=[r.id], detail={"name": r.name, "kind": r.kind})
     print(f"removed key {r.name} ({r.id})")
     return EXIT_OK
+
+
+def _check_unused(s: Session, r: KeyRecord, paths: list[str], force: bool) -> None:
+    """Refuse (unless ``force``) while sealed files under ``paths`` have a slot for key ``r``."""
+    if not paths or r.kind == "signing":
+        return
+    secret = s.keystore.secret(r) if r.kind == "recipient" and r.has_secret else None
+    naming, unreadable = files_naming(r.id, paths, secret)
+    where = ", ".join(paths)
+    for path in naming:
+        print(safe(f"sealed to {r.name}: {path}"), file=sys.stderr)
+    for path in unreadable:
+        print(safe(f"sealedckpt: note: could not read {path}"), file=sys.stderr)
+    print(f"{len(naming)} sealed file(s) under {safe(where)} still have a key slot for {safe(r.name)} ({r.id})",
+          file=sys.stderr)  # fmt: skip
+    if (naming or unreadable) and not force:
+        what = (
+            f"{len(naming)} sealed file(s) still need key {r.name!r}"
+            if naming
+            else f"{len(unreadable)} file(s) could not be checked"
+        )
+        raise CliError(
+            f"refusing to delete it: {what}", EXIT_ERROR,
+            hint=f"rewrap them first (`sealedckpt rewrap -r DIR --key NEW --with {r.name}`), or pass --force",
+        )  # fmt: skip
 
 
 def cmd_key_rotate(args: argparse.Namespace) -> int:

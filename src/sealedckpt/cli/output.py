@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
@@ -45,6 +47,16 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
+_UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069\\ufeff]")
+
+
+def safe(text: object) -> str:
+    """``text`` for a terminal: control characters (C0, DEL, C1, so ESC/CSI/OSC sequences) and
+    bidi/line-separator characters shown escaped (``\\x1b``, ``\\u202e``), never interpreted."""
+    s = str(text)
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", s)
+
+
 def when(ts: int) -> str:
     """A Unix time as ``YYYY-MM-DDTHH:MM:SSZ``."""
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -67,41 +79,65 @@ def signer_rows(signers: Sequence[Signer]) -> list[dict[str, Any]]:
 def print_verified(
     rows: list[dict[str, Any]], trust_checked: bool, what: str, digest: str, metadata: dict[str, str], ok: str
 ) -> None:
-    """The human report of a successful verify / verify-dir (the only place that prints OK)."""
+    """The human report of a successful verify / verify-dir (the only place that prints OK);
+    control characters in it are escaped."""
+    lines = []
     for s in rows:
         mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
-        print(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
-    print(digest)
-    for k, v in metadata.items():
-        print(f"metadata {k} = {v}")
-    print(f"OK: {ok}")
+        lines.append(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+    lines.append(digest)
+    lines.extend(f"metadata {k} = {v}" for k, v in metadata.items())
+    lines.append(f"OK: {ok}")
+    for line in lines:
+        print(safe(line))
     if not trust_checked:
         print("hint: pass --trust PUBKEY to require a specific publisher", file=sys.stderr)
 
 
+EXIT_INTERRUPTED = 130
+_OS_HINTS = {
+    errno.EISDIR: "this command takes a file; sealed directories have seal-dir, verify-dir, sign-dir and unseal-dir",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EACCES: "check the permissions of the file and of its directory",
+    errno.EPERM: "check the permissions of the file and of its directory",
+    errno.EROFS: "the file system is read-only; write the output somewhere else",
+    errno.ENOSPC: "the disk is full; free space or write the output somewhere else",
+}
+
+
 def message(exc: BaseException) -> tuple[str, str | None]:
-    """An error's message (without the ``(hint: ...)`` suffix) and its hint."""
+    """An error's message (without the ``(hint: ...)`` suffix) and its hint, as they are."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "an output is replaced only once complete: the one being written was discarded"
     hint = getattr(exc, "hint", None)
-    msg = str(exc)
-    if isinstance(exc, SealedCkptError) and hint and msg.endswith(f" (hint: {hint})"):
-        msg = msg[: -len(f" (hint: {hint})")]
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        msg, hint = f"{where}{exc.strerror}", _OS_HINTS.get(exc.errno or 0, hint)
+    elif isinstance(exc, SealedCkptError):
+        msg = str(exc)
+        if hint and msg.endswith(f" (hint: {hint})"):
+            msg = msg[: -len(f" (hint: {hint})")]
+    else:
+        msg = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc) or type(exc).__name__
+        hint = hint or "this is a bug in sealedckpt; please report it with the command you ran"
     return msg, hint
 
 
 def print_error(exc: BaseException, prefix: str = "") -> None:
-    """``sealedckpt: error: PREFIXmessage`` and ``hint: ...`` on stderr."""
+    """``sealedckpt: error: PREFIXmessage`` and ``hint: ...`` on stderr (control characters escaped)."""
     msg, hint = message(exc)
-    print(f"sealedckpt: error: {prefix}{msg}", file=sys.stderr)
+    print(f"sealedckpt: error: {safe(prefix + msg)}", file=sys.stderr)
     if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+        print(f"hint: {safe(hint)}", file=sys.stderr)
 
 
 def fail(exc: BaseException, as_json: bool) -> NoReturn:
     """Report ``exc`` (also as JSON on stdout with ``--json``) and exit with its code."""
-    code = exit_code(exc)
+    code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else exit_code(exc)
     if as_json:
         print_json({"ok": False, "error": message(exc)[0], "kind": type(exc).__name__, "exit_code": code})
     print_error(exc)
+    sys.stdout.flush()
     raise SystemExit(code)
 
 

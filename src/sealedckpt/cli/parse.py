@@ -1,7 +1,9 @@
 """Turning arguments into keys, trust lists, metadata and secrets (never from argv).
 
 Passphrases come from ``--passphrase-file FILE`` (``-`` = stdin), else a prompt on a terminal,
-else stdin; keys come from the keystore or from files.
+else stdin; keys come from the keystore or from files. A key reference is a path only when it
+contains a ``/`` (``./pub.txt``); a bare word is a key name (and one that is also a file in the
+working directory is refused as ambiguous).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from ..crypto import textkeys
@@ -36,8 +38,8 @@ def read_passphrase(args: argparse.Namespace, confirm: bool, what: str = "passph
     elif source is not None:
         try:
             text = Path(source).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise CliError(f"cannot read passphrase file: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read passphrase file: {getattr(exc, 'strerror', None) or exc}") from None
     else:
         text = getpass.getpass(f"Enter {what}: ")
         if confirm and getpass.getpass(f"Confirm {what}: ") != text:
@@ -82,27 +84,53 @@ class Session:
         if success:
             self.audit.record(op, **{"path": path, **info, "outcome": "ok"})
 
-    def secret(self, ref: str) -> Any:
-        """The secret key named ``ref`` in the keystore (a protected one asks for its passphrase)."""
-        return self.keystore.secret(self.keystore.find(ref))
+    def secret(self, ref: str, option: str = "") -> Any:
+        """The secret key named ``ref`` in the keystore (a protected one asks for its passphrase);
+        a path is refused: only ``--identity`` reads secret keys from files."""
+        if is_path(ref):
+            raise CliError(
+                f"{option}{ref}: a path, but this option takes a keystore name or key id", EXIT_USAGE,
+                hint="import the key with `sealedckpt key import NAME FILE` (or pass it as --identity)",
+            )  # fmt: skip
+        rec = self.keystore.find(ref) if not os.path.isfile(ref) else self._bare_file(ref, option)
+        return self.keystore.secret(rec)
 
-    def public(self, ref: str) -> RecipientPublicKey | VerifyKey:
-        """A public key given as text, as a file holding the text, or as a keystore name."""
-        low = ref.strip().lower()
-        if low.startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
+    def public(self, ref: str, option: str = "") -> RecipientPublicKey | VerifyKey:
+        """A public key given as text (``sckpt1...``, ``sckpt-vk1...``), as a path holding the text
+        (it must contain a ``/``: ``./NAME``), or as a keystore name (a bare word, never a file)."""
+        if ref.strip().lower().startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
             try:
                 return textkeys.public_from_text(ref)
             except InvalidArgumentError as exc:
                 raise CliError(f"invalid public key: {exc}", EXIT_USAGE) from None
-        if os.path.isfile(ref):
-            text = Path(ref).read_text(encoding="utf-8").strip()
+        if is_path(ref):
             try:
+                text = Path(ref).read_text(encoding="utf-8").strip()
                 return textkeys.public_from_text(text)
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CliError(f"{option}{ref}: cannot read the key file: {getattr(exc, 'strerror', None) or exc}",
+                               EXIT_USAGE) from None  # fmt: skip
             except InvalidArgumentError as exc:
                 raise CliError(f"{ref}: not a public key: {exc}", EXIT_USAGE) from None
-        return self._public_record(ref)
+        return self._public_record(ref, option)
 
-    def _public_record(self, ref: str) -> RecipientPublicKey | VerifyKey:
+    def _bare_file(self, ref: str, option: str, known: bool | None = None) -> NoReturn:
+        """A bare word that is also a file in the working directory: refused, either way."""
+        if known is None:
+            try:
+                self.keystore.find(ref)
+                known = True
+            except KeystoreError:
+                known = False
+        if known:
+            raise CliError(f"{option}{ref!r} is both a key name and a file in the current directory", EXIT_USAGE,
+                           hint=f"write ./{ref} for the file, or use the key's id (`sealedckpt key list`)")  # fmt: skip
+        raise CliError(f"{option}no key named {ref!r} (a file of that name is read only as ./{ref})", EXIT_USAGE,
+                       hint=f"a bare word is a key name; write ./{ref} to use the file")  # fmt: skip
+
+    def _public_record(self, ref: str, option: str) -> RecipientPublicKey | VerifyKey:
+        if os.path.isfile(ref):
+            self._bare_file(ref, option)
         try:
             rec = self.keystore.find(ref)
         except KeystoreError:
@@ -118,16 +146,16 @@ class Session:
             hint=f"public keys look like {textkeys.HRP_RECIPIENT}1... or {textkeys.HRP_VERIFY}1...",
         )
 
-    def verify_key(self, ref: str) -> VerifyKey:
-        """A verify key given as text, a file or a keystore signing key name."""
-        pub = self.public(ref)
+    def verify_key(self, ref: str, option: str = "") -> VerifyKey:
+        """A verify key given as text, a path or a keystore signing key name."""
+        pub = self.public(ref, option)
         if not isinstance(pub, VerifyKey):
             raise CliError(f"{ref}: a recipient key cannot verify signatures", EXIT_USAGE,
                            hint=f"verify keys look like {textkeys.HRP_VERIFY}1...")  # fmt: skip
         return pub
 
     def trusted(self, refs: Sequence[str] | None) -> list[VerifyKey] | None:
-        """--trust values: a key (text, file, keystore or trust-store name) or ``store`` (all
+        """--trust values: a key (text, path, keystore or trust-store name) or ``store`` (all
         trusted); None without --trust (the API then applies its default policy)."""
         if not refs:
             return None
@@ -136,15 +164,17 @@ class Session:
             if ref == "store":
                 out.extend(TrustStore().keys())
                 continue
-            named = next((p for p in TrustStore().publishers() if p.name == ref), None)
-            out.append(named.key if named is not None else self.verify_key(ref))
+            named = None if is_path(ref) else next((p for p in TrustStore().publishers() if p.name == ref), None)
+            if named is not None and os.path.isfile(ref):
+                self._bare_file(ref, "--trust ", known=True)
+            out.append(named.key if named is not None else self.verify_key(ref, "--trust "))
         return out
 
     def signing_keys(self, refs: Sequence[str], option: str = "") -> list[SigningKey]:
         """Signing keys from the keystore (``option``, e.g. ``--sign ``, prefixes errors)."""
         out = []
         for ref in refs:
-            s = self.secret(ref)
+            s = self.secret(ref, option)
             if not isinstance(s, SigningKey):
                 raise CliError(f"{option}{ref}: not a signing key", EXIT_USAGE)
             out.append(s)
@@ -154,12 +184,12 @@ class Session:
         """The keys to seal for: --key, --to, or --passphrase (alone); [] when none is given."""
         keys: list[SealKey] = []
         for ref in args.key or []:
-            k = self.secret(ref)
+            k = self.secret(ref, "--key ")
             if not isinstance(k, SymmetricKey):
                 raise CliError(f"--key {ref}: not a symmetric key (use --to for recipients)", EXIT_USAGE)
             keys.append(k)
         for ref in args.to or []:
-            pub = self.public(ref)
+            pub = self.public(ref, "--to ")
             if not isinstance(pub, RecipientPublicKey):
                 raise CliError(f"--to {ref}: not a recipient public key", EXIT_USAGE)
             keys.append(pub)
@@ -169,7 +199,7 @@ class Session:
             keys.append(read_passphrase(args, confirm=True))
         return keys
 
-    def open_keys(self, args: argparse.Namespace, refs: Sequence[str]) -> list[OpenKey] | None:
+    def open_keys(self, args: argparse.Namespace, refs: Sequence[str], option: str = "--key ") -> list[OpenKey] | None:
         """The keys to open with; None (the API then asks the keystore) when none is given."""
         if getattr(args, "open_passphrase", False):
             if getattr(args, "passphrase", False) and getattr(args, "passphrase_file", None):
@@ -178,7 +208,7 @@ class Session:
             return [read_passphrase(args, confirm=False, what="current passphrase")]
         keys: list[OpenKey] = []
         for ref in refs:
-            k = self.secret(ref)
+            k = self.secret(ref, option)
             if not isinstance(k, (SymmetricKey, RecipientKey)):
                 raise CliError(f"key {ref}: a signing key cannot open files", EXIT_USAGE)
             keys.append(k)
@@ -191,6 +221,12 @@ class Session:
                 raise CliError(f"--identity {path}: a signing key cannot open files", EXIT_USAGE)
             keys.append(ident)
         return keys or None
+
+
+def is_path(ref: str) -> bool:
+    """Whether a key reference is a path: it contains a ``/`` (``./NAME``, ``/abs``, ``dir/NAME``);
+    a bare word is only ever a key name, an id or a key's text form."""
+    return "/" in ref or (os.sep != "/" and os.sep in ref)
 
 
 def parse_meta(items: Sequence[str]) -> dict[str, str]:

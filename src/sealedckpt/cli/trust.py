@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..stores.trust import TrustStore
-from .output import EXIT_OK, print_json
+from .output import EXIT_OK, print_json, safe
 from .parse import Session
 
 
@@ -16,7 +16,7 @@ def cmd_trust_add(args: argparse.Namespace) -> int:
         key = s.verify_key(args.pubkey)
         pub = TrustStore().add(args.name, key)
         info.update(signer_ids=[key.key_id], detail={"name": pub.name})
-    print(f"trusting {pub.name}: {pub.public} (key id {key.key_id})")
+    print(safe(f"trusting {pub.name}: {pub.public} (key id {key.key_id})"))
     return EXIT_OK
 
 
@@ -28,12 +28,12 @@ def cmd_trust_list(args: argparse.Namespace) -> int:
         print("no trusted publishers", file=sys.stderr)
     else:
         for p in pubs:
-            print(f"{p.key.key_id}  {p.name:<24}  {p.public}  added {p.added}")
+            print(safe(f"{p.key.key_id}  {p.name:<24}  {p.public}  added {p.added}"))
     return EXIT_OK
 
 
 def cmd_trust_rm(args: argparse.Namespace) -> int:
     with Session.of(args).recording("trust.rm", None):
         p = TrustStore().remove(args.name)
-    print(f"no longer trusting {p.name} ({p.public})")
+    print(safe(f"no longer trusting {p.name} ({p.public})"))
     return EXIT_OK

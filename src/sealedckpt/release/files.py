@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Callable, Sequence
@@ -42,18 +43,20 @@ def seal_layout(
     """Seal ``layout``'s header followed by ``f``'s bytes from ``data_start`` (mapped, not copied) into ``dst``."""
     size = os.fstat(f.fileno()).st_size
     mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > data_start else None
+    view = memoryview(mm)[data_start:] if mm is not None else memoryview(b"")
     try:
-        view = memoryview(mm)[data_start:] if mm is not None else memoryview(b"")
         tick = progress(layout.payload_len) if progress is not None else None
         with atomic_write(dst) as out:
             segments = [memoryview(layout.header), view]
-            summary = container.seal(out, layout.payload_len, segments, keys=keys, signers=signers,
-                                     metadata=metadata, progress=tick, want_root=want_root)  # fmt: skip
-        view.release()
-        return summary
+            return container.seal(out, layout.payload_len, segments, keys=keys, signers=signers,
+                                  metadata=metadata, progress=tick, want_root=want_root)  # fmt: skip
     finally:
-        if mm is not None:
-            mm.close()
+        # After a failure, slices of the map may live on in the traceback: then the map is closed
+        # when they are collected, and the original error (not a BufferError) is raised.
+        with contextlib.suppress(BufferError):
+            view.release()
+            if mm is not None:
+                mm.close()
 
 
 def file_kind(path: str | os.PathLike[str]) -> str:
@@ -110,11 +113,21 @@ def seal_legacy(
     progress: ProgressStart | None = None,
 ) -> container.SealSummary:
     """The explicit, opt-in legacy converter: unpickles (weights_only=True) a file the caller trusts."""
+    import pickle  # pickle-ok: only its UnpicklingError, in the opt-in converter (never on the load path)
+
     import torch
 
     from ..payload.codec import plan_payload
 
-    obj = torch.load(Path(src), map_location="cpu", weights_only=True)  # pickle-ok: explicit allow_pickle opt-in
+    try:
+        obj = torch.load(Path(src), map_location="cpu", weights_only=True)  # pickle-ok: explicit allow_pickle opt-in
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafePayloadError(
+            f"{src}: the weights_only unpickler refused it or could not read it: {first}",
+            hint="only tensors and plain containers can be converted; re-save the file with "
+            "torch.save(model.state_dict()) or safetensors from a trusted environment",
+        ) from None
     plan = plan_payload(obj)
     tick = progress(plan.payload_len) if progress is not None else None
     with atomic_write(dst) as out:
