@@ -98,6 +98,7 @@ EXIT_INTERRUPTED = 130
 _OS_HINTS = {
     errno.EISDIR: "this command takes a file; sealed directories have seal-dir, verify-dir, sign-dir and unseal-dir",
     errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EEXIST: "a file is in the way of a directory the output needs",
     errno.EACCES: "check the permissions of the file and of its directory",
     errno.EPERM: "check the permissions of the file and of its directory",
     errno.EROFS: "the file system is read-only; write the output somewhere else",
