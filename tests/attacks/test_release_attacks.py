@@ -373,7 +373,6 @@ def test_api_verify_and_inspect_survive_u64_signed_at(
     assert sealedckpt.inspect(p).signatures
 
 
-@pytest.mark.xfail(strict=True, reason="cli/output.py when(): datetime.fromtimestamp(2**64-1) overflows")
 @pytest.mark.parametrize("command", ["verify", "inspect"])
 def test_cli_verify_and_inspect_survive_u64_signed_at(
     tmp_path: Path, key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey, command: str,

@@ -99,7 +99,9 @@ def unseal_file(
         info.update(reader_fields(reader), detail={"output": os.path.abspath(dst)})
         tick = progress(reader.content.payload_len) if progress is not None else None
         with atomic_write(dst, mode=mode) as out:
-            return reader.write_plaintext(out, tick)
+            n = reader.write_plaintext(out, tick)
+        info.update(reader_fields(reader))  # every chunk checked: the signed root and signers count
+        return n
 
 
 def opens_with(path: StrPath, key: LoadKey | Sequence[LoadKey]) -> bool:

@@ -57,8 +57,13 @@ def safe(text: object) -> str:
     return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", s)
 
 
+_LAST_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
 def when(ts: int) -> str:
-    """A Unix time as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    """A Unix time as ``YYYY-MM-DDTHH:MM:SSZ``, or the raw number where no date can show it."""
+    if not 0 <= ts <= _LAST_DATE:
+        return f"{ts} (out of range)"
     return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -46,16 +46,16 @@ def _record(cls: type[T], obj: object, where: str) -> T:
 def read_records(path: Path, what: str, version: int, list_field: str, cls: type[T]) -> list[T]:
     """The entries of a ``{"version": N, list_field: [{...}, ...]}`` file, each checked against
     ``cls``'s fields and types (no unknown or missing fields, no duplicate keys)."""
-    where = f"{what} {path} is damaged"
+    where = f"{what} {path}"
     with open(path, "rb") as f:
         raw = f.read(MAX_FILE + 1)
     if len(raw) > MAX_FILE:
-        raise KeystoreError(f"{where}: larger than {MAX_FILE} bytes")
+        raise KeystoreError(f"{where} is damaged: larger than {MAX_FILE} bytes")
     doc = strict_loads(raw, where, KeystoreError)
     if not isinstance(doc, dict) or set(doc) != {"version", list_field}:
-        raise KeystoreError(f"{where}: not a {{version, {list_field}}} object")
+        raise KeystoreError(f"{where} is damaged: not a {{version, {list_field}}} object")
     if type(doc["version"]) is not int or doc["version"] != version:
         raise KeystoreError(f"unsupported {what} version {doc['version']!r}")
     if not isinstance(doc[list_field], list):
-        raise KeystoreError(f"{where}: {list_field!r} is not a list")
-    return [_record(cls, obj, where) for obj in doc[list_field]]
+        raise KeystoreError(f"{where} is damaged: {list_field!r} is not a list")
+    return [_record(cls, obj, f"{where} is damaged") for obj in doc[list_field]]
