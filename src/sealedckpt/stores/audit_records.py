@@ -1,6 +1,19 @@
 """One audit record: its fields, canonical encoding, hash, signature message and strict parser.
 
-The log format is described in :mod:`sealedckpt.stores.audit`.
+Each line is one record::
+
+    {"v":1,"seq":n,"time":"2026-11-30T09:00:00.123456Z","op":"seal","path":"/abs/path"|null,
+     "digest":...|null,"key_ids":[...],"signer_ids":[...],"outcome":"ok","host":...,"user":...,
+     "pid":...,"detail":{...},"prev":<hash of record n-1, "0"*64 for the first>,"hash":<hex>,
+     ["signer":"sckpt-vk1...","sig":<base64>]}
+
+``hash`` is SHA-256 over the canonical JSON (``sort_keys``, separators ``(",", ":")``,
+``ensure_ascii=False``) of the record without ``hash`` and ``sig``; ``sig`` is an Ed25519
+signature over ``b"sealedckpt/v1 audit\\x00" + bytes.fromhex(hash)`` by ``signer``. Lines are
+written in one fixed key order, and :func:`.audit.verify` also requires every line to be byte-for-byte
+that serialization, so any change to any byte of the log is detected.
+
+The log itself is described in :mod:`sealedckpt.stores.audit`.
 """
 
 from __future__ import annotations
