@@ -1,4 +1,5 @@
-"""Hardening: security switches fail closed; protected keystore keys are unlocked once."""
+"""Attacks on switches and stores: unknown switch values, slot hints naming one protected key,
+crafted trust stores and registries, audit records of a failed signed load."""
 
 from __future__ import annotations
 
