@@ -11,7 +11,7 @@ from .. import container
 from .._fs import atomic_write
 from ..container import PublicInfo, VerifyResult
 from ..crypto import SigningKey
-from ..errors import ArgumentTypeError, RollbackError
+from ..errors import ArgumentTypeError, InvalidArgumentError, RollbackError
 from ..release.policy import check_release
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
@@ -65,17 +65,24 @@ def save(
 
 def load(
     f: PathOrFile,
+    map_location: MapLocation = None,
     *,
     key: LoadKey | Sequence[LoadKey] | None = None,
-    map_location: MapLocation = None,
     trusted_signers: Trusted = None,
     require_signature: bool | None = None,
     min_version: int | None = None,
     expect_model: str | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    weights_only: bool | None = None,
+    pickle_module: Any = None,
+    **pickle_load_args: Any,
 ) -> Any:
     """Open a sealed checkpoint, like ``torch.load``; never unpickles anything.
+
+    Takes torch's call shapes: ``map_location`` may be positional; ``weights_only=True`` (or
+    None) is what every load does; ``weights_only=False``, ``pickle_module`` and pickle keyword
+    arguments are refused with an explanation (there is no pickle to configure).
 
     Every chunk is authenticated (and, in a signed file, checked against the signed
     digests) before any object is returned. ``trusted_signers="store"`` uses the trust
@@ -84,6 +91,7 @@ def load(
     """
     from ..payload.codec import decode_payload
 
+    _refuse_pickle_options(weights_only, pickle_module, pickle_load_args)
     log = audit_log(audit, keystore)
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers, policy=require_signature is not False)
@@ -97,6 +105,27 @@ def load(
         obj = decode_payload(reader, map_location)
         info.update(reader_fields(reader))  # now every chunk was checked: the signed root and signers
         return obj
+
+
+def _refuse_pickle_options(weights_only: bool | None, pickle_module: Any, pickle_args: dict[str, Any]) -> None:
+    """torch.load's pickle options, given to a loader that has no pickle: explain, never ignore."""
+    fix = "sealedckpt files never hold a pickle; to convert a legacy torch.save file you trust, run "
+    fix += "`sealedckpt seal FILE -o OUT --allow-pickle` once"
+    if weights_only is False:
+        raise InvalidArgumentError(
+            "weights_only=False asks for an unpickler that may run code; sealedckpt has none: every load "
+            "is weights-only (tensors and plain data, no code)",
+            hint="drop weights_only=False; " + fix,
+        )
+    if weights_only not in (True, None):
+        raise ArgumentTypeError(f"weights_only must be True, False or None, not {weights_only!r}")
+    if pickle_module is not None:
+        raise InvalidArgumentError("pickle_module= has no effect: sealedckpt never unpickles", hint=fix)
+    if pickle_args:
+        raise ArgumentTypeError(
+            f"unexpected keyword argument(s) {', '.join(sorted(pickle_args))} (torch.load passes them to pickle; "
+            "sealedckpt never unpickles)"
+        )
 
 
 def reader_fields(reader: container.SealedReader) -> dict[str, Any]:

@@ -69,6 +69,8 @@ def _check_text(s: str, path: str) -> None:
 
 
 def _unsupported_hint(obj: object) -> str | None:
+    if callable(getattr(obj, "state_dict", None)):  # a module, an optimizer, a scheduler...
+        return "save its state instead: sealedckpt.save(obj.state_dict(), path, ...)"
     if isinstance(obj, dict):
         return "convert it with dict(...) first"
     if isinstance(obj, torch.Tensor):

@@ -22,7 +22,9 @@ _TRUST_HINT = "pass --trust PUBKEY (trusted_signers=...) so the manifest's model
 def check_release(metadata: dict[str, str], min_version: int | None, expect_model: str | None) -> None:
     """Raise :class:`RollbackError` unless the authenticated public ``model``/``version`` metadata match."""
     if expect_model is not None and metadata.get("model") != expect_model:
-        raise RollbackError(f"file is model {metadata.get('model')!r}, expected {expect_model!r}")
+        got = metadata.get("model")
+        what = "has no public 'model' metadata" if got is None else f"is model {got!r}"
+        raise RollbackError(f"file {what}, expected {expect_model!r}")
     if min_version is None:
         return
     raw = metadata.get("version")

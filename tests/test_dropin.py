@@ -1,0 +1,72 @@
+"""torch.load's call shapes work on sealedckpt.load, or are refused with a reason (never ignored)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import assert_same
+
+import sealedckpt
+
+
+@pytest.fixture
+def pair(tmp_path: Path, key: sealedckpt.SymmetricKey) -> tuple[Path, Path, dict[str, object]]:
+    model = torch.nn.Linear(3, 2)
+    ckpt: dict[str, object] = {"model": model.state_dict(), "epoch": 3, "lr": torch.tensor(0.1)}
+    torch.save(ckpt, tmp_path / "c.pt")
+    sealedckpt.save(ckpt, tmp_path / "c.sealed", key=key)
+    return tmp_path / "c.pt", tmp_path / "c.sealed", ckpt
+
+
+@pytest.mark.parametrize("loc", ["cpu", torch.device("cpu"), {"cpu": "cpu"}, None])
+def test_positional_map_location_as_torch(
+    pair: tuple[Path, Path, dict[str, object]], key: sealedckpt.SymmetricKey, loc: object
+) -> None:
+    pt, sealed, _ = pair
+    assert_same(sealedckpt.load(sealed, loc, key=key), torch.load(pt, loc, weights_only=True))
+
+
+def test_weights_only_true_is_what_every_load_does(
+    pair: tuple[Path, Path, dict[str, object]], key: sealedckpt.SymmetricKey
+) -> None:
+    pt, sealed, _ = pair
+    assert_same(
+        sealedckpt.load(sealed, map_location="cpu", weights_only=True, key=key),
+        torch.load(pt, map_location="cpu", weights_only=True),
+    )
+
+
+def test_pickle_options_are_refused_with_a_reason(
+    pair: tuple[Path, Path, dict[str, object]], key: sealedckpt.SymmetricKey
+) -> None:
+    _, sealed, _ = pair
+    with pytest.raises(sealedckpt.InvalidArgumentError, match="weights-only") as exc:
+        sealedckpt.load(sealed, weights_only=False, key=key)
+    assert isinstance(exc.value, ValueError) and "--allow-pickle" in (exc.value.hint or "")
+    with pytest.raises(sealedckpt.InvalidArgumentError, match="never unpickles"):
+        sealedckpt.load(sealed, pickle_module=pickle, key=key)
+    with pytest.raises(sealedckpt.ArgumentTypeError, match="encoding"):
+        sealedckpt.load(sealed, key=key, encoding="latin1")
+    with pytest.raises(TypeError):
+        sealedckpt.load(sealed, key=key, weights_only="yes")  # type: ignore[arg-type]
+
+
+def test_saving_a_module_says_what_to_save(key: sealedckpt.SymmetricKey) -> None:
+    for obj in (torch.nn.Linear(2, 2), torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)):
+        with pytest.raises(sealedckpt.UnsupportedTypeError) as exc:
+            sealedckpt.save(obj, io.BytesIO(), key=key)
+        assert exc.value.hint == "save its state instead: sealedckpt.save(obj.state_dict(), path, ...)"
+    with pytest.raises(sealedckpt.UnsupportedTypeError, match=r"cannot store model:") as exc:
+        sealedckpt.save({"model": torch.nn.Linear(2, 2)}, io.BytesIO(), key=key)
+    assert "state_dict()" in (exc.value.hint or "")
+
+
+def test_rollback_message_without_model_metadata(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    sealedckpt.save({"x": 1}, tmp_path / "u.sealed", key=key)
+    with pytest.raises(sealedckpt.RollbackError) as exc:
+        sealedckpt.load(tmp_path / "u.sealed", key=key, expect_model="tiny")
+    assert str(exc.value) == "file has no public 'model' metadata, expected 'tiny'"
