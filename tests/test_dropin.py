@@ -70,3 +70,16 @@ def test_rollback_message_without_model_metadata(tmp_path: Path, key: sealedckpt
     with pytest.raises(sealedckpt.RollbackError) as exc:
         sealedckpt.load(tmp_path / "u.sealed", key=key, expect_model="tiny")
     assert str(exc.value) == "file has no public 'model' metadata, expected 'tiny'"
+
+
+@pytest.mark.parametrize("argv", [["--passphrase", "hunter2xyz"], ["--passphrase=hunter2xyz"]])
+def test_passphrase_on_argv_is_explained_and_not_echoed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str]
+) -> None:
+    from helpers import run_cli
+
+    code, out, err = run_cli(capsys, "seal", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "x"), *argv)
+    assert code == 2 and out == ""
+    assert "hunter2xyz" not in err and "sealedckpt: error:" in err
+    assert "hint: --passphrase takes no value: secrets are never read from the command line" in err
+    assert "--passphrase-file FILE ('-' = stdin)" in err

@@ -11,6 +11,10 @@ JSON object on stdout with ``--json``); no traceback is ever printed.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import sys
 import warnings
 from collections.abc import Sequence
 
@@ -19,16 +23,47 @@ from ..stores.backends import KeystoreNotice
 from .args import build_parser
 from .output import fail, show_warning
 
+_SECRET_ON_ARGV = (
+    "hint: --passphrase takes no value: secrets are never read from the command line (other users "
+    "can see it, shells keep it in history); sealedckpt asks on the terminal, or reads it from "
+    "--passphrase-file FILE ('-' = stdin)"
+)
+
+
+def _secret_after_flag(argv: Sequence[str]) -> str | None:
+    """The value of ``--passphrase VALUE`` / ``--passphrase=VALUE``: a secret tried on argv."""
+    for i, a in enumerate(argv):
+        if a.startswith("--passphrase="):
+            return a.removeprefix("--passphrase=")
+        if a == "--passphrase" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            return argv[i + 1]
+    return None
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sealedckpt ARGV``; returns the exit code (or exits with it on failure)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):  # a usage error is printed after the secret check
+            parsed = build_parser().parse_args(args)
+    except SystemExit as exc:
+        text, secret = said.getvalue(), _secret_after_flag(args)
+        if exc.code == 2 and secret:  # never echo it back
+            text = text.replace(secret, "***") + _SECRET_ON_ARGV + "\n"
+        sys.stderr.write(text)
+        raise
+    sys.stderr.write(said.getvalue())
+    return _run(parsed)
+
+
+def _run(args: argparse.Namespace) -> int:
     as_json = False
     with warnings.catch_warnings():
         warnings.simplefilter("once", KeystoreNotice)
         warnings.simplefilter("always", api.UnpicklingWarning)  # never hidden by -W or PYTHONWARNINGS
         warnings.showwarning = show_warning
         try:
-            args = build_parser().parse_args(argv)  # usage errors exit 2 from here (SystemExit)
             as_json = bool(getattr(args, "json", False))
             return int(args.func(args))
         except (Exception, KeyboardInterrupt) as exc:  # every failure: a message, never a traceback
