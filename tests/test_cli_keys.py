@@ -412,7 +412,8 @@ def test_seal_without_any_key(capsys: Capsys, st: Path, tmp_path: Path) -> None:
     assert code == cli.EXIT_KEY and out == ""
     assert error_lines(err) == [
         "sealedckpt: error: no key given and no default key is set",
-        "hint: create one with `sealedckpt key gen --default`, set SEALEDCKPT_KEY, or pass key=",
+        "hint: create one with `sealedckpt key gen --default`, set SEALEDCKPT_KEY, "
+        "or pass a key (--key NAME; key= in Python)",
     ]
     assert not (tmp_path / "m.sealed").exists()
 

@@ -78,7 +78,8 @@ def default_key(keystore: Keystore | None = None) -> SymmetricKey:
     if rec is None:
         raise NoKeyError(
             "no key given and no default key is set",
-            hint="create one with `sealedckpt key gen --default`, set SEALEDCKPT_KEY, or pass key=",
+            hint="create one with `sealedckpt key gen --default`, set SEALEDCKPT_KEY, "
+            "or pass a key (--key NAME; key= in Python)",
         )
     key = ks.secret(rec)
     assert isinstance(key, SymmetricKey)
@@ -90,7 +91,8 @@ def _keystore_resolver(keystore: Keystore, header: container.Header) -> list[con
     if not keys:
         raise NoKeyError(
             "no key given, and the keystore holds no key this file is sealed for",
-            hint="pass key=, import the key with `sealedckpt key import`, or set SEALEDCKPT_KEY",
+            hint="pass the key (--key NAME or --identity FILE; key= in Python), "
+            "import it with `sealedckpt key import`, or set SEALEDCKPT_KEY",
         )
     return list(keys)
 

@@ -127,7 +127,8 @@ def apply_policy(trailer: Trailer, trusted: Sequence[VerifyKey] | None, require:
         raise SignatureError("the file is not signed, but a trusted signature is required")
     if not trusted:
         raise SignatureError(
-            "a signature is required but no trusted signers were given", hint="pass trusted_signers=[VerifyKey, ...]"
+            "a signature is required but no trusted signers were given",
+            hint="name the trusted signers (--trust PUBKEY; trusted_signers=[VerifyKey, ...] in Python)",
         )
     if not any(s.trusted for s in trailer.signers):
         ids = ", ".join(s.key_id for s in trailer.signers)

@@ -58,7 +58,7 @@ class ScryptSlot(KnownSlot):
         if self.log2n > key.max_log2n:
             raise FormatError(
                 f"passphrase slot demands scrypt work factor 2**{self.log2n}, above the cap 2**{key.max_log2n}",
-                hint="raise Passphrase(..., max_log2n=...) only for a file you expect to be that costly",
+                hint="in Python, raise Passphrase(..., max_log2n=...) only for a file you expect to be that costly",
             )
         return crypto.scrypt_unwrap(key, self.log2n, self.salt, self.wrapped, _AAD + salt)
 
