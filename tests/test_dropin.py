@@ -83,3 +83,43 @@ def test_passphrase_on_argv_is_explained_and_not_echoed(
     assert "hunter2xyz" not in err and "sealedckpt: error:" in err
     assert "hint: --passphrase takes no value: secrets are never read from the command line" in err
     assert "--passphrase-file FILE ('-' = stdin)" in err
+
+
+def test_key_export_secret_round_trip(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving a key to CI or a second machine: export --secret to a 0600 file, import it elsewhere."""
+    import os
+    import stat
+
+    from helpers import run_cli
+
+    from sealedckpt.crypto import textkeys
+
+    code, out, _ = run_cli(capsys, "key", "gen", "--name", "ci", "--default")
+    assert code == 0
+    sealedckpt.save({"w": torch.arange(3)}, tmp_path / "m.sealed")
+    code, out, err = run_cli(capsys, "key", "export", "ci", "--secret", "-o", str(tmp_path / "ci.key"))
+    assert code == 0 and out == ""
+    assert err.startswith("sealedckpt: warning: ") and "holds the secret of key ci" in err
+    assert stat.S_IMODE(os.stat(tmp_path / "ci.key").st_mode) == 0o600
+    text = (tmp_path / "ci.key").read_text()
+    assert isinstance(textkeys.secret_from_text(text.strip()), sealedckpt.SymmetricKey)
+    monkeypatch.setenv("SEALEDCKPT_HOME", str(tmp_path / "other-machine"))
+    code, out, _ = run_cli(capsys, "key", "import", "ci", str(tmp_path / "ci.key"))
+    assert code == 0 and out.startswith("imported symmetric key ci")
+    assert torch.equal(sealedckpt.load(tmp_path / "m.sealed")["w"], torch.arange(3))
+
+
+def test_key_export_secret_refuses_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import run_cli
+
+    run_cli(capsys, "key", "gen", "--name", "t")
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    code, out, err = run_cli(capsys, "key", "export", "t", "--secret")
+    assert code == 2 and "SCKPT-" not in out + err
+    assert "refusing to print a secret key on a terminal" in err and "hint: write it to a file with -o FILE" in err
+    code, out, err = run_cli(capsys, "key", "export", "t")  # public half: a symmetric key has none
+    assert code == 2 and "has no public half" in err

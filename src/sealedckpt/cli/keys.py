@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._fs import atomic_write
 from ..crypto import textkeys
 from ..errors import CliError, InvalidArgumentError
 from ..stores.keystore import KeyRecord
@@ -67,6 +68,33 @@ def cmd_key_export_public(args: argparse.Namespace) -> int:
         raise CliError(f"key {r.name!r} is symmetric: it has no public half", EXIT_USAGE,
                        hint="share symmetric keys only through a secret channel")  # fmt: skip
     print(r.public)
+    return EXIT_OK
+
+
+def cmd_key_export(args: argparse.Namespace) -> int:
+    """The public half (default), or with ``--secret`` the secret key's text form: to a 0600 file
+    (``-o``), or to stdout only when it is not a terminal (unless ``--force``)."""
+    if not args.secret:
+        if args.output:
+            raise CliError("-o goes with --secret (public keys print to stdout)", EXIT_USAGE,
+                           hint="redirect stdout: sealedckpt key export NAME > NAME.pub")  # fmt: skip
+        return cmd_key_export_public(args)
+    if args.output is None and sys.stdout.isatty() and not args.force:
+        raise CliError("refusing to print a secret key on a terminal", EXIT_USAGE,
+                       hint="write it to a file with -o FILE (created 0600), or pass --force")  # fmt: skip
+    s = Session.of(args)
+    with s.recording("key.export", args.output) as info:
+        r = s.keystore.find(args.name)
+        text = textkeys.secret_to_text(s.keystore.secret(r)) + "\n"
+        info.update(key_ids=[r.id], detail={"name": r.name, "kind": r.kind, "secret": "yes"})
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            with atomic_write(args.output, mode=0o600) as f:
+                f.write(text.encode("ascii"))
+    where = "stdout" if args.output is None else args.output
+    print(safe(f"sealedckpt: warning: {where} holds the secret of key {r.name} ({r.id}): anyone who reads it can "
+               "use the key; import it where it is needed and delete the copy"), file=sys.stderr)  # fmt: skip
     return EXIT_OK
 
 
