@@ -123,3 +123,38 @@ def test_key_export_secret_refuses_a_terminal(
     assert "refusing to print a secret key on a terminal" in err and "hint: write it to a file with -o FILE" in err
     code, out, err = run_cli(capsys, "key", "export", "t")  # public half: a symmetric key has none
     assert code == 2 and "has no public half" in err
+
+
+def test_safe_open_matches_safetensors(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    """The same calls on a plain safetensors file and on the sealed one give the same results."""
+    import safetensors
+    import safetensors.torch as st
+
+    sd = {"w": torch.randn(5, 3), "b": torch.arange(7, dtype=torch.int64), "h": torch.randn(4, 2).half()}
+    st.save_file(sd, tmp_path / "m.safetensors", metadata={"format": "pt", "run": "exp-42"})
+    sealedckpt.save(sd, tmp_path / "m.sealed", key=key, metadata={"format": "pt", "run": "exp-42"})
+    with (
+        safetensors.safe_open(tmp_path / "m.safetensors", framework="pt", device="cpu") as plain,
+        sealedckpt.safe_open(tmp_path / "m.sealed", framework="pt", device="cpu", key=key) as sealed,
+    ):
+        assert sorted(sealed.keys()) == sorted(plain.keys())
+        assert sealed.metadata() == plain.metadata()
+        for name in plain.keys():
+            assert_same(sealed.get_tensor(name), plain.get_tensor(name))
+            assert_same(sealed[name], plain.get_tensor(name))
+            assert_same(sealed.get_slice(name)[0:2], plain.get_slice(name)[0:2])
+            assert sealed.get_slice(name).get_shape() == plain.get_slice(name).get_shape()
+            assert sealed.get_slice(name).get_dtype() == plain.get_slice(name).get_dtype()
+        with pytest.raises(KeyError):
+            sealed["nope"]
+
+
+def test_safe_open_refusals_are_typed(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    sealedckpt.save({"w": torch.ones(2)}, tmp_path / "m.sealed", key=key)
+    with pytest.raises(sealedckpt.InvalidArgumentError, match="framework='np'"):
+        sealedckpt.safe_open(tmp_path / "m.sealed", framework="np", key=key)
+    if not torch.cuda.is_available():
+        with pytest.raises(sealedckpt.DeviceError, match="CUDA is not available"):
+            sealedckpt.safe_open(tmp_path / "m.sealed", device="cuda", key=key)
+    with pytest.raises(sealedckpt.DeviceError, match="invalid device"):
+        sealedckpt.safe_open(tmp_path / "m.sealed", device="warp:9", key=key)

@@ -11,7 +11,7 @@ from ..release.files import ProgressStart, UnpicklingWarning
 from ..release.policy import check_release
 from ._common import PathOrFile
 from ._keys import LoadKey, RawKey, SaveKey, Trusted, default_key
-from .checkpoint import inspect, load, open, save, sign, verify
+from .checkpoint import inspect, load, open, safe_open, save, sign, verify
 from .dirs import load_dir, seal_dir, sign_dir, unseal_dir, verify_dir
 from .files import rewrap_file, seal_file, unseal_file
 
@@ -33,6 +33,7 @@ __all__ = [
     "open",
     "rewrap_file",
     "root_label",
+    "safe_open",
     "save",
     "seal_dir",
     "seal_file",

@@ -204,6 +204,29 @@ def sign(
         return res
 
 
+def safe_open(
+    filename: PathOrFile,
+    framework: str = "pt",
+    device: str | Any = "cpu",
+    *,
+    key: LoadKey | Sequence[LoadKey] | None = None,
+    trusted_signers: Trusted = None,
+    require_signature: bool | None = None,
+    keystore: Keystore | None = None,
+) -> Any:
+    """``safetensors.safe_open``'s call shape over a sealed file: ``keys()``, ``metadata()``,
+    ``get_tensor(name)`` (also ``f[name]``), ``get_slice(name)[...]``; see :func:`open`.
+    Only ``framework="pt"`` exists: tensors are torch tensors."""
+    if framework not in ("pt", "torch"):
+        raise InvalidArgumentError(
+            f"framework={framework!r} is not supported: sealedckpt reads torch tensors", hint='pass framework="pt"'
+        )
+    return open(
+        filename, key=key, device=device, trusted_signers=trusted_signers, require_signature=require_signature,
+        keystore=keystore,
+    )  # fmt: skip
+
+
 def open(
     f: PathOrFile,
     *,

@@ -33,6 +33,17 @@ def target_device(saved: str, map_location: MapLocation) -> torch.device | None:
     raise ArgumentTypeError("map_location must be None, a str, a torch.device, a dict or a callable")
 
 
+def lazy_device(device: str | torch.device) -> torch.device:
+    """The device lazy reads put tensors on, checked up front (a DeviceError, not a late assert)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"invalid device {device!r}: {exc}", hint="pass device='cpu' or 'cuda:0'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r} asked for, but CUDA is not available here", hint="pass device='cpu'")
+    return dev
+
+
 def place(buf: torch.Tensor, tgt: torch.device | None, saved: str, map_location: MapLocation) -> torch.Tensor:
     """A decrypted CPU entry moved to its target device (or handed to the map_location callable)."""
     try:

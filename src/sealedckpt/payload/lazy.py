@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 import torch
 
 from ..container import SealedReader, Signer
+from .devices import lazy_device
 from .index import read_index
 from .views import byte_view, check_bool_bytes, view_span, view_tensor
 
@@ -66,7 +67,7 @@ class SealedFile:
         self, reader: SealedReader, device: str | torch.device = "cpu", closer: BinaryIO | None = None
     ) -> None:
         self._reader = reader
-        self._device = torch.device(device)
+        self._device = lazy_device(device)
         self._closer = closer
         self._index = read_index(reader)
         self._tensors = self._index.named
@@ -107,6 +108,9 @@ class SealedFile:
 
     def get_tensor(self, name: str) -> torch.Tensor:
         return self._materialize(self._node(name))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.get_tensor(name)
 
     def get_slice(self, name: str) -> TensorSlice:
         return TensorSlice(self, self._node(name))
