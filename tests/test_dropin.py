@@ -158,3 +158,15 @@ def test_safe_open_refusals_are_typed(tmp_path: Path, key: sealedckpt.SymmetricK
             sealedckpt.safe_open(tmp_path / "m.sealed", device="cuda", key=key)
     with pytest.raises(sealedckpt.DeviceError, match="invalid device"):
         sealedckpt.safe_open(tmp_path / "m.sealed", device="warp:9", key=key)
+
+
+def test_mmap_is_accepted_and_loads_the_same(
+    pair: tuple[Path, Path, dict[str, object]], key: sealedckpt.SymmetricKey
+) -> None:
+    pt, sealed, _ = pair
+    assert_same(
+        sealedckpt.load(sealed, "cpu", mmap=True, weights_only=True, key=key),
+        torch.load(pt, "cpu", mmap=True, weights_only=True),
+    )
+    with pytest.raises(TypeError):
+        sealedckpt.load(sealed, key=key, mmap="yes")  # type: ignore[arg-type]

@@ -75,6 +75,7 @@ def load(
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
     weights_only: bool | None = None,
+    mmap: bool | None = None,
     pickle_module: Any = None,
     **pickle_load_args: Any,
 ) -> Any:
@@ -82,7 +83,10 @@ def load(
 
     Takes torch's call shapes: ``map_location`` may be positional; ``weights_only=True`` (or
     None) is what every load does; ``weights_only=False``, ``pickle_module`` and pickle keyword
-    arguments are refused with an explanation (there is no pickle to configure).
+    arguments are refused with an explanation (there is no pickle to configure). ``mmap=True`` is
+    accepted and loads as usual: encrypted bytes cannot be mapped from the file, and a load
+    already holds no second copy (peak memory ≈ the checkpoint); for reads of a few tensors use
+    :func:`safe_open`, which decrypts only the chunks they need.
 
     Every chunk is authenticated (and, in a signed file, checked against the signed
     digests) before any object is returned. ``trusted_signers="store"`` uses the trust
@@ -92,6 +96,8 @@ def load(
     from ..payload.codec import decode_payload
 
     _refuse_pickle_options(weights_only, pickle_module, pickle_load_args)
+    if mmap not in (True, False, None):
+        raise ArgumentTypeError(f"mmap must be True, False or None, not {mmap!r}")
     log = audit_log(audit, keystore)
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers, policy=require_signature is not False)
