@@ -170,3 +170,32 @@ def test_mmap_is_accepted_and_loads_the_same(
     )
     with pytest.raises(TypeError):
         sealedckpt.load(sealed, key=key, mmap="yes")  # type: ignore[arg-type]
+
+
+def test_safe_open_reaches_every_part_of_a_whole_checkpoint(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    """Non-tensor leaves (epoch, step, RNG state) and whole sub-objects, by dotted path, as load has them."""
+    import random
+
+    import numpy as np
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 7, "py_rng": random.getstate(),
+            "np_rng": np.random.get_state(), "lr": 0.5, "name": "run.1"}  # fmt: skip
+    sealedckpt.save(ckpt, tmp_path / "c.sealed", key=key)
+    whole = sealedckpt.load(tmp_path / "c.sealed", key=key)
+    with sealedckpt.safe_open(tmp_path / "c.sealed", key=key) as f:
+        assert f.get("epoch") == 7 and f.get("lr") == 0.5 and f.get("name") == "run.1"
+        for part in ("model", "optimizer", "optimizer.param_groups", "optimizer.state.0", "py_rng", "np_rng",
+                     "model.0.weight", "model.1.num_batches_tracked"):  # fmt: skip
+            want = whole
+            got = f.get(part)
+            for k in (["model", "0.weight"] if part == "model.0.weight" else
+                      ["model", "1.num_batches_tracked"] if part == "model.1.num_batches_tracked" else
+                      [int(x) if x.isdigit() else x for x in part.split(".")]):  # fmt: skip
+                want = want[k]
+            assert_same(got, want, part)
+        with pytest.raises(KeyError, match=r"nothing named 'optimizer\.nope'"):
+            f.get("optimizer.nope")

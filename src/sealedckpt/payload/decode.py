@@ -53,7 +53,7 @@ def decode_payload(reader: SealedReader, map_location: MapLocation = None, worke
         else:
             bases[name] = torch.empty(e.nbytes, dtype=torch.uint8, device="meta")
     cpu = {name: buf for name, buf in bufs.items() if name not in on_device}
-    return st.walk(index.structure, _Builder(bases, cpu))
+    return st.walk(index.structure, Builder(bases, cpu))
 
 
 def _saved_devices(index: PayloadIndex) -> dict[str, str]:
@@ -96,7 +96,7 @@ def _decrypt(
     return bufs
 
 
-class _Builder:
+class Builder:
     """Rebuilds the checkpoint object over decrypted entry memory (a ``structure.walk`` visitor).
     The first tensor that is exactly its entry gets the entry's tensor itself; every other one is
     a view of it."""

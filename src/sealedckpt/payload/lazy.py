@@ -14,9 +14,11 @@ from typing import Any, BinaryIO
 import torch
 
 from ..container import SealedReader, Signer
+from .decode import Builder
 from .devices import lazy_device
 from .index import read_index
-from .views import byte_view, check_bool_bytes, view_span, view_tensor
+from .structure import find, walk
+from .views import byte_view, check_bool_bytes, np_dtype, view_span, view_tensor
 
 
 class TensorSlice:
@@ -54,6 +56,24 @@ class TensorSlice:
             t = self._owner._materialize(sub)
             return t[(slice(None), *rest)] if rest else t
         return self._owner._materialize(node)[idx]
+
+
+class _LazyBuilder(Builder):
+    """The load-side builder, with tensors and arrays read one at a time through a SealedFile."""
+
+    def __init__(self, owner: SealedFile) -> None:
+        super().__init__({}, {})
+        self._owner = owner
+
+    def leaf(self, node: dict[str, Any], path: str | None) -> Any:
+        if node["t"] == "tensor":
+            return self._owner._materialize(node)
+        if node["t"] == "ndarray":
+            n = self._owner._index.entries[node["e"]]
+            flat = self._owner._materialize({**node, "t": "tensor", "dtype": "U8", "shape": [n.end - n.begin],
+                                             "stride": [1], "offset": 0, "device": "cpu"})  # fmt: skip
+            return flat.numpy().view(np_dtype(node["dtype"])).reshape(node["shape"])
+        return super().leaf(node, path)
 
 
 class SealedFile:
@@ -111,6 +131,15 @@ class SealedFile:
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.get_tensor(name)
+
+    def get(self, name: str) -> Any:
+        """Any part of the checkpoint by its dotted path (``"epoch"``, ``"optimizer.param_groups"``,
+        ``"model"``), rebuilt as ``load`` would; the tensors in it are read lazily."""
+        try:
+            node = find(self._index.structure, name)
+        except KeyError:
+            raise KeyError(f"nothing named {name!r} in this checkpoint") from None
+        return walk(node, _LazyBuilder(self), name)
 
     def get_slice(self, name: str) -> TensorSlice:
         return TensorSlice(self, self._node(name))

@@ -122,6 +122,32 @@ def _child(path: str | None, key: object) -> str | None:
     return f"{path}.{key}" if path else str(key)
 
 
+def find(node: Any, path: str) -> Any:
+    """The node at dotted ``path`` (as :func:`walk` names them; keys may hold dots), or KeyError.
+    ``node`` must have been walked (validated) before."""
+    if path == "":
+        return node
+    items: list[tuple[Any, Any]]
+    if isinstance(node, list):
+        items = list(enumerate(node))
+    elif isinstance(node, dict) and node.get("t") == "tuple":
+        items = list(enumerate(node["v"]))
+    elif isinstance(node, dict) and node.get("t") in ("dict", "odict"):
+        items = [(k, v) for k, v in node["v"] if k is None or type(k) in (bool, str, int, float)]
+    else:
+        raise KeyError(path)
+    for key, child in items:
+        name = str(key)
+        if path == name:
+            return child
+        if path.startswith(name + "."):
+            try:
+                return find(child, path[len(name) + 1 :])
+            except KeyError:
+                continue
+    raise KeyError(path)
+
+
 def walk(node: Any, visitor: Visitor, path: str | None = "", depth: int = 0) -> Any:
     """Validate ``node`` (fields, types, depth) and fold it through ``visitor``. ``path`` is the
     dotted name of the node (None under a key that is not a plain JSON scalar, and under meta)."""
