@@ -133,24 +133,27 @@ def add_signatures(
     return VerifyResult([Signer(k, t, k.to_bytes() in trusted_raw) for k, t in everyone], root, dict(c.metadata))
 
 
-def compute_root(f: BinaryIO, progress: Progress | None = None) -> tuple[bytes, fmt.Content]:
-    """The content root of any sealed file, signed or not, without a key (hashes every chunk)."""
+def compute_root(
+    f: BinaryIO, progress: Progress | None = None, workers: int | None = None
+) -> tuple[bytes, fmt.Content]:
+    """The content root of any sealed file, signed or not, without a key (hashes every chunk on
+    ``workers`` threads, default one per core up to 4)."""
     src = Source(f)
     header = read_header(src)
     trailer = read_trailer(src, header, ())
     c = header.content
-    digests = []
-    for ct, d in ChunkStream(src, header.size, c, trailer.table).scan(check=trailer.root is not None):
-        digests.append(d)
-        if progress is not None:
-            progress(len(ct))
+    digests = ChunkStream(src, header.size, c, trailer.table).digests(trailer.root is not None, workers, progress)
     return content_root(header.content_bytes, c.n_chunks, b"".join(digests)), c
 
 
 def verify_file(
-    f: BinaryIO, trusted_signers: Sequence[VerifyKey] | None, progress: Progress | None = None
+    f: BinaryIO,
+    trusted_signers: Sequence[VerifyKey] | None,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> VerifyResult:
-    """Check signatures and every chunk's digest without any decryption key."""
+    """Check signatures and every chunk's digest without any decryption key (chunks hashed on
+    ``workers`` threads, default one per core up to 4)."""
     src = Source(f)
     header = read_header(src)
     trailer = read_trailer(src, header, trusted_signers or ())
@@ -159,9 +162,7 @@ def verify_file(
     if trusted_signers is not None:
         apply_policy(trailer, trusted_signers, True)
     c = header.content
-    for ct, _ in ChunkStream(src, header.size, c, trailer.table).scan(check=True):
-        if progress is not None:
-            progress(len(ct))
+    ChunkStream(src, header.size, c, trailer.table).digests(True, workers, progress)
     return VerifyResult(trailer.signers, trailer.root, dict(c.metadata))
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from .. import crypto
@@ -129,3 +131,51 @@ class ChunkStream:
         for i in range(self.content.n_chunks):
             ct = self.read(i, buf)
             yield ct, self.digest(i, ct, check)
+
+    def digests(
+        self, check: bool, workers: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> list[bytes]:
+        """Every chunk's digest, in order (checked against the signed table with ``check``).
+
+        Chunks are read and hashed on ``workers`` threads (BLAKE3 releases the GIL), each with one
+        scratch buffer: at most ``workers`` chunks are in memory, and at most ``2 * workers`` jobs
+        are queued. Raises the failure of the lowest-numbered chunk that failed among those run;
+        ``progress`` is called from this thread, in chunk order.
+        """
+        n = self.content.n_chunks
+        workers = max(1, min(workers or default_workers(), n))
+        if workers == 1:
+            serial = []
+            for ct, d in self.scan(check):
+                serial.append(d)
+                if progress is not None:
+                    progress(len(ct))
+            return serial
+        local = threading.local()
+
+        def job(i: int) -> bytes:
+            buf = getattr(local, "buf", None)
+            if buf is None:
+                buf = local.buf = self.scratch()
+            return self.digest(i, self.read(i, buf), check)
+
+        out: list[bytes] = []
+        pending: deque[Future[bytes]] = deque()
+
+        def take() -> None:
+            out.append(pending.popleft().result())
+            if progress is not None:
+                progress(self.content.plain_len(len(out) - 1) + TAG_SIZE)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-hash") as pool:
+            try:
+                for i in range(n):
+                    pending.append(pool.submit(job, i))
+                    if len(pending) > 2 * workers:
+                        take()
+                while pending:
+                    take()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+        return out
