@@ -5,6 +5,7 @@ do (and ``seal_file`` with ``allow_pickle``).
 """
 
 from .api import (
+    CheckpointManager,
     inspect,
     load,
     load_dir,
@@ -32,9 +33,11 @@ from .errors import (
     IntegrityError,
     InvalidArgumentError,
     KeystoreError,
+    NoCheckpointError,
     NoKeyError,
     RollbackError,
     SealedCkptError,
+    SealedCkptWarning,
     SignatureError,
     UnsafePayloadError,
     UnsupportedTypeError,
@@ -49,6 +52,7 @@ __all__ = [
     "ArgumentTypeError",
     "AuditError",
     "AuditLog",
+    "CheckpointManager",
     "CliError",
     "DecryptionError",
     "DeviceError",
@@ -57,6 +61,7 @@ __all__ = [
     "InvalidArgumentError",
     "Keystore",
     "KeystoreError",
+    "NoCheckpointError",
     "NoKeyError",
     "Passphrase",
     "PublicInfo",
@@ -64,6 +69,7 @@ __all__ = [
     "RecipientPublicKey",
     "RollbackError",
     "SealedCkptError",
+    "SealedCkptWarning",
     "SignatureError",
     "Signer",
     "SigningKey",
