@@ -4,9 +4,10 @@ Each step is one file, ``step-<12-digit step>.sealed``, written by :func:`save` 
 fsync, rename, fsync of the directory), so a name in the directory is always a complete file
 and listing the directory is the index. Temp files a killed writer may leave are hidden
 ``.step-<12 digits>.sealed.<12 hex>.tmp`` names (only where O_TMPFILE is not available); a
-manager removes those older than :data:`STALE_TEMP_SECONDS` (by modification time; a live
-writer keeps writing to its temp file) and skips younger ones. Anything else in the directory
-is skipped with a :class:`SealedCkptWarning`, never counted as a step and never deleted.
+manager removes those not modified for :data:`STALE_TEMP_SECONDS` when it starts (a live
+writer keeps writing to its temp file) and skips younger ones silently (a save in flight);
+a stale one that remains, and anything else in the directory, is skipped with a
+:class:`SealedCkptWarning` (once per name), never counted as a step and never deleted.
 """
 
 from __future__ import annotations
@@ -99,11 +100,18 @@ class CheckpointManager:
         for name in os.listdir(self.directory):
             if m := _STEP.fullmatch(name):
                 found.append(int(m.group(1)))
-            elif name not in self._warned:
+            elif name not in self._warned and not (_TEMP.fullmatch(name) and not self._stale(name)):
                 self._warned.add(name)
-                what = "an unfinished temp file" if _TEMP.fullmatch(name) else "not a checkpoint of this manager"
+                what = "a stale temp file" if _TEMP.fullmatch(name) else "not a checkpoint of this manager"
                 warnings.warn(f"{os.path.join(self.directory, name)}: {what}; skipped", SealedCkptWarning, 2)
         return sorted(found)
+
+    def _stale(self, name: str) -> bool:
+        """A temp file not written to for STALE_TEMP_SECONDS (a live save writes continuously)."""
+        try:
+            return time.time() - os.lstat(os.path.join(self.directory, name)).st_mtime > STALE_TEMP_SECONDS
+        except OSError:
+            return False  # already renamed into place or removed
 
     def latest(self) -> int | None:
         """The newest step on disk (its file is complete: files appear only by atomic rename)."""
@@ -111,14 +119,10 @@ class CheckpointManager:
         return steps[-1] if steps else None
 
     def _remove_stale_temps(self) -> None:
-        now = time.time()
         for name in os.listdir(self.directory):
-            if not _TEMP.fullmatch(name):
-                continue
-            path = os.path.join(self.directory, name)
-            with contextlib.suppress(OSError):
-                if now - os.lstat(path).st_mtime > STALE_TEMP_SECONDS:
-                    os.unlink(path)
+            if _TEMP.fullmatch(name) and self._stale(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, name))
 
     def _retire(self, saved: int) -> None:
         steps = self.steps()
