@@ -278,3 +278,26 @@ def test_background_save_refuses_unstorable_objects_at_once(tmp_path: Path, key:
         m.save(1, {"x": loop})
     m.close()
     assert names(tmp_path) == []
+
+
+def test_background_snapshot_keeps_dtypes_views_and_empty_tensors(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {
+        "t": base.t(),  # non-contiguous view
+        "col": base[:, 2],
+        "bf16": torch.arange(5).to(torch.bfloat16),
+        "mask": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 3),
+        "neg": torch.arange(3.0).neg().conj(),
+        "i64": torch.tensor(2**40),
+    }
+    expect = {k: v.clone() for k, v in state.items()}
+    with sealedckpt.CheckpointManager(tmp_path, key=key, async_save=True) as m:
+        m.save(1, state)
+        base.zero_()
+    out = m.load()
+    for k, v in expect.items():
+        assert out[k].dtype == v.dtype and out[k].shape == v.shape and torch.equal(out[k], v), k
+    assert (
+        out["t"].stride() == (1, 6) and out["col"].untyped_storage().data_ptr() == out["t"].untyped_storage().data_ptr()
+    )
