@@ -80,6 +80,22 @@ def manager(ckpt_dir: Path, signer: sealedckpt.SigningKey) -> sealedckpt.Checkpo
     )
 
 
+def resume(
+    mgr: sealedckpt.CheckpointManager, signer: sealedckpt.SigningKey
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """A fresh model and optimizer restored from the newest checkpoint, which must be signed by ``signer``."""
+    ck = mgr.load(trusted_signers=[signer.public], map_location="cpu")
+    torch.manual_seed(1234)  # whatever the new process would do; the checkpoint restores the RNG
+    model = make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["rng"])
+    random.setstate(ck["py_rng"])
+    np.random.set_state(ck["np_rng"])
+    return model, opt, ck["epoch"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", type=Path, default=Path("demo-run"), help="where checkpoints and keys go")
@@ -121,18 +137,10 @@ def main() -> None:
     assert latest is not None
     info = sealedckpt.inspect(mgr.path(latest))
     print(f"latest: step {latest}  public metadata {info.metadata}  signers {[s['key_id'] for s in info.signatures]}")
-    ck = mgr.load(trusted_signers=[signer.public], map_location="cpu")
-    torch.manual_seed(1234)  # whatever the new process would do; the checkpoint restores the RNG
-    model = make_model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    torch.set_rng_state(ck["rng"])
-    random.setstate(ck["py_rng"])
-    np.random.set_state(ck["np_rng"])
-    print(f"resumed at epoch {ck['epoch']}")
+    model, opt, epoch = resume(mgr, signer)
+    print(f"resumed at epoch {epoch}")
     with mgr:  # close(): waits for the last background save and raises its error, if any
-        final = train(model, opt, ck["epoch"], EPOCHS, save_every)
+        final = train(model, opt, epoch, EPOCHS, save_every)
     print(f"kept checkpoints: steps {mgr.steps()}")
 
     identical = all(
