@@ -1,9 +1,10 @@
 """End-to-end demo: train, seal a checkpoint every 100 epochs, "crash", resume, predict.
 
 The model is the small MLP that fits y = sin(x) on [-pi, pi] from the classic PyTorch
-tutorial. Checkpoints are whole training states (model, optimizer, epoch, RNG) sealed with
-a symmetric key and signed; resuming loads the newest one under a trusted-signer policy
-and ends bit-for-bit where an uninterrupted run ends.
+tutorial, trained for 1000 epochs. Checkpoints are whole training states (model, optimizer,
+epoch, RNG), sealed with a symmetric key and signed by a ``sealedckpt.CheckpointManager`` in
+the background (``async_save=True``), which keeps the last 3 and every 500th. Resuming loads
+``latest()`` under a trusted-signer policy and ends bit-for-bit where an uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 import sealedckpt
 
-EPOCHS = 500
+EPOCHS = 1000
 EVERY = 100
 
 
@@ -72,10 +73,33 @@ def keystore_keys(home: Path) -> tuple[str, sealedckpt.SigningKey]:
     return data.id, signer
 
 
+def manager(ckpt_dir: Path, signer: sealedckpt.SigningKey) -> sealedckpt.CheckpointManager:
+    # key=None: the keystore's default data key seals; loading finds the key the file names.
+    return sealedckpt.CheckpointManager(
+        ckpt_dir, sign_with=signer, metadata={"run": "sin-mlp"}, keep_last=3, keep_every=500, async_save=True
+    )
+
+
+def resume(
+    mgr: sealedckpt.CheckpointManager, signer: sealedckpt.SigningKey
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """A fresh model and optimizer restored from the newest checkpoint, which must be signed by ``signer``."""
+    ck = mgr.load(trusted_signers=[signer.public], map_location="cpu")
+    torch.manual_seed(1234)  # whatever the new process would do; the checkpoint restores the RNG
+    model = make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["rng"])
+    random.setstate(ck["py_rng"])
+    np.random.set_state(ck["np_rng"])
+    return model, opt, ck["epoch"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", type=Path, default=Path("demo-run"), help="where checkpoints and keys go")
-    ap.add_argument("--crash-at", type=int, default=300, help="epoch after which the first run 'crashes'")
+    ap.add_argument("--crash-at", type=int, default=650, help="epoch after which the first run 'crashes'")
     args = ap.parse_args()
     run_dir: Path = args.dir
     ckpt_dir = run_dir / "checkpoints"
@@ -90,46 +114,34 @@ def main() -> None:
     ref_model = make_model()
     ref_loss = train(ref_model, torch.optim.Adam(ref_model.parameters(), lr=1e-2), 0, EPOCHS)
 
-    # Run 1: checkpoint every EVERY epochs, then "crash".
+    # Run 1: checkpoint every EVERY epochs in the background, then "crash".
     torch.manual_seed(0)
     model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    mgr = manager(ckpt_dir, signer)
 
     def save_every(epoch: int, loss: float) -> None:
         if epoch % EVERY == 0:
-            path = ckpt_dir / f"epoch-{epoch:05d}.sealed"
             t = time.perf_counter()
-            sealedckpt.save(
-                checkpoint(model, opt, epoch),
-                path,  # key=None: the keystore's default key
-                sign_with=signer,
-                metadata={"run": "sin-mlp", "epoch": str(epoch)},
-            )
-            print(
-                f"epoch {epoch:4d}  loss {loss:.6f}  sealed {path.name} ({path.stat().st_size} B, "
-                f"{(time.perf_counter() - t) * 1e3:.1f} ms)"
-            )
+            mgr.save(epoch, checkpoint(model, opt, epoch))  # snapshot now; seal and write in the background
+            print(f"epoch {epoch:4d}  loss {loss:.6f}  checkpoint {epoch} ({(time.perf_counter() - t) * 1e3:.1f} ms)")
 
     train(model, opt, 0, args.crash_at, save_every)
+    mgr.wait()  # a real crash could lose the save in flight (its temp file never becomes a step)
     print(f"-- simulated crash after epoch {args.crash_at} --")
-    del model, opt
+    del model, opt, mgr
 
-    # Run 2: a fresh model, resumed from the newest checkpoint under a trusted-signer policy.
-    latest = sorted(ckpt_dir.glob("*.sealed"))[-1]
-    info = sealedckpt.inspect(latest)
-    print(f"latest: {latest.name}  public metadata {info.metadata}  signers {[s['key_id'] for s in info.signatures]}")
-    # key=None: the keystore finds the key the file's slot names; the signature must be ours.
-    ck = sealedckpt.load(latest, trusted_signers=[signer.public], map_location="cpu")
-    torch.manual_seed(1234)  # whatever the new process would do; the checkpoint restores the RNG
-    model = make_model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    torch.set_rng_state(ck["rng"])
-    random.setstate(ck["py_rng"])
-    np.random.set_state(ck["np_rng"])
-    print(f"resumed at epoch {ck['epoch']}")
-    final = train(model, opt, ck["epoch"], EPOCHS, save_every)
+    # Run 2: a fresh process would do this: resume from the newest checkpoint, signature required.
+    mgr = manager(ckpt_dir, signer)
+    latest = mgr.latest()
+    assert latest is not None
+    info = sealedckpt.inspect(mgr.path(latest))
+    print(f"latest: step {latest}  public metadata {info.metadata}  signers {[s['key_id'] for s in info.signatures]}")
+    model, opt, epoch = resume(mgr, signer)
+    print(f"resumed at epoch {epoch}")
+    with mgr:  # close(): waits for the last background save and raises its error, if any
+        final = train(model, opt, epoch, EPOCHS, save_every)
+    print(f"kept checkpoints: steps {mgr.steps()}")
 
     identical = all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values(), strict=True)

@@ -5,6 +5,7 @@ do (and ``seal_file`` with ``allow_pickle``).
 """
 
 from .api import (
+    CheckpointManager,
     inspect,
     load,
     load_dir,
@@ -33,9 +34,11 @@ from .errors import (
     IntegrityError,
     InvalidArgumentError,
     KeystoreError,
+    NoCheckpointError,
     NoKeyError,
     RollbackError,
     SealedCkptError,
+    SealedCkptWarning,
     SignatureError,
     UnsafePayloadError,
     UnsupportedTypeError,
@@ -50,6 +53,7 @@ __all__ = [
     "ArgumentTypeError",
     "AuditError",
     "AuditLog",
+    "CheckpointManager",
     "CliError",
     "DecryptionError",
     "DeviceError",
@@ -58,6 +62,7 @@ __all__ = [
     "InvalidArgumentError",
     "Keystore",
     "KeystoreError",
+    "NoCheckpointError",
     "NoKeyError",
     "Passphrase",
     "PublicInfo",
@@ -65,6 +70,7 @@ __all__ = [
     "RecipientPublicKey",
     "RollbackError",
     "SealedCkptError",
+    "SealedCkptWarning",
     "SignatureError",
     "Signer",
     "SigningKey",

@@ -91,3 +91,12 @@ class CliError(SealedCkptError):
     def __init__(self, message: str, code: int = 1, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.code = code
+
+
+class NoCheckpointError(SealedCkptError, LookupError):
+    """A checkpoint manager's directory holds no checkpoint (of the step asked for)."""
+
+
+class SealedCkptWarning(UserWarning):
+    """Something was skipped rather than failed: a foreign file beside checkpoints, a damaged
+    checkpoint passed over by ``CheckpointManager.load(fallback=True)``."""

@@ -14,8 +14,10 @@ from ._keys import LoadKey, RawKey, SaveKey, Trusted, default_key
 from .checkpoint import inspect, load, open, safe_open, save, sign, verify
 from .dirs import load_dir, seal_dir, sign_dir, unseal_dir, verify_dir
 from .files import rewrap_file, seal_file, unseal_file
+from .manager import CheckpointManager
 
 __all__ = [
+    "CheckpointManager",
     "DirEntry",
     "DirVerifyResult",
     "LoadKey",
