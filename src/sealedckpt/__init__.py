@@ -21,6 +21,7 @@ from .api import (
     verify,
     verify_dir,
 )
+from .payload.extra import register_dataclass, unregister_dataclass
 from .container import PublicInfo, Signer, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
