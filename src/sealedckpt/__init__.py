@@ -21,7 +21,6 @@ from .api import (
     verify,
     verify_dir,
 )
-from .payload.extra import register_dataclass, unregister_dataclass
 from .container import PublicInfo, Signer, VerifyResult
 from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from .errors import (
@@ -41,6 +40,8 @@ from .errors import (
     UnsafePayloadError,
     UnsupportedTypeError,
 )
+from .payload.extra import register_dataclass as register_dataclass
+from .payload.extra import unregister_dataclass as unregister_dataclass
 from .stores import audit
 from .stores.audit import AuditLog
 from .stores.keystore import Keystore
