@@ -13,6 +13,7 @@ import io
 import json
 import pathlib
 import re
+import sys
 import types
 import uuid
 import zoneinfo
@@ -169,6 +170,26 @@ def test_refused_on_save(obj: Any, match: str) -> None:
         seal_bytes({"x": obj}, KEY)
     if isinstance(obj, Unregistered):
         assert "register_dataclass" in str(info.value) + str(info.value.hint)
+
+
+def test_unset_dataclass_field_is_refused() -> None:
+    @dataclasses.dataclass
+    class Late:
+        x: int = dataclasses.field(init=False)
+
+    sealedckpt.register_dataclass(Late)
+    try:
+        with pytest.raises(sealedckpt.UnsupportedTypeError, match="no value for field 'x'"):
+            seal_bytes(Late(), KEY)
+    finally:
+        sealedckpt.unregister_dataclass(Late)
+
+
+def test_enum_module_must_be_a_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sealedckpt_fake_module", object())
+    node = {"t": "enum", "module": "sealedckpt_fake_module", "qualname": "E", "name": "A"}
+    with pytest.raises(sealedckpt.FormatError, match="imported"):
+        load_bytes(crafted(node), KEY)
 
 
 def test_unregistered_dataclass_on_load() -> None:

@@ -9,6 +9,7 @@ import decimal
 import enum
 import pathlib
 import sys
+import types
 import uuid
 from typing import Any
 
@@ -61,6 +62,9 @@ def dataclass_fields(obj: Any, path: str) -> tuple[str, list[tuple[str, Any]]]:
     name = class_name(cls)
     if _DATACLASSES.get(name) is not cls:
         raise UnsupportedTypeError(path, f"dataclass {name} is not registered", hint=REGISTER_HINT)
+    missing = [f.name for f in dataclasses.fields(obj) if not hasattr(obj, f.name)]
+    if missing:
+        raise UnsupportedTypeError(path, f"dataclass {name} has no value for field {missing[0]!r}")
     return name, [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
 
 
@@ -164,7 +168,7 @@ def _enum(node: dict[str, Any]) -> enum.Enum:
     """An enum member, looked up through module dicts only; the module must be imported already."""
     module, qualname, name = node["module"], node["qualname"], node["name"]
     obj: Any = sys.modules.get(module)
-    if obj is None:
+    if not isinstance(obj, types.ModuleType):
         raise FormatError(f"enum {module}:{qualname} needs module {module} imported before loading")
     for part in qualname.split("."):
         ns = vars(obj)  # a module's or a class's own dict: no attribute hooks run
