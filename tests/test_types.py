@@ -160,6 +160,7 @@ def test_same_set_same_bytes(members: set[Any]) -> None:
         (dt.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("UTC")), "not a fixed offset"),
         (dt.time(tzinfo=zoneinfo.ZoneInfo("UTC")), "not a fixed offset"),
         ({torch.ones(1)}, "set of tensors"),
+        ({float("nan"), float("-nan")}, "would load as one"),
         (Unregistered(1), "not registered"),
         (re.IGNORECASE | re.MULTILINE, "no single member name"),
         (types.SimpleNamespace(**{"\ud800": 1}), "surrogates"),

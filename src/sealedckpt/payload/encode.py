@@ -179,8 +179,10 @@ class _Encoder:
             members = [self.encode(v, f"{path}.<member>", depth + 1) for v in obj]
             if len(self.order) != before:
                 raise UnsupportedTypeError(path, "a set of tensors or arrays has no defined order to store")
-            members.sort(key=lambda m: json.dumps(m, sort_keys=True, separators=(",", ":")))
-            return st.tagged(t.__name__, members)
+            texts = sorted((json.dumps(m, sort_keys=True, separators=(",", ":")), i) for i, m in enumerate(members))
+            if len({text for text, _ in texts}) != len(texts):
+                raise UnsupportedTypeError(path, "two set members would load as one (distinct NaN objects)")
+            return st.tagged(t.__name__, [members[i] for _, i in texts])
         if t in (argparse.Namespace, types.SimpleNamespace):
             fields = list(vars(obj).items())
             node = st.tagged("namespace" if t is argparse.Namespace else "simplens", [])
