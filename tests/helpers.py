@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime
+import decimal
 import io
 import math
+import types
 from collections import OrderedDict
 from typing import Any
 
@@ -36,6 +41,23 @@ def assert_same(a: Any, b: Any, path: str = "") -> None:
         assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{path}.{i}")
+    elif isinstance(a, (set, frozenset)):
+        assert len(a) == len(b) and a == b, path
+        for x in a:
+            assert_same(x, next(y for y in b if y == x), f"{path}.<member>")
+    elif isinstance(a, (argparse.Namespace, types.SimpleNamespace)):
+        assert_same(vars(a), vars(b), path)
+    elif dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            assert_same(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")
+    elif isinstance(a, complex):
+        assert_same(a.real, b.real, f"{path}.real")
+        assert_same(a.imag, b.imag, f"{path}.imag")
+    elif isinstance(a, decimal.Decimal):
+        assert str(a) == str(b), path
+    elif isinstance(a, (datetime.datetime, datetime.time)):
+        assert a == b and a.fold == b.fold and a.isoformat() == b.isoformat(), path
+        assert type(a.tzinfo) is type(b.tzinfo) and a.tzname() == b.tzname(), path
     elif isinstance(a, float) and math.isnan(a):
         assert math.isnan(b), path
     elif isinstance(a, float):

@@ -199,3 +199,13 @@ def test_safe_open_reaches_every_part_of_a_whole_checkpoint(tmp_path: Path, key:
             assert_same(got, want, part)
         with pytest.raises(KeyError, match=r"nothing named 'optimizer\.nope'"):
             f.get("optimizer.nope")
+
+
+def test_safe_open_get_reaches_into_namespaces(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    import argparse
+
+    ckpt = {"args": argparse.Namespace(lr=0.1, tags={"a", "b"}), "w": torch.ones(2)}
+    sealedckpt.save(ckpt, tmp_path / "c.sealed", key=key)
+    with sealedckpt.safe_open(tmp_path / "c.sealed", key=key) as f:
+        assert f.get("args.lr") == 0.1 and f.get("args.tags") == {"a", "b"}
+        assert f.get("args") == argparse.Namespace(lr=0.1, tags={"a", "b"})

@@ -121,6 +121,20 @@ tagged = st.recursive(
                         "tensor",
                         "ndarray",
                         "npscalar",
+                        "set",
+                        "frozenset",
+                        "namespace",
+                        "simplens",
+                        "dataclass",
+                        "complex",
+                        "datetime",
+                        "date",
+                        "time",
+                        "timedelta",
+                        "decimal",
+                        "uuid",
+                        "path",
+                        "enum",
                         "zzz",
                     ]
                 )
@@ -134,6 +148,12 @@ tagged = st.recursive(
                 "offset": st.integers(-1, 10),
                 "device": st.sampled_from(["cpu", "meta", "bogus"]),
                 "meta": kids,
+                "cls": st.sampled_from(["PosixPath", "WindowsPath", "nope", "os:PathLike"]),
+                "module": st.sampled_from(["re", "os", "enum", "not_imported_zz"]),
+                "qualname": st.sampled_from(["RegexFlag", "sep", "Enum", "A.B"]),
+                "name": st.sampled_from(["IGNORECASE", "X", ""]),
+                "tzname": st.text(max_size=3),
+                "fold": st.integers(-1, 2),
             },
         )
         | st.lists(kids, max_size=3)
@@ -158,6 +178,8 @@ leaf = (
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.binary(max_size=8)
     | st.builds(lambda n, s: torch.arange(n, dtype=torch.float32)[s:], st.integers(0, 20), st.integers(0, 3))
     | st.sampled_from([torch.float16, torch.int64]) | st.builds(torch.Size, st.lists(st.integers(0, 5), max_size=3))
+    | st.complex_numbers() | st.datetimes() | st.dates() | st.timedeltas() | st.decimals() | st.uuids()
+    | st.frozensets(st.integers() | st.text(max_size=3), max_size=3)
 )  # fmt: skip
 keys = st.text(max_size=5) | st.integers() | st.tuples(st.integers())
 checkpoints = st.recursive(

@@ -213,7 +213,7 @@ def test_multi_chunk_payload(key: sealedckpt.SymmetricKey) -> None:
     ("obj", "path"),
     [
         ({"optimizer": {"state": {3: {"foo": object()}}}}, "optimizer.state.3.foo"),
-        ({"a": [1, {2, 3}]}, "a.1"),
+        ({"a": [1, {torch.zeros(1)}]}, "a.1"),  # sets are stored, but not sets of tensors
         ({"c": torch.zeros(2, dtype=torch.complex64)}, "c"),
         ({"q": torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)}, "q"),
         ({"s": torch.eye(2).to_sparse()}, "s"),

@@ -43,6 +43,8 @@ from .errors import (
     UnsafePayloadError,
     UnsupportedTypeError,
 )
+from .payload.extra import register_dataclass as register_dataclass
+from .payload.extra import unregister_dataclass as unregister_dataclass
 from .stores import audit
 from .stores.audit import AuditLog
 from .stores.keystore import Keystore

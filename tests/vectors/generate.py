@@ -26,17 +26,23 @@ signing keys wherever needed, so that each file fails exactly at the check it ta
 from __future__ import annotations
 
 import argparse
+import datetime
+import decimal
+import enum
 import hashlib
 import hmac
 import io
 import json
 import math
+import re
 import struct
 import sys
+import types
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import blake3
@@ -597,6 +603,29 @@ def describe(obj: Any, storages: dict[int, int] | None = None) -> Any:
         return {"ndarray": {"dtype": obj.dtype.str, "shape": list(obj.shape), "hex": obj.tobytes().hex()}}
     if isinstance(obj, np.generic):
         return {"npscalar": {"dtype": obj.dtype.str, "hex": obj.tobytes().hex()}}
+    return _describe_python(obj, storages)
+
+
+def _describe_python(obj: Any, storages: dict[int, int]) -> Any:
+    """The plain Python types of FORMAT.md §9.2 beyond JSON (sets, dates, enums, ...)."""
+    t = type(obj)
+    if t in (set, frozenset):
+        members = [describe(v, storages) for v in obj]
+        return {t.__name__: sorted(members, key=lambda d: json.dumps(d, sort_keys=True))}
+    if t is complex:
+        return {"complex": [obj.real.hex(), obj.imag.hex()]}
+    if t in (datetime.datetime, datetime.time):
+        return {t.__name__: obj.isoformat(), "tzname": obj.tzname(), "fold": obj.fold}
+    if t in (datetime.date, decimal.Decimal, uuid.UUID):
+        return {t.__name__: str(obj)}
+    if t is datetime.timedelta:
+        return {"timedelta": [obj.days, obj.seconds, obj.microseconds]}
+    if isinstance(obj, PurePath):
+        return {t.__name__: str(obj)}
+    if isinstance(obj, enum.Enum):
+        return {"enum": f"{t.__module__}:{t.__qualname__}.{obj.name}"}
+    if t in (argparse.Namespace, types.SimpleNamespace):
+        return {t.__name__: [[k, describe(v, storages)] for k, v in vars(obj).items()]}
     raise TypeError(f"cannot describe {t!r}")
 
 
@@ -714,6 +743,39 @@ def valid_checkpoint() -> Case:
         "checkpoint-like object: int/tuple/float/None dict keys, tuple, nan/inf, None, bool, bytes, "
         "OrderedDict with _metadata, tied tensors and a view, dtype/device/Size, numpy, Parameter",
         checkpoint_obj(),
+    )  # fmt: skip
+
+
+def python_types_obj() -> dict[str, Any]:
+    ist = datetime.timezone(datetime.timedelta(hours=5, minutes=30), "IST")
+    return {
+        "set": {3, "a", (1, 2), None},
+        "frozenset": frozenset({b"x", 2.5}),
+        "datetime": datetime.datetime(2024, 2, 29, 23, 59, 59, 123456),
+        "aware": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=ist),
+        "date": datetime.date(2024, 1, 2),
+        "time": datetime.time(12, 30, tzinfo=datetime.UTC),
+        "timedelta": datetime.timedelta(days=-2, seconds=5, microseconds=7),
+        "complex": complex(1.5, float("-inf")),
+        "enum": re.RegexFlag.IGNORECASE,
+        "namespace": argparse.Namespace(lr=0.001, layers=[4, 4]),
+        "simplens": types.SimpleNamespace(w=torch.tensor([1.0, 2.0])),
+        "paths": (PurePosixPath("/data/run"), PureWindowsPath("C:\\data\\run")),
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "decimal": decimal.Decimal("-0.00100"),
+        datetime.date(2020, 1, 1): "date key",
+    }
+
+
+@case
+def valid_python_types() -> Case:
+    s = seal("valid_python_types", obj_payload(python_types_obj()))
+    return valid(
+        "valid_python_types", s,
+        "set, frozenset, naive and named fixed-offset datetime, date, time, timedelta, complex, enum "
+        "member of an imported module (re.RegexFlag), argparse and simple namespaces, pure paths, UUID, "
+        "Decimal, a date as a dict key",
+        python_types_obj(),
     )  # fmt: skip
 
 
@@ -1263,6 +1325,62 @@ def payload_noncanonical_base64() -> Case:
     return _payload_case(
         "payload_noncanonical_base64", handmade(structure), "bytes node 'QR==' (canonical form is 'QQ==')"
     )
+
+
+def _node_case(name: str, node: dict[str, Any], why: str) -> Case:
+    """A FormatError case: the handmade payload with ``node`` as the value of key ``x``."""
+    structure = {"t": "dict", "v": [["x", node], ["w", tensor_ref("w", "F32", [4])]]}
+    return _payload_case(name, handmade(structure), why)
+
+
+@case
+def payload_enum_unknown_member() -> Case:
+    node = {"t": "enum", "module": "re", "qualname": "RegexFlag", "name": "NOPE"}
+    return _node_case("payload_enum_unknown_member", node, "enum node naming a member re.RegexFlag does not have")
+
+
+@case
+def payload_enum_module_not_imported() -> Case:
+    node = {"t": "enum", "module": "sealedckpt_vectors_no_such_module", "qualname": "E", "name": "A"}
+    return _node_case(
+        "payload_enum_module_not_imported",
+        node,
+        "enum node naming a module that is not imported (the reader never imports one)",
+    )
+
+
+@case
+def payload_enum_not_enum_class() -> Case:
+    node = {"t": "enum", "module": "argparse", "qualname": "Namespace", "name": "A"}
+    return _node_case(
+        "payload_enum_not_enum_class", node, "enum node naming argparse.Namespace, a class that is not an enum.Enum"
+    )
+
+
+@case
+def payload_dataclass_unregistered() -> Case:
+    node = {"t": "dataclass", "cls": "sealedckpt_vectors:Config", "v": [["lr", 0.1]]}
+    return _node_case(
+        "payload_dataclass_unregistered", node, "dataclass node naming a class not registered with register_dataclass"
+    )
+
+
+@case
+def payload_timedelta_malformed() -> Case:
+    node = {"t": "timedelta", "v": [0, 86400, 0]}
+    return _node_case("payload_timedelta_malformed", node, "timedelta node with seconds = 86400 (not normalized)")
+
+
+@case
+def payload_complex_malformed() -> Case:
+    node = {"t": "complex", "v": ["1", "0.0"]}
+    return _node_case("payload_complex_malformed", node, "complex node whose real part '1' is not repr() of a float")
+
+
+@case
+def payload_decimal_malformed() -> Case:
+    node = {"t": "decimal", "v": "1_000"}
+    return _node_case("payload_decimal_malformed", node, "decimal node '1_000' (not canonical: str() gives '1000')")
 
 
 @case

@@ -7,8 +7,10 @@ structure is rebuilt over it with views.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import math
+import types
 from collections import OrderedDict
 from typing import Any
 
@@ -17,7 +19,7 @@ import torch
 
 from ..container import SealedReader
 from ..errors import FormatError
-from . import devices
+from . import devices, extra
 from . import structure as st
 from .devices import MapLocation
 from .index import PayloadIndex, read_index
@@ -122,9 +124,22 @@ class Builder:
             out._metadata = meta  # type: ignore[attr-defined]
         return out
 
+    def composite(self, node: dict[str, Any], items: list[Any]) -> Any:
+        tag = node["t"]
+        if tag in st.SET_TAGS:
+            return _set(items, tag == "frozenset")
+        names = [k for k, _ in items]
+        if len(set(names)) != len(names):
+            raise FormatError(f"duplicate field name in a {tag}")
+        if tag == "dataclass":
+            return extra.build_dataclass(node["cls"], items)
+        return (argparse.Namespace if tag == "namespace" else types.SimpleNamespace)(**dict(items))
+
     def leaf(self, node: dict[str, Any], path: str | None) -> Any:
         tag = node["t"]
         v: Any = node.get("v")
+        if tag in extra.LEAF_TAGS:
+            return extra.decode_leaf(node)
         if tag == "tensor":
             return self._tensor(node)
         if tag == "ndarray":
@@ -160,6 +175,18 @@ class Builder:
             return wrap(node, base)
         # the entry's own tensor may have been given requires_grad; views of it stay leaves
         return view_tensor(node, base.detach() if base.requires_grad else base)
+
+
+def _set(items: list[Any], frozen: bool) -> set[Any] | frozenset[Any]:
+    if any(isinstance(x, (torch.Tensor, np.ndarray)) for x in items):
+        raise FormatError("a set holds a tensor or an array")
+    try:
+        out = frozenset(items) if frozen else set(items)
+    except TypeError:
+        raise FormatError("unhashable set member in structure") from None
+    if len(out) != len(items):
+        raise FormatError("duplicate set member in structure")
+    return out
 
 
 def _b64(s: str) -> bytes:

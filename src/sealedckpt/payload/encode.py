@@ -6,8 +6,16 @@ everything else becomes the structure (docs/FORMAT.md §9.2).
 
 from __future__ import annotations
 
+import argparse
 import base64
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
 import math
+import types
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,9 +25,16 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedTypeError
+from . import extra
 from . import safetensors as pl
 from . import structure as st
 from .views import TORCH_TO_ST, byte_view, numpy_st_dtype
+
+_COMPOSITES = (set, frozenset, argparse.Namespace, types.SimpleNamespace)
+_KEY_TYPES = (
+    str, int, float, bool, bytes, tuple, frozenset, complex, datetime.datetime, datetime.date, datetime.time,
+    datetime.timedelta, decimal.Decimal, uuid.UUID, *extra.PATHS.values(),
+)  # fmt: skip
 
 
 @dataclass
@@ -73,6 +88,8 @@ def _unsupported_hint(obj: object) -> str | None:
         return "save its state instead: sealedckpt.save(obj.state_dict(), path, ...)"
     if isinstance(obj, dict):
         return "convert it with dict(...) first"
+    if dataclasses.is_dataclass(obj):
+        return extra.REGISTER_HINT
     if isinstance(obj, torch.Tensor):
         return "tensor subclasses are not stored; save a plain tensor (t.detach().clone() as torch.Tensor)"
     return None
@@ -121,12 +138,16 @@ class _Encoder:
             return st.tagged("device", str(obj))
         if t is torch.Size:
             return st.tagged("size", list(obj))
-        if t in (list, tuple, dict, OrderedDict):
+        node = extra.encode_leaf(obj, path)
+        if node is not None:
+            return node
+        composite = t in _COMPOSITES or (dataclasses.is_dataclass(obj) and not isinstance(obj, type))
+        if t in (list, tuple, dict, OrderedDict) or composite:
             if id(obj) in self._stack:
                 raise UnsupportedTypeError(path, "the object contains itself (a reference cycle)")
             self._stack.add(id(obj))
             try:
-                return self._container(obj, path, depth)
+                return self._composite(obj, path, depth) if composite else self._container(obj, path, depth)
             finally:
                 self._stack.discard(id(obj))
         raise UnsupportedTypeError(
@@ -150,8 +171,33 @@ class _Encoder:
             out["meta"] = self.encode(meta, sub("_metadata"), depth + 1)
         return out
 
+    def _composite(self, obj: Any, path: str, depth: int) -> dict[str, Any]:
+        """A set or frozenset (members sorted by their JSON), a namespace or a registered dataclass."""
+        t = type(obj)
+        if t in (set, frozenset):
+            before = len(self.order)
+            members = [self.encode(v, f"{path}.<member>", depth + 1) for v in obj]
+            if len(self.order) != before:
+                raise UnsupportedTypeError(path, "a set of tensors or arrays has no defined order to store")
+            texts = sorted((json.dumps(m, sort_keys=True, separators=(",", ":")), i) for i, m in enumerate(members))
+            if len({text for text, _ in texts}) != len(texts):
+                raise UnsupportedTypeError(path, "two set members would load as one (distinct NaN objects)")
+            return st.tagged(t.__name__, [members[i] for _, i in texts])
+        if t in (argparse.Namespace, types.SimpleNamespace):
+            fields = list(vars(obj).items())
+            node = st.tagged("namespace" if t is argparse.Namespace else "simplens", [])
+        else:
+            name, fields = extra.dataclass_fields(obj, path)
+            node = {"t": "dataclass", "cls": name, "v": []}
+        for k, v in fields:
+            if type(k) is not str:
+                raise UnsupportedTypeError(path, f"attribute name {k!r} is not a string")
+            _check_text(k, path)
+            node["v"].append([k, self.encode(v, f"{path}.{k}" if path else k, depth + 1)])
+        return node
+
     def _key(self, k: Any, path: str, depth: int) -> Any:
-        if type(k) in (str, int, float, bool, bytes, tuple) or k is None:
+        if type(k) in _KEY_TYPES or k is None or isinstance(k, enum.Enum):
             return self.encode(k, path, depth)
         raise UnsupportedTypeError(path, f"dict key of type {type(k).__qualname__} cannot be stored")
 

@@ -55,6 +55,9 @@ class PayloadIndex:
     def mapping(self, items: list[tuple[Any, Any]], node: dict[str, Any], meta: Any) -> None:
         """Nothing to check beyond what ``walk`` checks (keys are checked when built)."""
 
+    def composite(self, node: dict[str, Any], items: list[Any]) -> None:
+        """Nothing to check beyond what ``walk`` checks (members are checked when built)."""
+
     def _entry(self, name: str) -> pl.Entry:
         e = self.entries.get(name)
         if e is None:

@@ -29,8 +29,24 @@ FIELDS: dict[str, dict[str, tuple[type, bool]]] = {
         "e": (str, True), "dtype": (str, True), "shape": (list, True), "stride": (list, True),
         "offset": (int, True), "device": (str, True), "rg": (bool, False), "param": (bool, False),
     },
+    "set": {"v": (list, True)},
+    "frozenset": {"v": (list, True)},
+    "namespace": {"v": (list, True)},
+    "simplens": {"v": (list, True)},
+    "dataclass": {"cls": (str, True), "v": (list, True)},
+    "complex": {"v": (list, True)},
+    "datetime": {"v": (str, True), "tzname": (str, False), "fold": (int, False)},
+    "date": {"v": (str, True)},
+    "time": {"v": (str, True), "tzname": (str, False), "fold": (int, False)},
+    "timedelta": {"v": (list, True)},
+    "decimal": {"v": (str, True)},
+    "uuid": {"v": (str, True)},
+    "path": {"cls": (str, True), "v": (str, True)},
+    "enum": {"module": (str, True), "qualname": (str, True), "name": (str, True)},
 }  # fmt: skip
-_LEAF_TAGS = frozenset(FIELDS) - {"tuple", "dict", "odict"}
+SET_TAGS = frozenset({"set", "frozenset"})
+NAMED_TAGS = frozenset({"namespace", "simplens", "dataclass"})  # string-keyed fields, in order
+_LEAF_TAGS = frozenset(FIELDS) - {"tuple", "dict", "odict"} - SET_TAGS - NAMED_TAGS
 
 
 def tagged(tag: str, v: Any) -> dict[str, Any]:
@@ -98,6 +114,9 @@ class Visitor(Protocol):
 
     def mapping(self, items: list[tuple[Any, Any]], node: dict[str, Any], meta: Any) -> Any: ...
 
+    def composite(self, node: dict[str, Any], items: list[Any]) -> Any:
+        """A set (items: values) or a namespace or dataclass (items: ``(name, value)`` pairs)."""
+
 
 def _check_fields(node: object) -> str:
     """Validate a tagged node's field names and field types; return its tag."""
@@ -132,7 +151,7 @@ def find(node: Any, path: str) -> Any:
         items = list(enumerate(node))
     elif isinstance(node, dict) and node.get("t") == "tuple":
         items = list(enumerate(node["v"]))
-    elif isinstance(node, dict) and node.get("t") in ("dict", "odict"):
+    elif isinstance(node, dict) and node.get("t") in ("dict", "odict", "namespace", "simplens", "dataclass"):
         items = [(k, v) for k, v in node["v"] if k is None or type(k) in (bool, str, int, float)]
     else:
         raise KeyError(path)
@@ -146,6 +165,12 @@ def find(node: Any, path: str) -> Any:
             except KeyError:
                 continue
     raise KeyError(path)
+
+
+def _field(kv: Any, visitor: Visitor, path: str | None, depth: int) -> tuple[str, Any]:
+    if type(kv) is not list or len(kv) != 2 or type(kv[0]) is not str:
+        raise invalid("named field")
+    return kv[0], walk(kv[1], visitor, _child(path, kv[0]), depth + 1)
 
 
 def walk(node: Any, visitor: Visitor, path: str | None = "", depth: int = 0) -> Any:
@@ -163,6 +188,10 @@ def walk(node: Any, visitor: Visitor, path: str | None = "", depth: int = 0) -> 
     if tag == "tuple":
         items = [walk(v, visitor, _child(path, i), depth + 1) for i, v in enumerate(node["v"])]
         return visitor.sequence(items, True)
+    if tag in SET_TAGS:
+        return visitor.composite(node, [walk(v, visitor, None, depth + 1) for v in node["v"]])
+    if tag in NAMED_TAGS:
+        return visitor.composite(node, [_field(kv, visitor, path, depth) for kv in node["v"]])
     pairs = []
     for kv in node["v"]:
         if type(kv) is not list or len(kv) != 2:
