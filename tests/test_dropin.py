@@ -209,3 +209,17 @@ def test_safe_open_get_reaches_into_namespaces(tmp_path: Path, key: sealedckpt.S
     with sealedckpt.safe_open(tmp_path / "c.sealed", key=key) as f:
         assert f.get("args.lr") == 0.1 and f.get("args.tags") == {"a", "b"}
         assert f.get("args") == argparse.Namespace(lr=0.1, tags={"a", "b"})
+
+
+def test_passphrase_file_without_a_passphrase_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    sealedckpt.save({"w": torch.ones(1)}, tmp_path / "p.sealed", key=sealedckpt.Passphrase("pw", log2n=10))
+    code, _, err = run_cli(capsys, "unseal", str(tmp_path / "p.sealed"), "-o", str(tmp_path / "out"))
+    assert code == 6 and err.splitlines() == [
+        "sealedckpt: error: this file is sealed with a passphrase, and none was given",
+        "hint: pass --passphrase (asked on the terminal, or --passphrase-file FILE); Passphrase(...) in Python",
+    ]
+    with pytest.raises(sealedckpt.RollbackError) as exc:
+        sealedckpt.load(tmp_path / "p.sealed", key=sealedckpt.Passphrase("pw", log2n=10), min_version=1)
+    assert "None" not in str(exc.value) and "no numeric public 'version' metadata" in str(exc.value)

@@ -88,6 +88,11 @@ def default_key(keystore: Keystore | None = None) -> SymmetricKey:
 
 def _keystore_resolver(keystore: Keystore, header: container.Header) -> list[container.OpenKey]:
     keys = [k for k in keystore.keys_for_slots(header.slots) if isinstance(k, (SymmetricKey, RecipientKey))]
+    if not keys and any(s.kind == "passphrase" for s in header.slots):
+        raise NoKeyError(
+            "this file is sealed with a passphrase, and none was given",
+            hint="pass --passphrase (asked on the terminal, or --passphrase-file FILE); Passphrase(...) in Python",
+        )
     if not keys:
         raise NoKeyError(
             "no key given, and the keystore holds no key this file is sealed for",

@@ -29,7 +29,8 @@ def check_release(metadata: dict[str, str], min_version: int | None, expect_mode
         return
     raw = metadata.get("version")
     if raw is None or not _VERSION.fullmatch(raw):
-        raise RollbackError(f"file has no numeric public 'version' metadata (got {raw!r}); min_version={min_version}")
+        got = "" if raw is None else f" (it has {raw!r})"
+        raise RollbackError(f"file has no numeric public 'version' metadata{got}; min_version={min_version}")
     if int(raw) < min_version:
         raise RollbackError(f"file is version {int(raw)}, older than the required minimum {min_version} (replayed?)")
 
