@@ -6,10 +6,10 @@ import bisect
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Literal
 
 from .. import crypto
+from .._pool import run_all
 from ..crypto import ChunkCipher, VerifyKey
 from ..errors import DecryptionError, FormatError, IntegrityError, InvalidArgumentError
 from .header import Header, read_header
@@ -227,19 +227,7 @@ class SealedReader:
 def _run(job: Callable[[int], None], todo: list[int], workers: int | None) -> None:
     """Run ``job`` over ``todo``, in threads when there is enough work; raise the first failure."""
     # a thread and its fresh scratch buffer cost more than decrypting one more 4 MiB chunk
-    workers = max(1, min(workers or default_workers(), len(todo) // 2))
-    if workers <= 1:
-        for i in todo:
-            job(i)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-open") as pool:
-        futures = [pool.submit(job, i) for i in todo]
-        try:
-            for fut in futures:
-                fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
+    run_all(job, todo, max(1, min(workers or default_workers(), len(todo) // 2)), "sealedckpt-open")
 
 
 class _RegionIndex:

@@ -20,13 +20,13 @@ import stat
 import string
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import container
 from .._fs import atomic_write
+from .._pool import run_all
 from ..crypto import SigningKey, VerifyKey
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
 from ..payload import safetensors as payload
@@ -296,18 +296,7 @@ def _check_entries(d: Path, entries: Sequence[DirEntry], files_at_once: int = 2)
     """``check_entry`` on every entry, ``files_at_once`` files at a time (each file's chunks are
     hashed on threads too; memory stays a few chunk buffers per file). Raises the failure of the
     first failing entry in manifest order; files not yet started are then skipped."""
-    if files_at_once <= 1 or len(entries) <= 1:
-        for e in entries:
-            check_entry(d, e)
-        return
-    with ThreadPoolExecutor(max_workers=files_at_once, thread_name_prefix="sealedckpt-verify-dir") as pool:
-        futures = [pool.submit(check_entry, d, e) for e in entries]
-        try:
-            for fut in futures:
-                fut.result()
-        finally:
-            for fut in futures:
-                fut.cancel()
+    run_all(lambda e: check_entry(d, e), entries, files_at_once, "sealedckpt-verify-dir")
 
 
 def check_entry(d: Path, e: DirEntry) -> None:
