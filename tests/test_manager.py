@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
@@ -301,3 +302,59 @@ def test_background_snapshot_keeps_dtypes_views_and_empty_tensors(tmp_path: Path
     assert (
         out["t"].stride() == (1, 6) and out["col"].untyped_storage().data_ptr() == out["t"].untyped_storage().data_ptr()
     )
+
+
+class _Mode(enum.Enum):
+    TRAIN = 1
+
+
+def test_background_save_takes_every_storable_type(tmp_path: Path, key: sealedckpt.SymmetricKey) -> None:
+    """What a synchronous save stores, a background save stores too, snapshotted against mutation."""
+    import argparse
+    import dataclasses
+    import datetime
+    import decimal
+    import types
+    import uuid
+
+    from helpers import assert_same
+
+    class Local(enum.Enum):
+        A = 1
+
+    with pytest.raises(sealedckpt.UnsupportedTypeError, match="defined inside a function"):
+        sealedckpt.save({"m": Local.A}, tmp_path / "local.sealed", key=key)  # would never load
+
+    @dataclasses.dataclass
+    class Cfg:
+        lr: float
+        w: torch.Tensor
+
+    sealedckpt.register_dataclass(Cfg)
+    try:
+        obj = {
+            "args": argparse.Namespace(lr=0.1, tags={"a"}), "ns": types.SimpleNamespace(x=[1, 2]),
+            "when": datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc), "dt": datetime.timedelta(3),
+            "d": decimal.Decimal("1.10"), "u": uuid.UUID(int=5), "s": {1, 2}, "f": frozenset({"x"}),
+            "c": 1 + 2j, "p": Path("runs/x"), "mode": _Mode.TRAIN, "cfg": Cfg(0.5, torch.ones(2)),
+        }  # fmt: skip
+        want = {**obj, "args": argparse.Namespace(lr=0.1, tags={"a"}), "ns": types.SimpleNamespace(x=[1, 2]),
+                "s": {1, 2}, "cfg": Cfg(0.5, torch.ones(2))}  # fmt: skip
+        with sealedckpt.CheckpointManager(tmp_path, key=key, async_save=True) as m:
+            m.save(1, obj)
+            obj["args"].tags.add("late")  # mutations after save() must not reach step 1
+            obj["ns"].x.append(3)
+            obj["s"].add(3)
+            obj["cfg"].w.add_(1)
+            m.wait()
+            assert_same(m.load(1), want)
+        with sealedckpt.CheckpointManager(tmp_path, key=key, async_save=True) as m:
+
+            @dataclasses.dataclass
+            class Unregistered:
+                a: int
+
+            with pytest.raises(sealedckpt.UnsupportedTypeError, match="register"):
+                m.save(2, {"u": Unregistered(1)})  # refused by save() itself, not later
+    finally:
+        sealedckpt.unregister_dataclass(Cfg)

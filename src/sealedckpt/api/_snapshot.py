@@ -10,7 +10,10 @@ must not be called again until the previous snapshot was written.
 
 from __future__ import annotations
 
+import argparse
 import copy
+import dataclasses
+import types
 from collections import OrderedDict
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedTypeError
+from ..payload import extra
 
 _LEAVES = (type(None), bool, int, float, str, bytes, torch.dtype, torch.device, torch.Size)
 MAX_DEPTH = 1000
@@ -75,6 +79,23 @@ class Snapshotter:
                 return self._container(obj, path, depth)
             finally:
                 self._stack.discard(id(obj))
+        if extra.encode_leaf(obj, path) is not None:  # datetime, Decimal, UUID, Path, Enum...: immutable
+            return obj
+        return self._composite(obj, path, depth)
+
+    def _composite(self, obj: Any, path: str, depth: int) -> Any:
+        """Sets, namespaces and registered dataclasses, rebuilt around copies of their members."""
+        t = type(obj)
+        if t in (set, frozenset):
+            return t(self._copy(m, path, depth + 1) for m in obj)
+        if t in (argparse.Namespace, types.SimpleNamespace):
+            return t(**{k: self._copy(v, f"{path}.{k}", depth + 1) for k, v in vars(obj).items()})
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            _, fields = extra.dataclass_fields(obj, path)  # refuses an unregistered class now, not later
+            out = copy.copy(obj)
+            for k, v in fields:
+                object.__setattr__(out, k, self._copy(v, f"{path}.{k}", depth + 1))
+            return out
         raise UnsupportedTypeError(path, f"type {t.__module__}.{t.__qualname__} cannot be stored without pickle")
 
     def _container(self, obj: Any, path: str, depth: int) -> Any:

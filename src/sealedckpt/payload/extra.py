@@ -115,6 +115,11 @@ def encode_leaf(obj: Any, path: str) -> dict[str, Any] | None:
     if isinstance(obj, enum.Enum):
         if obj.name is None or obj.name not in t.__members__ or t.__members__[obj.name] is not obj:
             raise UnsupportedTypeError(path, f"{t.__qualname__} member {obj!r} has no single member name")
+        if "<locals>" in t.__qualname__:
+            raise UnsupportedTypeError(
+                path, f"enum {t.__qualname__} is defined inside a function: no loader can find it",
+                hint="define the enum at module level",
+            )  # fmt: skip
         return {"t": "enum", "module": t.__module__, "qualname": t.__qualname__, "name": obj.name}
     return None
 
