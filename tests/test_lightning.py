@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 pytest.importorskip("lightning")
-import torch  # noqa: E402
-from lightning.pytorch import LightningModule, Trainer  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
 
-import sealedckpt  # noqa: E402
-from sealedckpt.crypto import SigningKey, SymmetricKey  # noqa: E402
-from sealedckpt.errors import IntegrityError, SealedCkptError, SignatureError, UnsupportedTypeError  # noqa: E402
-from sealedckpt.lightning import SealedCheckpointIO, load_from_checkpoint  # noqa: E402
+import sealedckpt
+from sealedckpt.crypto import SigningKey, SymmetricKey
+from sealedckpt.errors import IntegrityError, SealedCkptError, SignatureError, UnsupportedTypeError
+from sealedckpt.lightning import SealedCheckpointIO, load_from_checkpoint
 
 
 class Tiny(LightningModule):
@@ -90,7 +90,10 @@ def test_train_resume_last_is_sealed_and_restores_everything(tmp_path: Path, key
     assert sa["param_groups"] == sb["param_groups"]
     for i, st in sa["state"].items():
         assert all(torch.equal(st[k], sb["state"][i][k]) for k in st)
-    assert trainer2.lr_scheduler_configs[0].scheduler.state_dict() == trainer.lr_scheduler_configs[0].scheduler.state_dict()
+    assert (
+        trainer2.lr_scheduler_configs[0].scheduler.state_dict()
+        == trainer.lr_scheduler_configs[0].scheduler.state_dict()
+    )
     assert ckpt2.state_dict() == ckpt.state_dict()
     assert ckpt2.best_model_path == ckpt.best_model_path and ckpt2.last_model_path == ckpt.last_model_path
 
@@ -116,7 +119,9 @@ def test_wrong_key_untrusted_signer_and_tampering_fail(tmp_path: Path, key: Symm
     trainer.fit(Tiny(), _data())
     last = tmp_path / "ckpts" / "last.ckpt"
     with pytest.raises(SealedCkptError):
-        _trainer(tmp_path, SealedCheckpointIO(key=SymmetricKey.generate()), 2)[0].fit(Tiny(), _data(), ckpt_path=str(last))
+        _trainer(tmp_path, SealedCheckpointIO(key=SymmetricKey.generate()), 2)[0].fit(
+            Tiny(), _data(), ckpt_path=str(last)
+        )
     with pytest.raises(SignatureError):
         io = SealedCheckpointIO(key=key, trusted_signers=[SigningKey.generate().public])
         _trainer(tmp_path, io, 2)[0].fit(Tiny(), _data(), ckpt_path=str(last))

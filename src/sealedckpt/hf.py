@@ -74,7 +74,7 @@ def _weights(model: Any) -> dict[str, Any]:
         state.pop(k, None)
     state = mu.remove_tied_weights_from_state_dict(state, model)
     revert = getattr(mu, "revert_weight_conversion", None)
-    return revert(model, state) if revert is not None else state  # type: ignore[no-any-return]
+    return revert(model, state) if revert is not None else state
 
 
 def _configs(model: Any) -> list[Item]:
@@ -88,7 +88,8 @@ def _configs(model: Any) -> list[Item]:
     gen = getattr(model, "generation_config", None)
     if gen is not None and model.can_generate():
         gen.validate()
-        items.append(blob_item(GENERATION_CONFIG, gen.to_json_string(use_diff=True, keys_to_pop=["compile_config"]).encode("utf-8")))  # fmt: skip
+        text = gen.to_json_string(use_diff=True, keys_to_pop=["compile_config"])
+        items.append(blob_item(GENERATION_CONFIG, text.encode("utf-8")))
     return items
 
 
@@ -211,7 +212,9 @@ def _model_class(model_class: Any, config: Any) -> Any:
 
 def _check_loading(report: Mapping[str, Any]) -> None:
     """A sealed release must fill every weight of the model: nothing missing, extra or mis-shaped."""
-    problems = {k: sorted(map(str, report.get(k) or ()))[:5] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {
+        k: sorted(map(str, report.get(k) or ()))[:5] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
     problems = {k: v for k, v in problems.items() if v}
     if problems:
         detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v)}" for k, v in problems.items())
@@ -239,7 +242,9 @@ def from_pretrained(
     _transformers()
     refused = sorted(k for k in kwargs if k in _LOAD_KWARGS_REFUSED)
     if refused:
-        raise InvalidArgumentError(f"{', '.join(refused)}: not accepted here (config and weights come from the sealed directory)")  # fmt: skip
+        raise InvalidArgumentError(
+            f"{', '.join(refused)}: not accepted here (config and weights come from the sealed directory)"
+        )
     want_info = kwargs.pop("output_loading_info", False)
     log = audit_log(audit, keystore)
     info: dict[str, Any] = {}
@@ -247,8 +252,11 @@ def from_pretrained(
         trusted = _keys.trusted(trusted_signers)
         keys = _keys.load_keys(key, keystore)
         with gc_paused():
-            rel = read_release(directory, keys, trusted_signers=trusted, release=DirReleaseCheck(min_version, expect_model))  # fmt: skip
-        info.update(digest=f"sha256:{rel.manifest.manifest_sha256}", signer_ids=[s.key_id for s in rel.manifest.signers])
+            check = DirReleaseCheck(min_version, expect_model)
+            rel = read_release(directory, keys, trusted_signers=trusted, release=check)
+        info.update(
+            digest=f"sha256:{rel.manifest.manifest_sha256}", signer_ids=[s.key_id for s in rel.manifest.signers]
+        )
         config = _config(rel.files)
         if GENERATION_CONFIG in rel.files:
             from transformers import GenerationConfig
@@ -256,8 +264,14 @@ def from_pretrained(
             gen = strict_loads(rel.files[GENERATION_CONFIG], GENERATION_CONFIG)
             kwargs["generation_config"] = GenerationConfig.from_dict(gen if isinstance(gen, dict) else {})
         cls = _model_class(model_class, config)
-        model, report = cls.from_pretrained(None, config=config, state_dict=rel.state, output_loading_info=True, **kwargs)
+        try:
+            model, report = cls.from_pretrained(None, config=config, state_dict=rel.state, output_loading_info=True,
+                                                **kwargs)  # fmt: skip
+        except (RuntimeError, ValueError) as exc:  # transformers' own refusal (mismatched sizes, bad kwargs)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise IntegrityError(f"the sealed weights do not fit the model of its config.json: {first}") from exc
         _check_loading(report)
+        model.name_or_path = os.fspath(directory)  # transformers records where a model came from
     return (model, report) if want_info else model
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .api import load, save
@@ -37,7 +38,7 @@ _HPARAMS_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 
 def _local(path: Any) -> str:
     """A local filesystem path (``file://`` accepted); other URLs are refused, not guessed."""
-    text = os.fspath(path)
+    text = str(os.fspath(path))
     if text.startswith("file://"):
         return text[len("file://") :]
     if "://" in text:
@@ -75,14 +76,16 @@ class SealedCheckpointIO(CheckpointIO):
     ) -> None:
         super().__init__()
         self._key = key
-        self._load_key = load_key if load_key is not None else key
+        self._load_key: Any = load_key if load_key is not None else key
         self._sign_with = sign_with
         self._trusted = trusted_signers
         self._keystore = keystore
         self._audit = audit
 
     def __repr__(self) -> str:  # never the key
-        return f"{type(self).__name__}(signed={self._sign_with is not None}, trusted_signers={self._trusted is not None})"
+        return (
+            f"{type(self).__name__}(signed={self._sign_with is not None}, trusted_signers={self._trusted is not None})"
+        )
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -92,7 +95,9 @@ class SealedCheckpointIO(CheckpointIO):
         save(_plain(checkpoint), target, key=self._key, sign_with=self._sign_with, keystore=self._keystore,
              audit=self._audit)  # fmt: skip
 
-    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """Every sealed load is weights-only (no pickle): ``weights_only`` changes nothing."""
         obj = load(_local(path), map_location, key=self._load_key, trusted_signers=self._trusted,
                    keystore=self._keystore, audit=self._audit)  # fmt: skip
@@ -134,12 +139,12 @@ def load_from_checkpoint(
     checkpoint = load(path, map_location, key=key, trusted_signers=trusted_signers, keystore=keystore, audit=audit)
     if not isinstance(checkpoint, dict):
         raise InvalidArgumentError(f"{os.fspath(path)} does not hold a Lightning checkpoint (a dict)")
-    checkpoint = _pl_migrate_checkpoint(checkpoint, checkpoint_path=path)
+    checkpoint = _pl_migrate_checkpoint(checkpoint, checkpoint_path=Path(path))
     checkpoint.setdefault(cls.CHECKPOINT_HYPER_PARAMS_KEY, {})
     checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY].update(kwargs)
     if issubclass(cls, LightningDataModule):
         return _load_state(cls, checkpoint, **kwargs)
-    model = _load_state(cls, checkpoint, strict=strict, **kwargs)
+    model: Any = _load_state(cls, checkpoint, strict=strict, **kwargs)
     state_dict = checkpoint.get("state_dict") or {}
     device = next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
     return model.to(device) if device is not None else model
