@@ -230,6 +230,8 @@ def test_refusals_and_atomicity(tmp_path: Path, key: SymmetricKey, monkeypatch: 
         hf.from_pretrained(AutoModelForCausalLM, out, key=key, trust_remote_code=True)
     with pytest.raises(InvalidArgumentError):
         hf.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "lin", key=key)
+    with pytest.raises(FormatError, match="no tokenizer files"):
+        hf.tokenizer_from_pretrained(out, key=key)
     from sealedckpt.payload import flat
 
     def boom(*a: Any, **k: Any) -> Any:

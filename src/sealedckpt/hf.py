@@ -44,6 +44,7 @@ CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
 _RAM_DIR = "/dev/shm"
 _MAX_TOKENIZER_FILES = 64
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 _LOAD_KWARGS_REFUSED = ("state_dict", "config", "trust_remote_code", "pretrained_model_name_or_path", "gguf_file")
 
 
@@ -296,6 +297,8 @@ def tokenizer_from_pretrained(
     keys = _keys.load_keys(key, keystore)
     rel = read_release(directory, keys, trusted_signers=trusted, release=DirReleaseCheck(min_version, expect_model),
                        weights=False)  # fmt: skip
+    if not any(n in rel.files for n in _TOKENIZER_FILES):
+        raise FormatError(f"{os.fspath(directory)} holds no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
     cls = tokenizer_class or transformers.AutoTokenizer
     with _ram_dir() as d:
         for name, data in rel.files.items():
@@ -306,4 +309,8 @@ def tokenizer_from_pretrained(
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-        return cls.from_pretrained(str(d), local_files_only=True, trust_remote_code=False, **kwargs)
+        try:
+            return cls.from_pretrained(str(d), local_files_only=True, trust_remote_code=False, **kwargs)
+        except (OSError, ValueError) as exc:  # transformers' refusal of the (authenticated) files
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise FormatError(f"transformers could not load the sealed tokenizer: {first}") from exc
