@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from pathlib import Path
@@ -134,11 +135,19 @@ def test_no_plaintext_is_written(tmp_path: Path, key: SymmetricKey, monkeypatch:
             written.append(os.fspath(path))
         return real_open(path, flags, *a, **k)
 
+    real_builtin_open = builtins.open
+
+    def spy_builtin(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
+        if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax+"):
+            written.append(os.fspath(file))
+        return real_builtin_open(file, mode, *a, **k)
+
     monkeypatch.setattr(os, "open", spy)
+    monkeypatch.setattr(builtins, "open", spy_builtin)
     hf.save_pretrained(model, tmp_path / "m", key=key, tokenizer=_tokenizer())
     monkeypatch.undo()
     outside = [p for p in written if not p.startswith((str(tmp_path), "/dev/shm/sealedckpt-hf-"))]
-    assert outside == []
+    assert outside == [] and any(p.startswith("/dev/shm/sealedckpt-hf-") for p in written)  # the spy sees writes
     for p in (tmp_path / "m").iterdir():
         data = p.read_bytes()
         assert weight[:64] not in data and b"model_type" not in data and b"hello" not in data
