@@ -40,6 +40,8 @@ from .errors import (
     SealedCkptError,
     SealedCkptWarning,
     SignatureError,
+    StorageError,
+    StorageNotFoundError,
     UnsafePayloadError,
     UnsupportedTypeError,
 )
@@ -74,6 +76,8 @@ __all__ = [
     "SealedCkptError",
     "SealedCkptWarning",
     "SignatureError",
+    "StorageError",
+    "StorageNotFoundError",
     "Signer",
     "SigningKey",
     "SymmetricKey",

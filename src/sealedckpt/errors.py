@@ -97,6 +97,22 @@ class NoCheckpointError(SealedCkptError, LookupError):
     """A checkpoint manager's directory holds no checkpoint (of the step asked for)."""
 
 
+class StorageError(SealedCkptError, OSError):
+    """Object storage or a remote file system failed (network, permissions, a missing bucket).
+
+    The message names the URL, never credentials. Also an ``OSError``, as a local file's failure is.
+    """
+
+    hint = "check the URL, the credentials and the endpoint (storage_options, or AWS_* / FSSPEC_* environment)"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        SealedCkptError.__init__(self, message, hint=hint)
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """No object under that URL (also a ``FileNotFoundError``)."""
+
+
 class SealedCkptWarning(UserWarning):
     """Something was skipped rather than failed: a foreign file beside checkpoints, a damaged
     checkpoint passed over by ``CheckpointManager.load(fallback=True)``."""

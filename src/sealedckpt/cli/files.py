@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import api
+from .. import _remote, api
 from ..errors import CliError, SealedCkptError
 from .output import (
     EXIT_ERROR,
@@ -132,7 +132,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     s = Session.of(args)
     with s.recording("verify", args.file, success=False):
         trusted = s.trusted(args.trust)
-        size = os.path.getsize(args.file)
+        size = _remote.size(args.file) if _remote.is_url(args.file) else os.path.getsize(args.file)
     with bars("verify") as progress:
         res = api.verify(args.file, trusted_signers=trusted, progress=progress(size), min_version=args.min_version,
                          expect_model=args.model, audit=s.audit)  # fmt: skip
