@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+
 def s3fs_client() -> Any:
     import s3fs
 

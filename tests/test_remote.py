@@ -272,3 +272,37 @@ def test_remote_listing_and_delete(mem_dir: str) -> None:
     with pytest.raises(sealedckpt.StorageNotFoundError):
         _remote.delete(f"{mem_dir}/d/a")
     warnings.simplefilter("error")  # nothing above warned
+
+
+def test_sealed_directory_on_s3(
+    s3_bucket: str, tmp_path: Any, key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey
+) -> None:
+    from safetensors import torch as st
+
+    src = tmp_path / "model"
+    src.mkdir()
+    sd = {f"l{i}.w": torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(4)}
+    st.save_file(sd, str(src / "model.safetensors"), metadata={"format": "pt"})
+    (src / "config.json").write_text('{"model_type": "tiny"}')
+    url = f"s3://{s3_bucket}/models/tiny"
+    entries = sealedckpt.seal_dir(src, url, key=key, sign_with=signer, metadata={"model": "tiny"})
+    assert len(entries) == 2
+    assert _remote.find(url) == ["config.json.sealed", "model.safetensors.sealed",
+                                 "sealedckpt-manifest.json", "sealedckpt-manifest.sig"]  # fmt: skip
+    res = sealedckpt.verify_dir(url, trusted_signers=[signer.public])
+    assert res.signers[0].trusted and res.metadata["model"] == "tiny"
+    loaded = sealedckpt.load_dir(url, key=key, trusted_signers=[signer.public])
+    assert all(torch.equal(loaded[n], sd[n]) for n in sd) and sorted(loaded) == sorted(sd)
+    auditor = sealedckpt.SigningKey.generate()
+    sealedckpt.sign_dir(url, auditor, trusted_signers=[signer.public])
+    assert len(sealedckpt.verify_dir(url, trusted_signers=[auditor.public]).signers) == 2
+    out = tmp_path / "plain"
+    assert sorted(sealedckpt.unseal_dir(url, out, key=key, trusted_signers=[signer.public])) == [
+        "config.json", "model.safetensors"]  # fmt: skip
+    assert (out / "config.json").read_text() == '{"model_type": "tiny"}'
+    # an extra object under the directory is caught, as on disk
+    s3fs_client().pipe_file(f"{s3_bucket}/models/tiny/extra.bin", b"x")
+    with pytest.raises(sealedckpt.SealedCkptError, match=r"extra\.bin"):
+        sealedckpt.verify_dir(url, trusted_signers=[signer.public])
+    with pytest.raises(sealedckpt.InvalidArgumentError, match="already holds objects"):
+        sealedckpt.seal_dir(src, url, key=key)

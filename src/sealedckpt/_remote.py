@@ -16,7 +16,8 @@ every caller (the checkpoint API, the manager, sealed directories, torch.distrib
   no reader sees; a bucket lifecycle rule removes it). Local file systems: temp file, fsync,
   rename (``sealedckpt._fs.atomic_write``). Others: a hidden temp object, then a move.
 - :func:`listdir` ``(url, so) -> list[str]`` (names directly under a "directory"; a missing one is
-  empty), :func:`delete`, :func:`exists`, :func:`size`, :func:`join` ``(url, *names)``.
+  empty), :func:`find` (every object under it, relative paths), :func:`delete`, :func:`exists`,
+  :func:`size`, :func:`join` ``(url, *names)``.
 - :func:`reader` / :func:`writer` ``(path_or_url, so)``: the same for a local path or a URL
   (a local path gets ``open`` and ``sealedckpt._fs.atomic_write``; fsspec is not imported).
 - :func:`redact` ``(url)``: the URL without user info (for messages); :func:`storage_errors`
@@ -322,6 +323,15 @@ def listdir(url: str, storage_options: dict[str, Any] | None = None) -> list[str
             return []
     base = path.rstrip("/")
     return sorted({e.rstrip("/").rpartition("/")[2] for e in entries if e.rstrip("/") != base})
+
+
+def find(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Every object under ``url`` (any depth), as ``/``-separated paths relative to it, sorted."""
+    fs, path = filesystem(url, storage_options)
+    base = path.rstrip("/") + "/"
+    with storage_errors(url):
+        found = fs.find(base) if not _is_s3(fs) else (fs.invalidate_cache(path), fs.find(base))[1]
+    return sorted(p[len(base) :] for p in found if p.startswith(base) and not p.endswith("/"))
 
 
 def delete(url: str, storage_options: dict[str, Any] | None = None) -> None:

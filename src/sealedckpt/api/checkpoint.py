@@ -36,7 +36,8 @@ def save(
 
     A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
     directory); a ``scheme://`` URL (fsspec; ``storage_options`` for its file system) is written
-    so that the object appears only whole (see docs/TRAINING.md, "Object storage"). ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
+    so that the object appears only whole (see docs/TRAINING.md, "Object storage").
+    ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
     ``key=None`` uses :func:`default_key` (from ``keystore``, default ``Keystore()``).
     """
     from ..payload.codec import plan_payload
