@@ -4,10 +4,12 @@ A plain path never reaches this module (and fsspec is imported only for a URL). 
 every caller (the checkpoint API, the manager, sealed directories, torch.distributed storage):
 
 - :func:`is_url` ``(path) -> bool``: ``scheme://...`` (``file://`` included).
-- :func:`open_read` ``(url, storage_options=None) -> RemoteReader``: a seekable, read-only binary
-  file (``read``/``readinto``/``seek``) plus ``size`` and ``pread_into(offset, buf)``, which reads
-  exactly that byte range (one ranged GET on object stores; no read-ahead, no cache) and may be
-  called from several threads at once. Close it (or use ``with``).
+- :func:`open_read` ``(url, storage_options=None, *, whole=False) -> RemoteReader``: a seekable,
+  read-only binary file (``read``/``readinto``/``seek``) plus ``size`` and ``pread_into(offset,
+  buf)``, safe from several threads at once. By default each read is one ranged GET of exactly
+  that byte range (no read-ahead, no cache: lazy reads fetch only what they need); ``whole=True``
+  (a reader that reads every byte) fetches aligned 32 MiB blocks instead, a few kept at a time.
+  Close it (or use ``with``).
 - :func:`atomic_write` ``(url, storage_options=None)``: a context manager giving a write-only
   binary file; the object appears under ``url`` only when the block exits without an exception,
   whole. S3: one PUT (below :data:`PART_SIZE`), else a multipart upload whose parts go up in the
@@ -48,6 +50,9 @@ _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://)[^/@]*@")
 PART_SIZE = 16 << 20
 #: Parts uploading at once (memory held: about (this + 1) * PART_SIZE).
 UPLOADS_IN_FLIGHT = 4
+#: Whole-object readers (load, verify) fetch blocks of this size, keeping this many.
+READ_BLOCK = 32 << 20
+BLOCKS_KEPT = 4
 _MEMORY_LOCK = threading.Lock()  # memory:// hands every reader the same BytesIO
 
 
@@ -120,9 +125,10 @@ class RemoteReader(io.RawIOBase):
     """A read-only, seekable view of one object; every read is a ranged read of exactly the
     bytes asked for (see the module docstring)."""
 
-    def __init__(self, url: str, fs: Any, path: str) -> None:
+    def __init__(self, url: str, fs: Any, path: str, whole: bool = False) -> None:
         super().__init__()
         self.url, self._fs, self._path = url, fs, path
+        self._blocks = _Blocks(self._fetch) if whole else None
         self._pos = 0
         self._handle: Any = None
         self._lock = _MEMORY_LOCK if "memory" in _protocols(fs) else threading.Lock()
@@ -164,15 +170,20 @@ class RemoteReader(io.RawIOBase):
         end = min(self.size, offset + len(buf))
         if end <= offset:
             return 0
-        with storage_errors(self.url):
-            if self._ranged:
-                data = self._fs.cat_file(self._path, start=offset, end=end)
-            else:
-                with self._lock:
-                    self._handle.seek(offset)
-                    data = self._handle.read(end - offset)
+        if self._blocks is not None:
+            return self._blocks.read_into(offset, buf[: end - offset])
+        data = self._fetch(offset, end)
         buf[: len(data)] = data
         return len(data)
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        end = min(self.size, end)
+        with storage_errors(self.url):
+            if self._ranged:
+                return bytes(self._fs.cat_file(self._path, start=start, end=end))
+            with self._lock:
+                self._handle.seek(start)
+                return bytes(self._handle.read(end - start))
 
     def close(self) -> None:
         if self._handle is not None and not isinstance(self._handle, io.BytesIO):
@@ -182,9 +193,51 @@ class RemoteReader(io.RawIOBase):
         super().close()
 
 
-def open_read(url: str, storage_options: dict[str, Any] | None = None) -> RemoteReader:
+class _Blocks:
+    """Reads served from aligned blocks of :data:`READ_BLOCK` bytes, each fetched once (one ranged
+    GET) and kept while :data:`BLOCKS_KEPT` newer ones are not needed: for a reader that reads the
+    whole object (load, verify), few large requests instead of one per chunk."""
+
+    def __init__(self, fetch: Any) -> None:
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._blocks: dict[int, Future[bytes]] = {}
+
+    def _block(self, i: int) -> bytes:
+        with self._lock:
+            fut = self._blocks.get(i)
+            mine = fut is None
+            if fut is None:
+                fut = self._blocks[i] = Future()
+                while len(self._blocks) > BLOCKS_KEPT:
+                    del self._blocks[next(iter(self._blocks))]
+        if mine:
+            try:
+                fut.set_result(self._fetch(i * READ_BLOCK, (i + 1) * READ_BLOCK))
+            except BaseException as exc:
+                fut.set_exception(exc)
+                with self._lock:
+                    self._blocks.pop(i, None)
+        return fut.result()
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        got = 0
+        while got < len(buf):
+            i, at = divmod(offset + got, READ_BLOCK)
+            block = self._block(i)
+            n = min(len(buf) - got, len(block) - at)
+            if n <= 0:
+                break
+            buf[got : got + n] = block[at : at + n]
+            got += n
+        return got
+
+
+def open_read(url: str, storage_options: dict[str, Any] | None = None, *, whole: bool = False) -> RemoteReader:
+    """A reader of ``url``; ``whole=True`` for one that will read (nearly) every byte: reads then go
+    through :data:`READ_BLOCK`-sized ranged GETs (memory held: ``BLOCKS_KEPT * READ_BLOCK``)."""
     fs, path = filesystem(url, storage_options)
-    return RemoteReader(url, fs, path)
+    return RemoteReader(url, fs, path, whole)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -355,10 +408,12 @@ def size(url: str, storage_options: dict[str, Any] | None = None) -> int:
         return int(fs.size(path))
 
 
-def reader(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> BinaryIO:
+def reader(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None, *, whole: bool = False
+) -> BinaryIO:
     """``path`` opened for reading: a URL through :func:`open_read`, a local path with ``open``."""
     if is_url(path):
-        return open_read(str(path), storage_options)  # type: ignore[return-value]
+        return open_read(str(path), storage_options, whole=whole)  # type: ignore[return-value]
     return open(path, "rb")
 
 

@@ -43,10 +43,11 @@ def audited(log: AuditLog | None, op: str, f: object, info: dict[str, Any]) -> I
 
 
 @contextlib.contextmanager
-def reading(f: PathOrFile, storage_options: StorageOptions = None) -> Iterator[BinaryIO]:
-    """``f`` opened for reading (a path or a ``scheme://`` URL), or as given (a file object)."""
+def reading(f: PathOrFile, storage_options: StorageOptions = None, *, whole: bool = False) -> Iterator[BinaryIO]:
+    """``f`` opened for reading (a path or a ``scheme://`` URL), or as given (a file object).
+    ``whole``: every byte will be read (large ranged reads for a URL)."""
     if is_url(f):
-        with open_read(str(f), storage_options) as fh:
+        with open_read(str(f), storage_options, whole=whole) as fh:
             yield fh  # type: ignore[misc]
     elif isinstance(f, (str, os.PathLike)):
         with builtins.open(f, "rb") as fh:

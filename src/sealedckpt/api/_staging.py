@@ -45,7 +45,7 @@ def fetched(url: str) -> Iterator[Path]:
             if ".." in rel.split("/"):
                 continue  # never written outside the copy (a key named a/../../x)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with _remote.open_read(_remote.join(url, rel)) as src, open(target, "wb") as out:
+            with _remote.open_read(_remote.join(url, rel), whole=True) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out, _BLOCK)
         yield local
 

@@ -106,7 +106,7 @@ def load(
     if require_signature is False and trusted is not None:
         raise ArgumentTypeError("trusted_signers given with require_signature=False")
     info: dict[str, Any] = {}
-    with audited(log, "load", f, info), reading(f, storage_options) as fh, gc_paused():
+    with audited(log, "load", f, info), reading(f, storage_options, whole=True) as fh, gc_paused():
         reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
         info.update(reader_fields(reader))
         check_release(reader.content.metadata, min_version, expect_model)
@@ -183,7 +183,7 @@ def verify(
         )
     info: dict[str, Any] = {}
     with audited(log, "verify", f, info):
-        with reading(f, storage_options) as fh:
+        with reading(f, storage_options, whole=True) as fh:
             res = container.verify_file(fh, trusted, progress)
         info["digest"] = container.root_label(res.root)
         info["signer_ids"] = [s.key_id for s in res.signers]
@@ -207,7 +207,7 @@ def sign(
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
-    with audited(log, "sign", path, info), open_path(path) as fh, writing(path) as out:
+    with audited(log, "sign", path, info), open_path(path, whole=True) as fh, writing(path) as out:
         res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
         info["digest"] = container.root_label(res.root)
         return res
