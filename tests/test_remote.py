@@ -306,3 +306,35 @@ def test_sealed_directory_on_s3(
         sealedckpt.verify_dir(url, trusted_signers=[signer.public])
     with pytest.raises(sealedckpt.InvalidArgumentError, match="already holds objects"):
         sealedckpt.seal_dir(src, url, key=key)
+
+
+def test_cli_seal_unseal_rewrap_with_s3(s3_bucket: str, tmp_path: Any) -> None:
+    from safetensors import torch as st
+
+    from sealedckpt.crypto import textkeys
+
+    sd = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4, dtype=torch.int64)}
+    st.save_file(sd, str(tmp_path / "m.safetensors"))
+    k1, k2 = sealedckpt.SymmetricKey.generate(), sealedckpt.SymmetricKey.generate()
+    for name, k in (("k1", k1), ("k2", k2)):
+        (tmp_path / name).write_text(textkeys.secret_to_text(k))
+    url = f"s3://{s3_bucket}/cli/m.sealed"
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sealedckpt", *argv], capture_output=True, text=True)
+
+    for name in ("k1", "k2"):
+        r = cli("key", "import", name, str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+    r = cli("seal", str(tmp_path / "m.safetensors"), "-o", url, "--key", "k1")
+    assert r.returncode == 0, r.stderr
+    assert sealedckpt.inspect(url).key_slots[0]["key_id"] == k1.key_id
+    r = cli("rewrap", url, "--with", "k1", "--key", "k2")
+    assert r.returncode == 0, r.stderr
+    r = cli("unseal", url, "-o", str(tmp_path / "back.safetensors"), "--key", "k2")
+    assert r.returncode == 0, r.stderr
+    back = st.load_file(str(tmp_path / "back.safetensors"))
+    assert back.keys() == sd.keys() and all(torch.equal(back[n], sd[n]) for n in sd)
+    from sealedckpt.api.files import opens_with
+
+    assert opens_with(url, k2) and not opens_with(url, k1)

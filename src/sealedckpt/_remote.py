@@ -418,11 +418,11 @@ def reader(
 
 
 def writer(
-    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None, *, mode: int = 0o666
 ) -> contextlib.AbstractContextManager[BinaryIO]:
-    """:func:`atomic_write` for a URL, ``sealedckpt._fs.atomic_write`` for a local path."""
+    """:func:`atomic_write` for a URL, ``sealedckpt._fs.atomic_write`` (with ``mode``) for a local path."""
     if is_url(path):
         return atomic_write(str(path), storage_options)
     from ._fs import atomic_write as local_write
 
-    return local_write(path)
+    return local_write(path, mode=mode)
