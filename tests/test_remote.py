@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -338,3 +341,38 @@ def test_cli_seal_unseal_rewrap_with_s3(s3_bucket: str, tmp_path: Any) -> None:
     from sealedckpt.api.files import opens_with
 
     assert opens_with(url, k2) and not opens_with(url, k1)
+
+
+_KILLED_WRITER = """
+import sys, torch, sealedckpt
+from sealedckpt.crypto import textkeys
+key = textkeys.secret_from_text(sys.argv[2])
+m = sealedckpt.CheckpointManager(sys.argv[1], key=key, keep_last=2)
+g = torch.Generator().manual_seed(0)
+for step in range(1, 1000):
+    m.save(step, {"step": step, "w": torch.randn(5 << 20, generator=g)})  # 20 MiB: a multipart upload
+    print(step, flush=True)
+"""
+
+
+def test_kill_during_s3_saves_leaves_only_complete_steps(s3_bucket: str, key: sealedckpt.SymmetricKey) -> None:
+    from sealedckpt.crypto import textkeys
+
+    url = f"s3://{s3_bucket}/killed"
+    rng = random.Random(7)
+    for trial in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, url, textkeys.secret_to_text(key)],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert proc.stdout is not None
+        proc.stdout.readline()  # one step is complete
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        m = sealedckpt.CheckpointManager(url, key=key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing but complete steps under the prefix
+            steps = m.steps()
+        assert steps and all(name.startswith("step-") for name in _remote.listdir(url))
+        for s in steps:
+            assert m.load(s)["step"] == s, (trial, s)
+        s3fs_client().rm(f"{s3_bucket}/killed", recursive=True)

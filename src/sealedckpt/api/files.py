@@ -7,8 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .. import container
-from .. import _remote
+from .. import _remote, container
 from ..container import SealSummary
 from ..crypto import SigningKey
 from ..errors import DecryptionError
