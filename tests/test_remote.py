@@ -27,6 +27,14 @@ def _ckpt(n: int = 4) -> dict[str, Any]:
     return {"model": {f"l{i}.w": torch.randn(16, 8, generator=g) for i in range(n)}, "epoch": n, "name": "x"}
 
 
+def _base(where: str, request: pytest.FixtureRequest) -> str:
+    if where == "memory":
+        return str(request.getfixturevalue("mem_dir"))
+    if where == "file":
+        return f"file://{request.getfixturevalue('tmp_path')}"
+    return "s3://" + request.getfixturevalue("s3_bucket")
+
+
 @pytest.fixture
 def mem_dir() -> str:
     import secrets
@@ -34,11 +42,11 @@ def mem_dir() -> str:
     return f"memory://sealedckpt-test-{secrets.token_hex(6)}"
 
 
-@pytest.mark.parametrize("where", ["memory", "s3"])
+@pytest.mark.parametrize("where", ["memory", "s3", "file"])
 def test_save_load_open_inspect_verify(
     where: str, request: pytest.FixtureRequest, key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey
 ) -> None:
-    base = request.getfixturevalue("mem_dir") if where == "memory" else "s3://" + request.getfixturevalue("s3_bucket")
+    base = _base(where, request)
     url = f"{base}/run/ck.sealed"
     obj = _ckpt()
     sealedckpt.save(obj, url, key=key, sign_with=signer, metadata={"model": "m"})
@@ -81,9 +89,9 @@ def test_tampered_remote_object_is_integrity_error(mem_dir: str, key: sealedckpt
 # -- the manager ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["memory", "s3"])
+@pytest.mark.parametrize("where", ["memory", "s3", "file"])
 def test_manager_on_object_storage(where: str, request: pytest.FixtureRequest, key: sealedckpt.SymmetricKey) -> None:
-    base = request.getfixturevalue("mem_dir") if where == "memory" else "s3://" + request.getfixturevalue("s3_bucket")
+    base = _base(where, request)
     run = f"{base}/run1"
     m = sealedckpt.CheckpointManager(run, key=key, keep_last=2, keep_every=100, metadata={"job": "j"})
     assert m.latest() is None and m.steps() == []

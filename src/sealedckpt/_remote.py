@@ -250,6 +250,8 @@ def atomic_write(url: str, storage_options: dict[str, Any] | None = None) -> Ite
     if _is_local(fs):
         from ._fs import atomic_write as local_write
 
+        with storage_errors(url):  # a URL names an object: its "directories" need not exist
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with storage_errors(url), local_write(path) as f:
             yield f
         return
