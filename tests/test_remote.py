@@ -298,7 +298,7 @@ def test_sealed_directory_on_s3(
     url = f"s3://{s3_bucket}/models/tiny"
     entries = sealedckpt.seal_dir(src, url, key=key, sign_with=signer, metadata={"model": "tiny"})
     assert len(entries) == 2
-    assert _remote.find(url) == ["config.json.sealed", "model.safetensors.sealed",
+    assert list(_remote.find(url)) == ["config.json.sealed", "model.safetensors.sealed",
                                  "sealedckpt-manifest.json", "sealedckpt-manifest.sig"]  # fmt: skip
     res = sealedckpt.verify_dir(url, trusted_signers=[signer.public])
     assert res.signers[0].trusted and res.metadata["model"] == "tiny"
@@ -314,6 +314,11 @@ def test_sealed_directory_on_s3(
     # an extra object under the directory is caught, as on disk
     s3fs_client().pipe_file(f"{s3_bucket}/models/tiny/extra.bin", b"x")
     with pytest.raises(sealedckpt.SealedCkptError, match=r"extra\.bin"):
+        sealedckpt.verify_dir(url, trusted_signers=[signer.public])
+    s3fs_client().rm_file(f"{s3_bucket}/models/tiny/extra.bin")
+    # a listed object grown beyond what its entry allows is refused before it is downloaded
+    s3fs_client().pipe_file(f"{s3_bucket}/models/tiny/config.json.sealed", b"\0" * (17 << 20))
+    with pytest.raises(sealedckpt.FormatError, match="more than its manifest entry allows"):
         sealedckpt.verify_dir(url, trusted_signers=[signer.public])
     with pytest.raises(sealedckpt.InvalidArgumentError, match="already holds objects"):
         sealedckpt.seal_dir(src, url, key=key)
@@ -384,3 +389,11 @@ def test_kill_during_s3_saves_leaves_only_complete_steps(s3_bucket: str, key: se
         for s in steps:
             assert m.load(s)["step"] == s, (trial, s)
         s3fs_client().rm(f"{s3_bucket}/killed", recursive=True)
+
+
+def test_remote_directory_errors_name_the_url(s3_bucket: str, key: sealedckpt.SymmetricKey) -> None:
+    url = f"s3://{s3_bucket}/models/empty"
+    s3fs_client().pipe_file(f"{s3_bucket}/models/empty/x.bin", b"x")
+    with pytest.raises(sealedckpt.FormatError) as ei:
+        sealedckpt.verify_dir(url)
+    assert url in str(ei.value) and "/tmp" not in str(ei.value), str(ei.value)

@@ -250,9 +250,9 @@ def atomic_write(url: str, storage_options: dict[str, Any] | None = None) -> Ite
     if _is_local(fs):
         from ._fs import atomic_write as local_write
 
-        with storage_errors(url):  # a URL names an object: its "directories" need not exist
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with storage_errors(url), local_write(path) as f:
+        # a URL names an object: its "directories" need not exist; errors stay OSErrors, as for a path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with local_write(path) as f:
             yield f
         return
     if _is_s3(fs):
@@ -380,13 +380,16 @@ def listdir(url: str, storage_options: dict[str, Any] | None = None) -> list[str
     return sorted({e.rstrip("/").rpartition("/")[2] for e in entries if e.rstrip("/") != base})
 
 
-def find(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Every object under ``url`` (any depth), as ``/``-separated paths relative to it, sorted."""
+def find(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """Every object under ``url`` (any depth): ``/``-separated path relative to it -> size, sorted."""
     fs, path = filesystem(url, storage_options)
     base = path.rstrip("/") + "/"
     with storage_errors(url):
-        found = fs.find(base) if not _is_s3(fs) else (fs.invalidate_cache(path), fs.find(base))[1]
-    return sorted(p[len(base) :] for p in found if p.startswith(base) and not p.endswith("/"))
+        if _is_s3(fs):
+            fs.invalidate_cache(path)
+        found = fs.find(base, detail=True)
+    return {p[len(base) :]: int(info.get("size") or 0)
+            for p, info in sorted(found.items()) if p.startswith(base) and not p.endswith("/")}  # fmt: skip
 
 
 def delete(url: str, storage_options: dict[str, Any] | None = None) -> None:

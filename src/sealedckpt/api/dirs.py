@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _remote
 from ..crypto import SigningKey
-from ..errors import SignatureError
+from ..errors import SealedCkptError, SignatureError
 from ..release import directory as distdir
 from ..release.directory import DirEntry, DirVerifyResult
 from ..release.policy import DirReleaseCheck
@@ -35,7 +35,12 @@ def _local(d: StrPath) -> Iterator[StrPath]:
     """``d`` itself, or a local copy of the sealed directory at the URL ``d``."""
     if _remote.is_url(d):
         with _staging.fetched(str(d)) as local:
-            yield local
+            try:
+                yield local
+            except SealedCkptError as exc:  # name the URL, not the private copy
+                if exc.args and isinstance(exc.args[0], str):
+                    exc.args = (exc.args[0].replace(str(local), _remote.redact(str(d)).rstrip("/")), *exc.args[1:])
+                raise
     else:
         yield d
 
