@@ -67,8 +67,10 @@ def _worker(rank: int, world: int, port: int, mb: int, rounds: int, tmp: str, ou
             else:
                 w = SealedStorageWriter(d, key=KEY, sign_with=SIGNER)
                 rd = SealedStorageReader(d, key=KEY, trusted_signers=[SIGNER.public])
-            times[f"{kind}_save"].append(_timed(lambda: dcp.save(state, storage_writer=w)))
-            times[f"{kind}_load"].append(_timed(lambda: dcp.load(target, storage_reader=rd)))
+            times[f"{kind}_save"].append(_timed(lambda w=w: dcp.save(state, storage_writer=w)))
+            for t in target.values():
+                t.zero_()  # so that the check below sees what this load wrote
+            times[f"{kind}_load"].append(_timed(lambda rd=rd: dcp.load(target, storage_reader=rd)))
             assert all(torch.equal(target[k], state[k]) for k in state)
     if rank == 0:
         med = {k: statistics.median(v) for k, v in times.items()}

@@ -118,7 +118,9 @@ def _scenarios(rank: int, root: Path) -> dict[str, Any]:  # long: one spawn runs
     res["resumed_equal"] = all(torch.equal(a[k], b[k]) for k in a)
     # an unsharded model saved by both ranks (DCP writes each replicated tensor once)
     plain = make_model(3)
-    dcp.save({"model": plain.state_dict()}, storage_writer=SealedStorageWriter(root / "plain", key=KEY, sign_with=SIGNER))
+    dcp.save(
+        {"model": plain.state_dict()}, storage_writer=SealedStorageWriter(root / "plain", key=KEY, sign_with=SIGNER)
+    )
     # async save with the sealed writer
     fut = dcp.async_save({"model": msd}, storage_writer=SealedStorageWriter(root / "async", key=KEY, sign_with=SIGNER))
     fut.result()

@@ -16,8 +16,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
 import sealedckpt
-from sealedckpt.dcp import SealedStorageReader, SealedStorageWriter
-from sealedckpt.dcp import _schema
+from sealedckpt.dcp import SealedStorageReader, SealedStorageWriter, _schema
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -91,7 +90,10 @@ def test_nothing_read_is_unpickled(tmp_path: Path, key: Any, monkeypatch: pytest
     monkeypatch.undo()
     for p in (tmp_path / "c").iterdir():  # every file is a sealed file, none a pickle (opcode PROTO 0x80)
         head = p.read_bytes()[:8]
-        assert not head.startswith(b"\x80") and sealedckpt.container.sniff.classify(p.read_bytes()[:512], p.read_bytes()[-512:]) == "sealed", p
+        assert (
+            not head.startswith(b"\x80")
+            and sealedckpt.container.sniff.classify(p.read_bytes()[:512], p.read_bytes()[-512:]) == "sealed"
+        ), p
 
 
 def _expect(exc_type: type[BaseException], d: Path, key: Any, **kw: Any) -> str:

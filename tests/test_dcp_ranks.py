@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dcp_workers as w
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -17,8 +18,6 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 import sealedckpt
 from sealedckpt.dcp import SealedStorageReader
-
-import dcp_workers as w
 
 TIMEOUT = 240
 

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from ..api._keys import LoadKey, SaveKey, Trusted
 from ..crypto import SigningKey
@@ -96,7 +97,7 @@ def save(
     """``torch.distributed.checkpoint.save`` into a sealed checkpoint directory ``path``."""
     writer = SealedStorageWriter(path, key=key, sign_with=sign_with, thread_count=thread_count, keystore=keystore)
     with _translated():
-        return dcp.save(state_dict, storage_writer=writer, planner=planner, process_group=process_group)
+        return dcp_save(state_dict, storage_writer=writer, planner=planner, process_group=process_group)
 
 
 def load(
@@ -113,4 +114,4 @@ def load(
     reader = SealedStorageReader(path, key=key, trusted_signers=trusted_signers, keystore=keystore)
     _check_metadata_everywhere(reader, process_group)
     with _translated():
-        dcp.load(state_dict, storage_reader=reader, planner=planner, process_group=process_group)
+        dcp_load(state_dict, storage_reader=reader, planner=planner, process_group=process_group)

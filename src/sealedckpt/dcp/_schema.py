@@ -92,10 +92,14 @@ def _fields(obj: object, want: set[str], what: str) -> dict[str, Any]:
 
 
 def _ints(x: object, what: str, n: int | None = None) -> list[int]:
-    ok = isinstance(x, list) and len(x) <= _MAX_DIMS and all(type(v) is int and 0 <= v < 1 << 62 for v in x)
-    if not ok or (n is not None and len(x) != n):  # type: ignore[arg-type]
+    if not isinstance(x, list) or len(x) > _MAX_DIMS or (n is not None and len(x) != n):
         raise FormatError(f"checkpoint metadata: malformed {what}")
-    return list(x)  # type: ignore[arg-type]
+    out: list[int] = []
+    for v in x:
+        if type(v) is not int or not 0 <= v < 1 << 62:
+            raise FormatError(f"checkpoint metadata: malformed {what}")
+        out.append(v)
+    return out
 
 
 def _str_or_none(x: object, what: str) -> str | None:
@@ -122,8 +126,9 @@ def _tensor_md(node: dict[str, Any], fqn: str) -> TensorStorageMetadata:
         if any(o + s > t for o, s, t in zip(off, sizes, size, strict=True)):
             raise FormatError(f"checkpoint metadata: a chunk of {fqn!r} lies outside the tensor")
         chunks.append(ChunkStorageMetadata(offsets=torch.Size(off), sizes=torch.Size(sizes)))
-    props = TensorProperties(dtype=_dtype(node["dtype"]), requires_grad=node["requires_grad"],
-                             memory_format=_MEMORY_FORMATS[node["memory_format"]], pin_memory=node["pin_memory"])  # fmt: skip
+    fmt = _MEMORY_FORMATS[node["memory_format"]]
+    props = TensorProperties(dtype=_dtype(node["dtype"]), requires_grad=node["requires_grad"], memory_format=fmt,
+                             pin_memory=node["pin_memory"])  # fmt: skip
     return TensorStorageMetadata(properties=props, size=torch.Size(size), chunks=chunks)
 
 
@@ -137,7 +142,9 @@ def _storage(rows: object, sd: dict[str, Any], files: set[str]) -> dict[Metadata
         if not ok:
             raise FormatError("checkpoint metadata: a malformed or dangling storage entry")
         offset = None if row[1] is None else _ints(row[1], f"offset of {row[0]!r}")
-        if (row[4] == "tensor") != isinstance(sd[row[0]], TensorStorageMetadata) or (offset is None) != (row[4] == "object"):
+        if (row[4] == "tensor") != isinstance(sd[row[0]], TensorStorageMetadata) or (offset is None) != (
+            row[4] == "object"
+        ):
             raise FormatError(f"checkpoint metadata: the storage entry of {row[0]!r} does not match its kind")
         idx = MetadataIndex(row[0], offset)
         if idx in out:
@@ -148,8 +155,8 @@ def _storage(rows: object, sd: dict[str, Any], files: set[str]) -> dict[Metadata
 
 def from_json(text: str, files: set[str]) -> tuple[Metadata, dict[MetadataIndex, Location]]:
     """Parse the document :func:`to_json` writes; every storage entry must name one of ``files``."""
-    doc = _fields(strict_loads(text, "checkpoint metadata"), {"format", "version", "state_dict", "storage", "storage_meta"},
-                  "document")  # fmt: skip
+    want = {"format", "version", "state_dict", "storage", "storage_meta"}
+    doc = _fields(strict_loads(text, "checkpoint metadata"), want, "document")
     if doc["format"] != FORMAT:
         raise FormatError(f"checkpoint metadata format {doc['format']!r} is not {FORMAT!r}")
     if not isinstance(doc["state_dict"], dict):
@@ -174,5 +181,3 @@ def from_json(text: str, files: set[str]) -> tuple[Metadata, dict[MetadataIndex,
                          save_id=_str_or_none(m["save_id"], "save_id"), modules=mods)  # fmt: skip
     md = Metadata(state_dict_metadata=sd, storage_meta=sm, version=_str_or_none(doc["version"], "version"))
     return md, storage
-
-

@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 from .. import container
 from ..api import _keys
 from ..api._keys import Trusted

@@ -15,14 +15,13 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
-from torch.futures import Future
-
 from typing import Any
 
 import torch
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, StorageMeta
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
+from torch.futures import Future
 
 from .. import container
 from .._pool import run_all
@@ -137,8 +136,10 @@ class SealedStorageWriter(StorageWriter):
                                      want_root=True, workers=workers)  # fmt: skip
         assert summary.root is not None
         facts = DataFile(name, summary.bytes_written, summary.commitment.hex(), summary.root.hex())
-        return [WriteResult(index=item.index, size_in_bytes=sizes[j], storage_data=_Written(Location(name, str(j), kinds[j]), facts))
-                for j, item in enumerate(items)]  # fmt: skip
+        return [
+            WriteResult(item.index, sizes[j], _Written(Location(name, str(j), kinds[j]), facts))
+            for j, item in enumerate(items)
+        ]  # fmt: skip
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         storage: dict[MetadataIndex, Location] = {}
@@ -188,6 +189,7 @@ def _resolve(item: WriteItem, planner: SavePlanner) -> tuple[Any, str, int]:
 
 def _split(items: list[WriteItem], n: int) -> list[list[WriteItem]]:
     """``items`` into at most ``n`` buckets of similar byte size (largest first); at least one."""
+
     def size(it: WriteItem) -> int:
         td = it.tensor_data
         if td is None:
@@ -201,5 +203,3 @@ def _split(items: list[WriteItem], n: int) -> list[list[WriteItem]]:
         buckets[k].append(it)
         loads[k] += size(it)
     return buckets
-
-
