@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import pickle
 import shutil
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,36 @@ from sealedckpt.dcp import SealedStorageReader, SealedStorageWriter
 KEY = sealedckpt.SymmetricKey(b"\x11" * 32)
 OTHER_KEY = sealedckpt.SymmetricKey(b"\x22" * 32)
 SIGNER = sealedckpt.SigningKey(b"\x33" * 32)
+
+
+class NoPickleReader(SealedStorageReader):
+    """The sealed reader with pickle and torch.load raising while it reads storage (DCP's own
+    in-memory plan exchange between ranks, which pickles, runs outside these calls)."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        with _no_unpickling():
+            return super().read_metadata(*args, **kwargs)
+
+    def read_data(self, plan: Any, planner: Any) -> Any:
+        with _no_unpickling():
+            return super().read_data(plan, planner)
+
+
+@contextlib.contextmanager
+def _no_unpickling() -> Iterator[None]:
+    def refuse(*a: object, **k: object) -> Any:
+        raise AssertionError("unpickling while reading storage")
+
+    saved = [(m, n, getattr(m, n)) for m in (pickle, torch, torch.serialization) for n in ("load", "loads")
+             if hasattr(m, n)]  # fmt: skip
+    saved.append((pickle, "Unpickler", pickle.Unpickler))
+    try:
+        for m, n, _ in saved:
+            setattr(m, n, refuse)
+        yield
+    finally:
+        for m, n, f in saved:
+            setattr(m, n, f)
 
 
 def make_model(seed: int = 0) -> nn.Module:
@@ -110,7 +143,7 @@ def _scenarios(rank: int, root: Path) -> dict[str, Any]:  # long: one spawn runs
     train_step(model2, opt2, 5)  # different state, fully overwritten by the load
     msd2, osd2 = get_state_dict(model2, opt2)
     state2 = {"model": msd2, "optim": osd2, "extra": {"epoch": 0, "tag": "", "sizes": ()}}
-    dcp.load(state2, storage_reader=SealedStorageReader(root / "sharded", key=KEY, trusted_signers=[SIGNER.public]))
+    dcp.load(state2, storage_reader=NoPickleReader(root / "sharded", key=KEY, trusted_signers=[SIGNER.public]))
     set_state_dict(model2, opt2, model_state_dict=state2["model"], optim_state_dict=state2["optim"])
     res["extra"] = [state2["extra"]["epoch"], state2["extra"]["tag"], list(state2["extra"]["sizes"])]
     train_step(model2, opt2, 1)

@@ -100,6 +100,10 @@ def test_unsharded_model_saved_by_two_loads_on_one(two_ranks: tuple[Path, list[d
 
 def test_verify_accepts_the_multi_rank_directory(two_ranks: tuple[Path, list[dict[str, Any]]]) -> None:
     root, _ = two_ranks
+    for d in ("sharded", "plain", "async"):  # every file any rank wrote is sealed, none a pickle
+        for p in (root / d).iterdir():
+            raw = p.read_bytes()
+            assert sealedckpt.container.sniff.classify(raw[:512], raw[-512:]) == "sealed", p
     res = sealedckpt.dcp.verify(root / "sharded", trusted_signers=[w.SIGNER.public])
     assert [f.name for f in res.files] == ["__0_0.sealed", "__1_0.sealed"]
     with pytest.raises(sealedckpt.IntegrityError):

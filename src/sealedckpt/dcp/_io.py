@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -74,12 +75,15 @@ def remove(directory: Path, name: str) -> None:
         os.unlink(directory / name)
 
 
+def opened_size(f: BinaryIO) -> int:
+    """The size of a file :func:`open_read` returned (of the open descriptor, not the name)."""
+    return os.fstat(f.fileno()).st_size
+
+
 def size_of(directory: Path, name: str) -> int | None:
     """The size of the regular file ``directory/name``; None when it is missing or not regular."""
     try:
         st = os.lstat(directory / name)
     except FileNotFoundError:
         return None
-    import stat
-
     return st.st_size if stat.S_ISREG(st.st_mode) else None

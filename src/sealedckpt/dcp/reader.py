@@ -145,7 +145,7 @@ class SealedStorageReader(StorageReader):
         facts = self._files.get(name)
         if facts is None:
             raise FormatError(f"{name}: not a data file of this checkpoint")
-        if os.fstat(f.fileno()).st_size != facts.size:
+        if _io.opened_size(f) != facts.size:
             raise IntegrityError(f"{self.path / name}: size differs from the checkpoint metadata's (changed since)")
         reader = container.open_sealed(f, self._keys, trusted_signers=self._trusted)
         facts.check_commitment(reader.content.commitment)
