@@ -20,6 +20,7 @@ import sealedckpt
 from sealedckpt.dcp import SealedStorageReader
 
 TIMEOUT = 240
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
 
 def _free_port() -> int:
