@@ -211,3 +211,14 @@ def test_cli_verify_fails_on_tampered_dir(tmp_path: Path, key: Any, signer: Any)
                          timeout=120)  # fmt: skip
     assert out.returncode == 4, out.stderr
     assert out.stderr.startswith("sealedckpt: error:") and "Traceback" not in out.stderr
+
+
+def test_unsupported_type_error_survives_reconstruction() -> None:
+    """DCP pickles a rank's exception to the others (in memory): the class must rebuild from its
+    reduce tuple (copy uses the same protocol)."""
+    import copy
+
+    err = sealedckpt.UnsupportedTypeError("a.b", "a lambda", hint="drop it")
+    again = copy.copy(err)
+    assert type(again) is sealedckpt.UnsupportedTypeError
+    assert (again.path, str(again), again.hint) == ("a.b", str(err), "drop it")
