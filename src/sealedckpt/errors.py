@@ -65,8 +65,12 @@ class UnsupportedTypeError(SealedCkptError, TypeError):
 
     def __init__(self, path: str, message: str, *, hint: str | None = None) -> None:
         self.path = path
+        self._message = message
         where = path if path else "<root>"
         super().__init__(f"cannot store {where}: {message}", hint=hint)
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickled between DCP's ranks (in memory)
+        return (type(self), (self.path, self._message), self.__dict__)
 
 
 class ArgumentTypeError(SealedCkptError, TypeError):

@@ -11,6 +11,7 @@ import os
 
 from .. import _remote, api
 from ..errors import CliError, SealedCkptError
+from . import dcp as dcp_cli
 from .output import (
     EXIT_ERROR,
     EXIT_OK,
@@ -107,6 +108,8 @@ def rewrap_targets(items: list[str], recursive: bool) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.file) and dcp_cli.is_dcp_dir(args.file):
+        return dcp_cli.cmd_inspect(args)
     info = api.inspect(args.file)
     n_chunks = max(1, -(-info.payload_len // info.chunk_size))
     if args.json:
@@ -129,6 +132,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.file) and dcp_cli.is_dcp_dir(args.file):
+        return dcp_cli.cmd_verify(args)
     s = Session.of(args)
     with s.recording("verify", args.file, success=False):
         trusted = s.trusted(args.trust)
