@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from .. import _remote
 from .._fs import atomic_write
-from ..errors import FormatError, InvalidArgumentError, StorageNotFoundError
+from ..errors import ArgumentTypeError, FormatError, InvalidArgumentError, StorageNotFoundError
 from ..release._safeio import open_regular
 
 METADATA_NAME = ".metadata"
@@ -60,9 +60,9 @@ class CheckpointDir:
 
 def checkpoint_dir(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> CheckpointDir:
     """``path`` (a local path or a ``scheme://`` URL) as a checkpoint directory."""
-    text = os.fspath(path)
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
     if not isinstance(text, str) or not text:
-        raise InvalidArgumentError(f"a checkpoint directory is a non-empty path or URL, not {path!r}")
+        raise ArgumentTypeError(f"a checkpoint directory is a non-empty path or URL, not {path!r}")
     if _remote.is_url(text):
         return CheckpointDir(text, storage_options)
     return CheckpointDir(text)
@@ -116,7 +116,11 @@ def list_sizes(directory: CheckpointDir) -> dict[str, int | None]:
     try:
         with os.scandir(directory.where) as it:
             for entry in it:
-                st = entry.stat(follow_symlinks=False)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:  # gone since it was listed, or not statable: not a usable file
+                    out[entry.name] = None
+                    continue
                 out[entry.name] = st.st_size if stat.S_ISREG(st.st_mode) else None
     except FileNotFoundError:
         raise FormatError(f"{directory}: no such checkpoint directory") from None
