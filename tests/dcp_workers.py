@@ -179,6 +179,23 @@ def _scenarios(rank: int, root: Path) -> dict[str, Any]:  # long: one spawn runs
     return res
 
 
+def _s3_scenario(url: str, storage_options: dict[str, Any]) -> dict[str, Any]:
+    """Both ranks save a sharded model and optimizer to ``url`` (an S3 prefix), then load it back."""
+    model, opt = sharded_model_and_opt(0)
+    train_step(model, opt, 0)
+    msd, osd = get_state_dict(model, opt)
+    state = {"model": msd, "optim": osd, "extra": {"epoch": 7, "tag": "s3", "sizes": (3,)}}
+    sealedckpt.dcp.save(state, url, key=KEY, sign_with=SIGNER, storage_options=storage_options)
+    model2, opt2 = sharded_model_and_opt(1)
+    train_step(model2, opt2, 5)
+    msd2, osd2 = get_state_dict(model2, opt2)
+    state2 = {"model": msd2, "optim": osd2, "extra": {"epoch": 0, "tag": "", "sizes": ()}}
+    sealedckpt.dcp.load(state2, url, key=KEY, trusted_signers=[SIGNER.public], storage_options=storage_options)
+    set_state_dict(model2, opt2, model_state_dict=state2["model"], optim_state_dict=state2["optim"])
+    a, b = full(model.state_dict()), full(model2.state_dict())
+    return {"s3_equal": all(torch.equal(a[k], b[k]) for k in a), "s3_extra": state2["extra"]["tag"]}
+
+
 def _flip(path: Path) -> None:
     """Flip one byte in the middle of the file's chunk area."""
     raw = bytearray(path.read_bytes())
@@ -186,13 +203,15 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-def run(rank: int, world: int, root: str, port: int) -> None:
+def run(rank: int, world: int, root: str, port: int, s3: tuple[str, dict[str, Any]] | None = None) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     out = Path(root) / f"result.{rank}.json"
     try:
         res = _scenarios(rank, Path(root))
+        if s3 is not None:
+            res.update(_s3_scenario(*s3))
     except BaseException:
         res = {"error": traceback.format_exc()}
     finally:

@@ -159,11 +159,6 @@ def test_unstorable_value_is_refused_at_save(tmp_path: Path, key: Any) -> None:
     assert not (tmp_path / "c" / ".metadata").exists()
 
 
-def test_remote_paths_are_refused_for_now(key: Any) -> None:
-    with pytest.raises(sealedckpt.InvalidArgumentError, match="remote"):
-        SealedStorageWriter("s3://bucket/ckpt", key=key)
-
-
 def test_metadata_schema_is_strict(tmp_path: Path, key: Any) -> None:
     dcp.save(_state(1), storage_writer=SealedStorageWriter(tmp_path / "c", key=key))
     md = SealedStorageReader(tmp_path / "c", key=key).read_metadata()

@@ -1,4 +1,4 @@
-"""``sealedckpt inspect|verify DIR`` for a sealed DCP checkpoint directory (no key, no torch)."""
+"""``sealedckpt inspect|verify DIR`` for a sealed DCP checkpoint directory or URL (no key, no torch)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from .parse import Session
 
 
 def is_dcp_dir(path: str) -> bool:
+    """A local directory, or a URL prefix (one existence check for ``URL/.metadata``), holding a
+    sealed DCP checkpoint."""
     return dcp.is_dcp_dir(path)
 
 

@@ -108,7 +108,7 @@ def rewrap_targets(items: list[str], recursive: bool) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    if os.path.isdir(args.file) and dcp_cli.is_dcp_dir(args.file):
+    if dcp_cli.is_dcp_dir(args.file):
         return dcp_cli.cmd_inspect(args)
     info = api.inspect(args.file)
     n_chunks = max(1, -(-info.payload_len // info.chunk_size))
@@ -132,7 +132,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if os.path.isdir(args.file) and dcp_cli.is_dcp_dir(args.file):
+    if dcp_cli.is_dcp_dir(args.file):
         return dcp_cli.cmd_verify(args)
     s = Session.of(args)
     with s.recording("verify", args.file, success=False):

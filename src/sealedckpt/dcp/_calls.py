@@ -93,9 +93,12 @@ def save(
     keystore: Keystore | None = None,
     process_group: Any = None,
     planner: Any = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Any:
-    """``torch.distributed.checkpoint.save`` into a sealed checkpoint directory ``path``."""
-    writer = SealedStorageWriter(path, key=key, sign_with=sign_with, thread_count=thread_count, keystore=keystore)
+    """``torch.distributed.checkpoint.save`` into a sealed checkpoint directory ``path`` (a local
+    path or a ``scheme://`` URL; ``storage_options`` for its fsspec file system)."""
+    writer = SealedStorageWriter(path, key=key, sign_with=sign_with, thread_count=thread_count, keystore=keystore,
+                                 storage_options=storage_options)  # fmt: skip
     with _translated():
         return dcp_save(state_dict, storage_writer=writer, planner=planner, process_group=process_group)
 
@@ -109,9 +112,11 @@ def load(
     keystore: Keystore | None = None,
     process_group: Any = None,
     planner: Any = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
-    """``torch.distributed.checkpoint.load`` from a sealed checkpoint directory, in place."""
-    reader = SealedStorageReader(path, key=key, trusted_signers=trusted_signers, keystore=keystore)
+    """``torch.distributed.checkpoint.load`` from a sealed checkpoint directory (or URL), in place."""
+    reader = SealedStorageReader(path, key=key, trusted_signers=trusted_signers, keystore=keystore,
+                                 storage_options=storage_options)  # fmt: skip
     _check_metadata_everywhere(reader, process_group)
     with _translated():
         dcp_load(state_dict, storage_reader=reader, planner=planner, process_group=process_group)

@@ -1,8 +1,12 @@
 """The checkpoint directory's file access, in one place: read, replace atomically, list, remove.
 
-Local paths only for now; an ``s3://`` (fsspec) location is refused here with a clear error, so
-that object storage can later be wired into these few functions and nothing else. Reads never
-follow a link and accept only regular files of a bounded size (torch is not imported).
+A checkpoint directory is a local path or a ``scheme://`` URL (``s3://bucket/prefix``,
+``memory://...``; fsspec, through :mod:`sealedckpt._remote`, imported only for a URL). Locally,
+reads never follow a link and accept only regular files; a file is replaced by temp file, fsync
+and rename. At a URL every file is one object, written whole or not at all (``_remote``'s atomic
+write: one PUT or a completed multipart upload), read lazily by ranged reads; a "directory" is a
+key prefix, so creating one does nothing. Storage failures are :class:`~sealedckpt.StorageError`
+(a missing object :class:`~sealedckpt.StorageNotFoundError`). torch is not imported.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from .. import _remote
 from .._fs import atomic_write
-from ..errors import FormatError, InvalidArgumentError
+from ..errors import ArgumentTypeError, FormatError, InvalidArgumentError, StorageNotFoundError
 from ..release._safeio import open_regular
 
 METADATA_NAME = ".metadata"
@@ -26,64 +32,126 @@ DATA_NAME = re.compile(r"__(0|[1-9][0-9]{0,8})_(0|[1-9][0-9]{0,8})\.sealed")
 MAX_METADATA_FILE = 1 << 30  # a sealed metadata file beyond this is refused before reading
 
 
-def local_dir(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a local directory path; a URL (``s3://``...) is not supported yet."""
-    text = os.fspath(path)
-    if "://" in text:
-        raise InvalidArgumentError(
-            f"{text}: remote DCP checkpoints are not supported yet",
-            hint="save to a local directory (object storage is planned through the same file layer)",
-        )
-    return Path(text)
+@dataclass(frozen=True)
+class CheckpointDir:
+    """A checkpoint directory: a local path, or a URL with its fsspec ``storage_options``
+    (credentials, endpoint: never shown; ``str`` gives the URL without user info)."""
+
+    where: str
+    storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def remote(self) -> bool:
+        return _remote.is_url(self.where)
+
+    def __str__(self) -> str:
+        return _remote.redact(self.where) if self.remote else self.where
+
+    def show(self, name: str) -> str:
+        """``name`` inside this directory, for messages."""
+        return _remote.join(str(self), name) if self.remote else os.path.join(self.where, name)
+
+    def _url(self, name: str) -> str:
+        return _remote.join(self.where, name)
+
+    def _path(self, name: str) -> Path:
+        return Path(self.where) / name
+
+
+def checkpoint_dir(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> CheckpointDir:
+    """``path`` (a local path or a ``scheme://`` URL) as a checkpoint directory."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(text, str) or not text:
+        raise ArgumentTypeError(f"a checkpoint directory is a non-empty path or URL, not {path!r}")
+    if _remote.is_url(text):
+        return CheckpointDir(text, storage_options)
+    return CheckpointDir(text)
 
 
 def is_data_name(name: str) -> bool:
     return DATA_NAME.fullmatch(name) is not None
 
 
-def open_read(directory: Path, name: str, max_size: int | None = None) -> BinaryIO:
-    """``directory/name`` opened for reading: a regular file, never a link (FormatError if not)."""
-    return open_regular(directory / name, max_size)
+def open_read(directory: CheckpointDir, name: str, max_size: int | None = None, *, whole: bool = False) -> BinaryIO:
+    """``name`` opened for reading (FormatError beyond ``max_size`` bytes). Locally a regular
+    file, never a link; at a URL a reader whose reads are ranged GETs (``whole``: large ones)."""
+    if not directory.remote:
+        return open_regular(directory._path(name), max_size)
+    f = _remote.open_read(directory._url(name), directory.storage_options, whole=whole)
+    if max_size is not None and f.size > max_size:
+        f.close()
+        raise FormatError(f"{directory.show(name)}: too large ({f.size} bytes, at most {max_size})")
+    return f  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
-def write_atomic(directory: Path, name: str) -> Iterator[BinaryIO]:
-    """A file that replaces ``directory/name`` durably only once the block ends without error."""
-    with atomic_write(directory / name, mode=0o600) as out:
+def write_atomic(directory: CheckpointDir, name: str) -> Iterator[BinaryIO]:
+    """A file that replaces ``name`` durably (locally) or as one whole object (at a URL) only
+    once the block ends without error."""
+    if directory.remote:
+        with _remote.atomic_write(directory._url(name), directory.storage_options) as out:
+            yield out
+        return
+    with atomic_write(directory._path(name), mode=0o600) as out:
         yield out
 
 
-def make_dir(directory: Path) -> None:
+def make_dir(directory: CheckpointDir) -> None:
+    """Create the directory (locally; an object store has no directories to create)."""
+    if directory.remote:
+        return
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        Path(directory.where).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidArgumentError(f"{directory}: cannot create the checkpoint directory ({exc.strerror})") from None
 
 
-def list_names(directory: Path) -> list[str]:
-    """The names in ``directory`` (sorted); a missing directory is a FormatError."""
+def list_sizes(directory: CheckpointDir) -> dict[str, int | None]:
+    """The names directly in the directory with their sizes (None: not a regular file). A missing
+    local directory is a FormatError; at a URL one with no objects is empty."""
+    if directory.remote:
+        found = _remote.find(directory.where, directory.storage_options)
+        return {name: n for name, n in found.items() if "/" not in name}
+    out: dict[str, int | None] = {}
     try:
-        return sorted(os.listdir(directory))
+        with os.scandir(directory.where) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:  # gone since it was listed, or not statable: not a usable file
+                    out[entry.name] = None
+                    continue
+                out[entry.name] = st.st_size if stat.S_ISREG(st.st_mode) else None
     except FileNotFoundError:
         raise FormatError(f"{directory}: no such checkpoint directory") from None
     except NotADirectoryError:
         raise FormatError(f"{directory}: not a directory") from None
+    return dict(sorted(out.items()))
 
 
-def remove(directory: Path, name: str) -> None:
+def remove(directory: CheckpointDir, name: str) -> None:
+    """Remove ``name`` if it is there."""
+    if directory.remote:
+        with contextlib.suppress(StorageNotFoundError):
+            _remote.delete(directory._url(name), directory.storage_options)
+        return
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(directory / name)
+        os.unlink(directory._path(name))
 
 
 def opened_size(f: BinaryIO) -> int:
-    """The size of a file :func:`open_read` returned (of the open descriptor, not the name)."""
+    """The size of a file :func:`open_read` returned (of the open object, not of the name)."""
+    size = getattr(f, "size", None)
+    if isinstance(size, int):  # a remote reader: the size its reads are bounded by
+        return size
     return os.fstat(f.fileno()).st_size
 
 
-def size_of(directory: Path, name: str) -> int | None:
-    """The size of the regular file ``directory/name``; None when it is missing or not regular."""
+def has_metadata(directory: CheckpointDir) -> bool:
+    """Whether the directory holds a ``.metadata`` file (locally: a regular one)."""
+    if directory.remote:
+        return _remote.exists(directory._url(METADATA_NAME), directory.storage_options)
     try:
-        st = os.lstat(directory / name)
-    except FileNotFoundError:
-        return None
-    return st.st_size if stat.S_ISREG(st.st_mode) else None
+        return stat.S_ISREG(os.lstat(directory._path(METADATA_NAME)).st_mode)
+    except OSError:
+        return False

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from .._json import strict_loads
 from ..errors import FormatError, IntegrityError
 from . import _io
+from ._io import CheckpointDir
 
 MARK_KEY = "sealedckpt.dcp"
 MARK_VALUE = "1"
@@ -92,17 +92,18 @@ def decode(metadata: dict[str, str]) -> list[DataFile]:
     return files
 
 
-def check_present(directory: Path, files: list[DataFile]) -> None:
+def check_present(directory: CheckpointDir, files: list[DataFile]) -> None:
     """Every listed data file is there with its listed size, and no other data file is."""
     listed = {f.name: f for f in files}
-    for name in _io.list_names(directory):
+    present = _io.list_sizes(directory)
+    for name in present:
         if _io.is_data_name(name) and name not in listed:
-            raise IntegrityError(f"{directory / name}: a data file the checkpoint metadata does not list "
+            raise IntegrityError(f"{directory.show(name)}: a data file the checkpoint metadata does not list "
                                  "(left from another save, or planted)")  # fmt: skip
     for f in files:
-        size = _io.size_of(directory, f.name)
+        size = present.get(f.name)
         if size is None:
-            raise IntegrityError(f"{directory / f.name}: a data file the checkpoint metadata lists is missing")
+            raise IntegrityError(f"{directory.show(f.name)}: a data file the checkpoint metadata lists is missing")
         if size != f.size:
-            raise IntegrityError(f"{directory / f.name}: {size} bytes, the checkpoint metadata lists {f.size} "
+            raise IntegrityError(f"{directory.show(f.name)}: {size} bytes, the checkpoint metadata lists {f.size} "
                                  "(truncated, swapped or stale)")  # fmt: skip

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .. import container
 from ..api import _keys
 from ..api._keys import Trusted
 from ..container import PublicInfo, Signer
-from ..errors import FormatError, SealedCkptError
+from ..errors import FormatError, IntegrityError, SealedCkptError
 from . import _io, _listing
 
 
@@ -34,13 +35,16 @@ class DcpVerifyResult:
     files: list[DcpFile]
 
 
-def is_dcp_dir(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a local directory holding a sealed DCP ``.metadata`` file."""
+def is_dcp_dir(path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``path`` (a local directory or a ``scheme://`` URL prefix) holds a sealed DCP
+    ``.metadata`` file. A URL costs one existence check, plus the file's header when present."""
     try:
-        directory = _io.local_dir(path)
-        if not directory.is_dir() or _io.size_of(directory, _io.METADATA_NAME) is None:
+        directory = _io.checkpoint_dir(path, storage_options)
+        if not directory.remote and not os.path.isdir(directory.where):
             return False
-        with _io.open_read(directory, _io.METADATA_NAME) as f:
+        if not _io.has_metadata(directory):
+            return False
+        with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE) as f:
             return _listing.is_dcp(container.read_public_info(f).metadata)
     except (SealedCkptError, OSError):
         return False
@@ -55,26 +59,32 @@ def verify(
     *,
     trusted_signers: Trusted = None,
     progress: Callable[[int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> DcpVerifyResult:
-    """Check a sealed DCP checkpoint directory without a key (it must be signed)."""
-    directory = _io.local_dir(path)
+    """Check a sealed DCP checkpoint directory (a local path or a ``scheme://`` URL) without a
+    key (it must be signed)."""
+    directory = _io.checkpoint_dir(path, storage_options)
     trusted = _keys.trusted(trusted_signers)
-    with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE) as f:
+    with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE, whole=True) as f:
         res = container.verify_file(f, trusted, progress)
     files = _listing.decode(res.metadata)
     _listing.check_present(directory, files)
     out = []
     for facts in files:
-        with _io.open_read(directory, facts.name) as f:
+        with _io.open_read(directory, facts.name, whole=True) as f:
+            if _io.opened_size(f) != facts.size:
+                raise IntegrityError(f"{directory.show(facts.name)}: size differs from the checkpoint metadata's")
             root, _ = container.compute_root(f, progress)
         facts.check_root(root)
         out.append(DcpFile(facts.name, facts.size, container.root_label(root)))
     return DcpVerifyResult(res.signers, container.root_label(res.root), _own_metadata(res.metadata), out)
 
 
-def inspect(path: str | os.PathLike[str]) -> tuple[PublicInfo, list[DcpFile]]:
+def inspect(
+    path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None
+) -> tuple[PublicInfo, list[DcpFile]]:
     """The metadata file's public header and the data files it lists (nothing is verified)."""
-    directory = _io.local_dir(path)
+    directory = _io.checkpoint_dir(path, storage_options)
     with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE) as f:
         info = container.read_public_info(f)
     if not _listing.is_dcp(info.metadata):

@@ -41,7 +41,9 @@ class SealedStorageReader(StorageReader):
 
     ``trusted_signers`` (verify keys, or ``"store"``) requires a signature by one of them on the
     metadata and on every data file; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store
-    the default, as for :func:`sealedckpt.load`.
+    the default, as for :func:`sealedckpt.load`. ``path`` may be a ``scheme://`` URL (fsspec,
+    ``storage_options`` for its file system): data files are then read by ranged GETs, only the
+    chunks that hold the items asked for (large blocks when every item of a file is).
     """
 
     def __init__(
@@ -51,9 +53,10 @@ class SealedStorageReader(StorageReader):
         key: LoadKey | Sequence[LoadKey] | None = None,
         trusted_signers: Trusted = None,
         keystore: Keystore | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.path = _io.local_dir(path)
+        self.path = _io.checkpoint_dir(path, storage_options)
         self._keys = _keys.load_keys(key, keystore)
         self._trusted = _keys.trusted(trusted_signers)
         self.load_id = uuid.uuid4().hex
@@ -68,7 +71,7 @@ class SealedStorageReader(StorageReader):
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         self._storage, self._files = {}, {}
         if checkpoint_id:
-            self.path = _io.local_dir(checkpoint_id)
+            self.path = _io.checkpoint_dir(checkpoint_id, self.path.storage_options)
         self.load_id = uuid.uuid4().hex
 
     def prime_metadata(self) -> None:
@@ -90,7 +93,7 @@ class SealedStorageReader(StorageReader):
             raise
 
     def _read_metadata(self) -> Metadata:
-        with _io.open_read(self.path, _io.METADATA_NAME, _io.MAX_METADATA_FILE) as f:
+        with _io.open_read(self.path, _io.METADATA_NAME, _io.MAX_METADATA_FILE, whole=True) as f:
             reader = container.open_sealed(f, self._keys, trusted_signers=self._trusted)
             files = _listing.decode(reader.content.metadata)
             doc = decode_payload(reader)
@@ -99,7 +102,7 @@ class SealedStorageReader(StorageReader):
             or set(doc) != {"metadata", "planner_data"}
             or not isinstance(doc["metadata"], str)
         ):
-            raise FormatError(f"{self.path / _io.METADATA_NAME}: not a sealed DCP metadata payload")
+            raise FormatError(f"{self.path.show(_io.METADATA_NAME)}: not a sealed DCP metadata payload")
         _listing.check_present(self.path, files)
         md, storage = _schema.from_json(doc["metadata"], {f.name for f in files})
         md.planner_data = doc["planner_data"]
@@ -131,8 +134,13 @@ class SealedStorageReader(StorageReader):
             if loc is None:
                 raise FormatError(f"the checkpoint metadata has no storage entry for {item.storage_index.fqn!r}")
             per_file.setdefault(loc.file, []).append((item, loc))
+        stored: dict[str, set[str]] = {}
+        for loc in self._storage.values():
+            stored.setdefault(loc.file, set()).add(loc.key)
         for name, reqs in sorted(per_file.items()):
-            with _io.open_read(self.path, name) as f, self._open(name, f) as sf:
+            # at a URL, a file read whole goes in large ranged GETs; one read in part, chunk by chunk
+            whole = {loc.key for _, loc in reqs} >= stored.get(name, set())
+            with _io.open_read(self.path, name, whole=whole) as f, self._open(name, f) as sf:
                 rest = _read_direct(reqs, sf, planner)
                 for item, loc in rest:
                     _deliver(item, loc, sf, planner, name)
@@ -146,7 +154,7 @@ class SealedStorageReader(StorageReader):
         if facts is None:
             raise FormatError(f"{name}: not a data file of this checkpoint")
         if _io.opened_size(f) != facts.size:
-            raise IntegrityError(f"{self.path / name}: size differs from the checkpoint metadata's (changed since)")
+            raise IntegrityError(f"{self.path.show(name)}: size differs from the checkpoint metadata's (changed since)")
         reader = container.open_sealed(f, self._keys, trusted_signers=self._trusted)
         facts.check_commitment(reader.content.commitment)
         if reader.trailer.root is not None:
@@ -159,7 +167,7 @@ class SealedStorageReader(StorageReader):
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        return "://" not in os.fspath(checkpoint_id)
+        return isinstance(os.fspath(checkpoint_id), str)  # a local path or a scheme:// URL (fsspec)
 
 
 def _read_direct(

@@ -56,7 +56,9 @@ class SealedStorageWriter(StorageWriter):
 
     ``dcp.save(state_dict, storage_writer=SealedStorageWriter(path, key=..., sign_with=...))``;
     ``thread_count`` files per rank are sealed in parallel. ``key=None`` uses the default key
-    (``$SEALEDCKPT_KEY`` or the keystore), as :func:`sealedckpt.save` does.
+    (``$SEALEDCKPT_KEY`` or the keystore), as :func:`sealedckpt.save` does. ``path`` may be a
+    ``scheme://`` URL (``s3://bucket/prefix``; fsspec, ``storage_options`` for its file system):
+    every file is then one object, uploaded whole or not at all, ``.metadata`` last.
     """
 
     def __init__(
@@ -67,11 +69,12 @@ class SealedStorageWriter(StorageWriter):
         sign_with: SigningKey | Sequence[SigningKey] | None = None,
         thread_count: int = 1,
         keystore: Keystore | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if type(thread_count) is not int or thread_count < 1:
             raise ArgumentTypeError(f"thread_count must be a positive int, not {thread_count!r}")
-        self.path = _io.local_dir(path)
+        self.path = _io.checkpoint_dir(path, storage_options)
         self._keys = _keys.save_keys(key, keystore)
         self._signers = _keys.signers(sign_with)
         self.thread_count = thread_count
@@ -83,7 +86,7 @@ class SealedStorageWriter(StorageWriter):
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         if checkpoint_id:
-            self.path = _io.local_dir(checkpoint_id)
+            self.path = _io.checkpoint_dir(checkpoint_id, self.path.storage_options)
         self.save_id = uuid.uuid4().hex
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -99,7 +102,7 @@ class SealedStorageWriter(StorageWriter):
         # The coordinator, before any rank writes: the old checkpoint stops being one (no
         # metadata), and data files of an earlier save are removed (they would be extra files).
         _io.remove(self.path, _io.METADATA_NAME)
-        for name in _io.list_names(self.path):
+        for name in _io.list_sizes(self.path):
             if _io.is_data_name(name):
                 _io.remove(self.path, name)
         return [dataclasses.replace(p, storage_data=_Prefix(f"__{i}_")) for i, p in enumerate(plans)]
@@ -166,7 +169,7 @@ class SealedStorageWriter(StorageWriter):
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        return "://" not in os.fspath(checkpoint_id)
+        return isinstance(os.fspath(checkpoint_id), str)  # a local path or a scheme:// URL (fsspec)
 
 
 def _resolve(item: WriteItem, planner: SavePlanner) -> tuple[Any, str, int]:
