@@ -289,7 +289,13 @@ hashable = st.recursive(
     lambda kids: st.frozensets(kids, max_size=3) | st.tuples(kids),
     max_leaves=6,
 )  # fmt: skip
-fixed_tz = st.builds(dt.timezone, st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23)))
+fixed_tz = st.builds(
+    dt.timezone,
+    st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23)).filter(
+        lambda d: dt.datetime(2000, 1, 1, tzinfo=dt.timezone(d)).isoformat()
+        == dt.datetime.fromisoformat(dt.datetime(2000, 1, 1, tzinfo=dt.timezone(d)).isoformat()).isoformat()
+    ),
+)
 values = st.recursive(
     hashable | st.datetimes(timezones=st.none() | fixed_tz) | st.times(timezones=st.none() | fixed_tz)
     | st.decimals() | st.builds(pathlib.PurePosixPath, st.text(max_size=6)) | st.floats(),
@@ -314,3 +320,13 @@ def test_crafted_structures_raise_only_sealedckpt_errors() -> None:
         for wrap in (node, {"t": "set", "v": [node]}, {"t": "namespace", "v": [["x", node]]}):
             with pytest.raises(sealedckpt.SealedCkptError):
                 load_bytes(crafted(wrap), KEY)
+
+
+def test_offset_this_python_cannot_parse_is_refused_on_save() -> None:
+    """A value that would save but never load (CPython 3.11 misparses a 1 us UTC offset)."""
+    x = dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=1)))
+    if dt.datetime.fromisoformat(x.isoformat()) == x:
+        assert load_bytes(seal_bytes({"x": x}, KEY), KEY)["x"] == x
+        return
+    with pytest.raises(sealedckpt.UnsupportedTypeError, match="does not survive ISO 8601 parsing"):
+        seal_bytes({"x": x}, KEY)

@@ -98,7 +98,13 @@ def encode_leaf(obj: Any, path: str) -> dict[str, Any] | None:
     if t is complex:
         return {"t": "complex", "v": [repr(obj.real), repr(obj.imag)]}
     if t is dt.datetime or t is dt.time:
-        node = {"t": t.__name__, "v": obj.isoformat(), **_tz(obj.tzinfo, path)}
+        iso = obj.isoformat()
+        if t.fromisoformat(iso).isoformat() != iso:  # CPython 3.11 misparses e.g. "+00:00:00.000001"
+            raise UnsupportedTypeError(
+                path, f"{t.__name__} {iso!r} does not survive ISO 8601 parsing on this Python",
+                hint="round the UTC offset to whole seconds",
+            )  # fmt: skip
+        node = {"t": t.__name__, "v": iso, **_tz(obj.tzinfo, path)}
         if obj.fold:
             node["fold"] = 1
         return node
