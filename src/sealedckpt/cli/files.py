@@ -108,7 +108,7 @@ def rewrap_targets(items: list[str], recursive: bool) -> list[str]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = api.inspect(args.file)
-    n_chunks = max(1, -(-info.payload_len // info.chunk_size))
+    n_chunks = info.chunks
     if args.json:
         print_json({"file": args.file, "version": info.version, "payload_type": info.payload_type,
                     "payload_len": info.payload_len, "file_size": info.file_size, "chunk_size": info.chunk_size,
