@@ -61,9 +61,12 @@ elif mode.endswith("fresh"):
 elif mode == "save":
     from safetensors.torch import load_file
     sd = load_file(sys.argv[5])
-    if len(sys.argv) > 6:
-        from sealedckpt.container import writer
-        writer.seal.__kwdefaults__["chunk_log2"] = int(sys.argv[6])
+    if len(sys.argv) > 6:  # seal with another chunk size (the default, whichever way the tree sets it)
+        from sealedckpt.container import format as fmt, writer
+        if hasattr(fmt, "default_chunk_log2"):
+            fmt.DEFAULT_CHUNK_LOG2 = int(sys.argv[6])
+        else:
+            writer.seal.__kwdefaults__["chunk_log2"] = int(sys.argv[6])
     sealedckpt.save(sd, path, key=key)
     print(json.dumps([]))
 elif mode == "count":

@@ -30,7 +30,7 @@ MAX_META_KEY = 256
 MAX_META_VALUE = 1 << 16
 MIN_CHUNK_LOG2 = 16
 MAX_CHUNK_LOG2 = 24
-DEFAULT_CHUNK_LOG2 = 22
+DEFAULT_CHUNK_LOG2 = 20  # 1 MiB: a lazy read decrypts at most about one chunk more than it returns
 MAX_CHUNKS = 1 << 22
 MAX_SIGNATURES = 16
 
@@ -141,6 +141,15 @@ class SignatureEntry:
 
 def max_payload_len(chunk_log2: int) -> int:
     return MAX_CHUNKS << chunk_log2
+
+
+def default_chunk_log2(payload_len: int) -> int:
+    """The default chunk size, or the smallest larger one that keeps the payload within
+    ``MAX_CHUNKS`` chunks (a head run adds at most one)."""
+    log2 = DEFAULT_CHUNK_LOG2
+    while log2 < MAX_CHUNK_LOG2 and payload_len + (1 << log2) > max_payload_len(log2):
+        log2 += 1
+    return log2
 
 
 # --- building -----------------------------------------------------------------------------

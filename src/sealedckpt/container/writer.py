@@ -42,7 +42,7 @@ def seal(
     keys: Sequence[SealKey],
     signers: Sequence[SigningKey] = (),
     metadata: dict[str, str] | None = None,
-    chunk_log2: int = fmt.DEFAULT_CHUNK_LOG2,
+    chunk_log2: int | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
     now: Callable[[], float] = time.time,
     workers: int | None = None,
@@ -53,7 +53,8 @@ def seal(
 
     The head run of chunks ends where the payload's safetensors header does (docs/FORMAT.md §7),
     read from the payload's first 8 bytes. The summary's ``root`` is set when signing, or when
-    ``want_root`` (a manifest lists it)."""
+    ``want_root`` (a manifest lists it). ``chunk_log2`` defaults to 1 MiB chunks (larger ones for a
+    payload over 4 TiB)."""
     if len({s.key_id for s in signers}) != len(signers):
         raise InvalidArgumentError("the same signing key was given twice")
     head_len, segments = _head_len(segments, payload_len)
@@ -61,7 +62,8 @@ def seal(
     salt = random_bytes(SALT_SIZE)
     fk = crypto.derive_file_keys(dek, salt)
     meta = dict(metadata or {})
-    content = fmt.Content(fmt.PAYLOAD_SAFETENSORS, chunk_log2, payload_len, salt, fk.commitment, meta, head_len)
+    log2 = fmt.default_chunk_log2(payload_len) if chunk_log2 is None else chunk_log2
+    content = fmt.Content(fmt.PAYLOAD_SAFETENSORS, log2, payload_len, salt, fk.commitment, meta, head_len)
     content_bytes = fmt.build_content(content)
     written = _write_header(out, content_bytes, make_slots(dek, salt, keys, random_bytes), fk)
     hashing = bool(signers) or want_root
