@@ -30,7 +30,7 @@ def test_chunks_tile_the_payload(payload_len: int, data: st.DataObject, log2: in
     spans = [(c.chunk_start(i), c.plain_len(i)) for i in range(c.n_chunks)]
     pos = 0
     for i, (start, n) in enumerate(spans):
-        assert start == pos and 0 < n <= cs or payload_len == 0 and n == 0
+        assert start == pos and (0 < n <= cs or (payload_len == 0 and n == 0))
         assert c.chunk_offset(i) == start + 16 * i
         pos += n
     assert pos == payload_len and c.ciphertext_len == payload_len + 16 * len(spans)

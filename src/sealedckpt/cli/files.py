@@ -111,8 +111,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     n_chunks = info.chunks
     if args.json:
         print_json({"file": args.file, "version": info.version, "payload_type": info.payload_type,
-                    "payload_len": info.payload_len, "payload_header_len": info.head_len, "file_size": info.file_size,
-                    "chunk_size": info.chunk_size, "chunks": n_chunks, "metadata": info.metadata, "key_slots": info.key_slots,
+                    "payload_len": info.payload_len, "payload_header_len": info.head_len,
+                    "file_size": info.file_size, "chunk_size": info.chunk_size, "chunks": n_chunks,
+                    "metadata": info.metadata, "key_slots": info.key_slots,
                     "signatures": info.signatures, "signatures_verified": False})  # fmt: skip
         return EXIT_OK
     lines = [f"{args.file}: sealed checkpoint, format v{info.version}, {info.payload_type} payload",
