@@ -11,7 +11,8 @@ Each round runs, for every tree and for safetensors, interleaved:
 
 * ``warm``: one interpreter opens the file and reads the tensor ``--warm-reads`` times after one
   untimed read (page cache and allocator warm); the round's figure is the median read;
-* ``fresh``: one new interpreter per read, imports done before the clock starts.
+* ``fresh``: one new interpreter per read, imports done before the clock starts (including the
+  modules ``sealedckpt.open`` imports on first use, as ``bench_save_load.py`` does).
 
 A read is ``open(path, key=...)`` + ``[name]`` + close (safetensors: ``safe_open`` +
 ``get_tensor`` + ``clone``, as its result would otherwise be a view of a mapping). It also counts,
@@ -44,6 +45,7 @@ if mode.startswith("st"):
             return f.get_tensor(name).clone()
 else:
     import sealedckpt
+    import sealedckpt.payload.codec, sealedckpt.payload.lazy  # imported on first use; not timed
     from sealedckpt.crypto import textkeys
     key = textkeys.secret_from_text(arg)
     def read():
