@@ -69,7 +69,7 @@ def parts(path: Path, key: object, runs: int) -> dict[str, list[float]]:
             if h:
                 crypto.content_hash(ct)
             if d:
-                stream.decrypt(i, ct, dest[i * c.chunk_size :])
+                stream.decrypt(i, ct, dest[c.chunk_start(i) :])
 
         return f
 

@@ -738,12 +738,12 @@ def test_unseal_wrong_key(capsys: Capsys, signed_file: Path, tmp_path: Path) -> 
 
 def test_unseal_tampered(capsys: Capsys, signed_file: Path, tmp_path: Path) -> None:
     data = bytearray(signed_file.read_bytes())
-    data[-300] ^= 1  # inside the encrypted chunk
+    data[-300] ^= 1  # inside the encrypted head chunk (the payload header)
     signed_file.write_bytes(bytes(data))
     o = tmp_path / "o.safetensors"
     code, out, err = run(capsys, "unseal", str(signed_file), "-o", str(o))
     assert code == cli.EXIT_INTEGRITY and out == ""
-    assert err == "sealedckpt: error: chunk 0 of 1 failed authentication (tampered, reordered or spliced)\n"
+    assert err == "sealedckpt: error: chunk 0 of 2 failed authentication (tampered, reordered or spliced)\n"
     assert not o.exists()
     assert not any(x.name.startswith(".") for x in tmp_path.iterdir())  # no temp file left behind
 
@@ -868,7 +868,8 @@ def test_inspect_json(capsys: Capsys, signed_file: Path) -> None:
     assert (code, err) == (0, "")
     doc = json.loads(out)
     assert doc["file"] == str(signed_file) and doc["version"] == 1 and doc["payload_type"] == "safetensors"
-    assert doc["file_size"] == signed_file.stat().st_size and doc["chunks"] == 1
+    assert doc["file_size"] == signed_file.stat().st_size and doc["chunks"] == 2  # the payload header, the data
+    assert 0 < doc["payload_header_len"] < doc["payload_len"]
     assert doc["key_slots"] == [{"type": "symmetric", "key_id": k["id"]}]
     assert [s["key_id"] for s in doc["signatures"]] == [rel["id"]]
     assert doc["metadata"] == {"model": "tiny"} and doc["signatures_verified"] is False

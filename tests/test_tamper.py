@@ -111,10 +111,10 @@ def test_truncation_at_chunk_boundaries_and_trailing_data_fail(
     big: tuple[sealedckpt.SymmetricKey, sealedckpt.SigningKey, bytes],
 ) -> None:
     key, _, blob = big
-    info = sealedckpt.inspect(io.BytesIO(blob))
-    header = len(blob) - (info.payload_len + 16 * -(-info.payload_len // info.chunk_size)) - (2 + 32 * 9 + 105)
-    ct_end = len(blob) - (2 + 32 * 9 + 105)
-    for cut in [header + k * (info.chunk_size + 16) for k in range(9)] + [ct_end, ct_end + 2, len(blob) - 1]:
+    _, spans = _chunks(blob)
+    assert len(spans) >= 9
+    ct_end = spans[-1][0] + spans[-1][1]
+    for cut in [off for off, _ in spans] + [ct_end, ct_end + 2, len(blob) - 1]:
         with pytest.raises(sealedckpt.IntegrityError, match="truncated"):
             _load(blob[:cut], key)
     for extra in (b"\x00", b"x" * 1000):
@@ -122,31 +122,42 @@ def test_truncation_at_chunk_boundaries_and_trailing_data_fail(
             _load(blob + extra, key)
 
 
-def _chunks(blob: bytes) -> tuple[int, int, int]:
+def _chunks(blob: bytes) -> tuple[int, list[tuple[int, int]]]:
+    """Where chunk 0 starts, and each chunk's (file offset, length with tag): the head run of
+    chunks covers the payload header, the body run the rest (docs/FORMAT.md §7)."""
     info = sealedckpt.inspect(io.BytesIO(blob))
-    n = -(-info.payload_len // info.chunk_size)
-    ct_len = info.payload_len + 16 * n
+    n, cs, head = info.chunks, info.chunk_size, info.head_len
     sigs = len(info.signatures)
     trailer = 2 + (32 * n + 105 * sigs if sigs else 0)
-    return len(blob) - trailer - ct_len, info.chunk_size + 16, n
+    start = len(blob) - trailer - (info.payload_len + 16 * n)
+    plain = [min(cs, head - a) for a in range(0, head, cs)]
+    plain += [min(cs, info.payload_len - a) for a in range(head, info.payload_len, cs)]
+    assert len(plain) == n
+    spans, pos = [], start
+    for p in plain:
+        spans.append((pos, p + 16))
+        pos += p + 16
+    return start, spans
 
 
 def test_chunk_swap_and_duplication_fail(big: tuple[sealedckpt.SymmetricKey, sealedckpt.SigningKey, bytes]) -> None:
     key, _, blob = big
-    start, step, n = _chunks(blob)
-    assert n >= 4
-    c = [blob[start + i * step : start + (i + 1) * step] for i in range(n - 1)]
-    swapped = blob[:start] + c[1] + c[0] + blob[start + 2 * step :]
-    dup = blob[:start] + c[0] + c[0] + blob[start + 2 * step :]
+    _, spans = _chunks(blob)
+    assert len(spans) >= 4 and spans[1][1] == spans[2][1]  # two full body chunks
+    (a, step), (b, _) = spans[1], spans[2]
+    c1, c2 = blob[a : a + step], blob[b : b + step]
+    swapped = blob[:a] + c2 + c1 + blob[b + step :]
+    dup = blob[:a] + c1 + c1 + blob[b + step :]
     for bad in (swapped, dup):
-        with pytest.raises(sealedckpt.IntegrityError, match=r"chunk [01] "):
+        with pytest.raises(sealedckpt.IntegrityError, match=r"chunk [12] "):
             _load(bad, key)
 
 
 def test_cross_file_splice_fails(key: sealedckpt.SymmetricKey) -> None:
     obj = {"w": torch.zeros(2_000_000)}
     a, b = _seal(obj, key), _seal(obj, key)
-    start, step, _ = _chunks(a)
+    start, spans = _chunks(a)
+    step = spans[0][1]  # the head chunk: the same length in both files
     spliced = a[:start] + b[start : start + step] + a[start + step :]
     with pytest.raises(sealedckpt.IntegrityError):
         _load(spliced, key)
@@ -206,7 +217,7 @@ def test_keyless_verify(key: sealedckpt.SymmetricKey, signer: sealedckpt.Signing
     res = sealedckpt.verify(io.BytesIO(data), trusted_signers=[signer.public])
     assert [s.key_id for s in res.signers] == [signer.key_id] and res.signers[0].trusted
     assert res.metadata == {"name": "m"} and len(res.root) == 32
-    start, _, _ = _chunks(data)
+    start, _ = _chunks(data)
     bad = bytearray(data)
     bad[start + 5] ^= 1
     with pytest.raises(sealedckpt.IntegrityError, match="signed digest"):
@@ -225,15 +236,17 @@ def test_recipient_holding_the_key_cannot_forge_signed_content(
     from sealedckpt.container.slots import open_slots
 
     data = _seal({"w": torch.zeros(4)}, key, sign_with=signer)
-    start, _, _ = _chunks(data)
+    _, spans = _chunks(data)
     reader = container.open_sealed(io.BytesIO(data), [key])
     payload = bytearray(reader.read_prefix(reader.content.payload_len))
     payload[-1] ^= 0x40  # change a weight
     dek = open_slots(reader.header.slots, reader.content.salt, [key])
     cipher = crypto.ChunkCipher(crypto.derive_file_keys(dek, reader.content.salt).payload_key)
-    out = bytearray(len(payload) + 16)
-    cipher.encrypt_into(0, True, bytes(payload), memoryview(out))
-    forged = data[:start] + bytes(out) + data[start + len(out) :]
+    last = len(spans) - 1  # the body chunk that holds the weight, re-encrypted under the same DEK
+    off, n = spans[last]
+    out = bytearray(n)
+    cipher.encrypt_into(last, True, bytes(payload[reader.content.head_len :]), memoryview(out))
+    forged = data[:off] + bytes(out) + data[off + n :]
     assert len(forged) == len(data)
     with pytest.raises(sealedckpt.IntegrityError, match="signed digest"):
         _load(forged, key)  # no policy: a signed file's chunks are still checked (FORMAT.md §8)

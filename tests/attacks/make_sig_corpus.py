@@ -30,7 +30,6 @@ from sealedckpt.payload.codec import plan_payload
 __all__ = ["ED25519_IDENTITY", "Case", "Forger", "make_sig_corpus", "sealed_bytes", "state"]
 
 CHUNK_LOG2 = 16
-CHUNK = 1 << CHUNK_LOG2
 TAG = 16
 P25519 = 2**255 - 19
 #: The identity point, canonical (y = 1): with signature R = identity, S = 0 it "signs" anything.
@@ -74,7 +73,7 @@ class Forger:
         self.content = self.header.content
 
     def chunk_offset(self, i: int) -> int:
-        return self.header.size + i * (CHUNK + TAG)
+        return self.header.size + self.content.chunk_offset(i)
 
     def plaintext(self, i: int) -> bytes:
         c = self.content

@@ -80,7 +80,7 @@ SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
 INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
 SCRYPT_LABEL = b"sealedckpt/v1 scrypt salt\x00"
-CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")
+CONTENT_FIXED = struct.Struct("<BBHQQ32s32sH")
 SIG_ENTRY = struct.Struct("<B32sQ64s")
 
 
@@ -109,8 +109,13 @@ def flip(b: bytes, i: int, mask: int = 0x01) -> bytes:
     return b[:i] + bytes([b[i] ^ mask]) + b[i + 1 :]
 
 
-def n_chunks(payload_len: int, chunk_log2: int) -> int:
-    return max(1, -(-payload_len // (1 << chunk_log2)))
+def chunk_spans(payload_len: int, head_len: int, chunk_log2: int) -> list[tuple[int, int]]:
+    """Plaintext ``(start, end)`` of every chunk: the head ``[0, head_len)`` and the body
+    ``[head_len, payload_len)``, each cut every 2**chunk_log2 bytes; at least one chunk."""
+    cs = 1 << chunk_log2
+    spans = [(a, min(a + cs, head_len)) for a in range(0, head_len, cs)]
+    spans += [(a, min(a + cs, payload_len)) for a in range(head_len, payload_len, cs)]
+    return spans or [(0, 0)]
 
 
 class Drbg:
@@ -271,13 +276,14 @@ class Content:
     chunk_log2: int
     reserved: int
     payload_len: int
+    head_len: int
     salt: bytes
     commitment: bytes
     meta: list[tuple[bytes, bytes]]
 
     @classmethod
     def parse(cls, b: bytes) -> Content:
-        ptype, log2, res, plen, salt, commit, n = CONTENT_FIXED.unpack_from(b, 0)
+        ptype, log2, res, plen, hlen, salt, commit, n = CONTENT_FIXED.unpack_from(b, 0)
         pos, meta = CONTENT_FIXED.size, []
         for _ in range(n):
             (kl,) = struct.unpack_from("<H", b, pos)
@@ -287,7 +293,7 @@ class Content:
             meta.append((k, b[pos + 4 : pos + 4 + vl]))
             pos += 4 + vl
         assert pos == len(b)
-        return cls(ptype, log2, res, plen, salt, commit, meta)
+        return cls(ptype, log2, res, plen, hlen, salt, commit, meta)
 
     def build(self) -> bytes:
         head = CONTENT_FIXED.pack(
@@ -295,6 +301,7 @@ class Content:
             self.chunk_log2,
             self.reserved,
             self.payload_len,
+            self.head_len,
             self.salt,
             self.commitment,
             len(self.meta),
@@ -335,11 +342,9 @@ class Sealed:
         mac = data[pos : pos + 32]
         pos += 32
         chunks = []
-        n = n_chunks(c.payload_len, c.chunk_log2)
-        for i in range(n):
-            plen = min(1 << c.chunk_log2, c.payload_len - i * (1 << c.chunk_log2))
-            chunks.append(data[pos : pos + plen + TAG])
-            pos += plen + TAG
+        for a, b in chunk_spans(c.payload_len, c.head_len, c.chunk_log2):
+            chunks.append(data[pos : pos + b - a + TAG])
+            pos += b - a + TAG
         return cls(data[:16], content, slots, mac, chunks, data[pos:])
 
     @property
@@ -370,6 +375,16 @@ class Sealed:
 
     def remac(self) -> None:
         self.mac = hmac.new(self.fk.mac, self.authenticated(), hashlib.sha256).digest()
+
+    def rechunk(self, head_len: int) -> None:
+        """Re-cut the payload with another head length: new content header, chunks and MAC."""
+        c = self.c
+        c.head_len = head_len
+        self.set_content(c)
+        spans = chunk_spans(len(self.payload), head_len, c.chunk_log2)
+        n = len(spans)
+        self.chunks = [encrypt_chunk(self.fk, i, i == n - 1, self.payload[a:b]) for i, (a, b) in enumerate(spans)]
+        self.remac()
 
     def plaintexts(self) -> list[bytes]:
         fk, n = self.fk, len(self.chunks)
@@ -411,6 +426,7 @@ def seal(
     c = s.c
     assert rnd(32) == c.salt
     assert s.fk.commitment == c.commitment and c.payload_len == len(payload)
+    assert c.head_len == min(len(payload), 8 + int.from_bytes(payload[:8], "little"))
     assert all(open_slot(k, c.salt, slot) == s.dek for k, slot in zip(keys, s.slots, strict=True))
     assert expected_slots(rnd, keys, s.dek, c.salt) == s.slots
     mac = s.mac
@@ -484,16 +500,10 @@ def small_obj() -> dict[str, Any]:
     }
 
 
-def blob_obj(label: str, payload_len: int) -> tuple[dict[str, Any], bytes]:
-    """{"blob": uint8 tensor} whose plan is exactly ``payload_len`` bytes, with DRBG contents."""
-    n = payload_len - 256
-    for _ in range(4):
-        obj = {"blob": torch.frombuffer(bytearray(Drbg(label + "/blob")(n)), dtype=torch.uint8)}
-        got = plan_payload(obj).payload_len
-        if got == payload_len:
-            return obj, obj_payload(obj)
-        n += payload_len - got
-    raise AssertionError("could not size the blob")
+def blob_body(label: str, n: int) -> tuple[dict[str, Any], bytes]:
+    """{"blob": uint8 tensor of ``n`` DRBG bytes}: the payload's body (data section) is exactly it."""
+    obj = {"blob": torch.frombuffer(bytearray(Drbg(label + "/blob")(n)), dtype=torch.uint8)}
+    return obj, obj_payload(obj)
 
 
 def checkpoint_obj() -> dict[Any, Any]:
@@ -710,21 +720,37 @@ def valid_public_metadata() -> Case:
 
 @case
 def valid_multichunk() -> Case:
-    obj, payload = blob_obj("valid_multichunk", 2 * CS + 300)
+    obj, payload = blob_body("valid_multichunk", 2 * CS + 300)
     s = seal("valid_multichunk", payload, signers=(SIGNER_1,))
-    assert len(s.chunks) == 3
+    assert len(s.chunks) == 4 and len(s.chunks[0]) == s.c.head_len + TAG
     return valid(
-        "valid_multichunk", s, "three chunks, the last partial; signed, so the table has three digests", obj,
+        "valid_multichunk", s,
+        "the head chunk (the payload header) and three body chunks, the last partial; signed, so the table "
+        "has four digests", obj,
         trusted=(SIGNER_1,), signers=((SIGNER_1, True),),
     )  # fmt: skip
 
 
 @case
 def valid_two_full_chunks() -> Case:
-    obj, payload = blob_obj("valid_two_full_chunks", 2 * CS)
+    obj, payload = blob_body("valid_two_full_chunks", 2 * CS)
     s = seal("valid_two_full_chunks", payload)
-    assert len(s.chunks) == 2 and len(s.chunks[1]) == CS + TAG
-    return valid("valid_two_full_chunks", s, "payload exactly two full chunks: the last is full and final", obj)
+    assert len(s.chunks) == 3 and len(s.chunks[1]) == len(s.chunks[2]) == CS + TAG
+    return valid(
+        "valid_two_full_chunks", s, "the head, then a body of exactly two full chunks: the last is full and final", obj
+    )
+
+
+@case
+def valid_head_two_chunks() -> Case:
+    obj = {f"t{i:05d}": torch.full((1,), float(i)) for i in range(400)}  # a payload header over 64 KiB
+    s = seal("valid_head_two_chunks", obj_payload(obj))
+    c = s.c
+    assert CS < c.head_len <= 2 * CS and len(s.chunks) == 3 and len(s.chunks[1]) == c.head_len - CS + TAG
+    return valid(
+        "valid_head_two_chunks", s,
+        "a payload header longer than a chunk: two head chunks, the second partial, then one body chunk", obj,
+    )  # fmt: skip
 
 
 @case
@@ -858,7 +884,7 @@ def truncated_content() -> Case:
 def _chunk_log2_case(name: str, log2: int) -> Case:
     s = small(name)
     c = s.c
-    assert len(s.payload) < 1 << 15  # one chunk either way: only the range check can catch it
+    assert len(s.payload) < 1 << 15  # a head and a body chunk either way: only the range check catches it
     c.chunk_log2 = log2
     s.set_content(c)
     s.remac()
@@ -883,6 +909,37 @@ def payload_len_over_cap() -> Case:
     s.set_content(c)
     s.remac()
     return bad("payload_len_over_cap", s, "FormatError", "payload_len above 2**22 chunks of 2**16 (header re-MACed)")
+
+
+@case
+def head_len_over_payload() -> Case:
+    s = small("head_len_over_payload")
+    c = s.c
+    c.head_len = c.payload_len + 1
+    s.set_content(c)
+    s.remac()
+    return bad("head_len_over_payload", s, "FormatError", "head_len above payload_len (header re-MACed)")
+
+
+@case
+def head_len_zero() -> Case:
+    s = small("head_len_zero")
+    s.rechunk(0)
+    return bad(
+        "head_len_zero", s, "FormatError",
+        "head_len 0 (every chunk cut from payload offset 0), chunks re-encrypted to match and the header "
+        "re-MACed: the payload header does not end where the head does",
+    )  # fmt: skip
+
+
+@case
+def head_len_short() -> Case:
+    s = small("head_len_short")
+    s.rechunk(s.c.head_len - 8)
+    return bad(
+        "head_len_short", s, "FormatError",
+        "head_len 8 bytes short of the payload header, chunks re-encrypted to match and the header re-MACed",
+    )  # fmt: skip
 
 
 @case
@@ -1006,10 +1063,10 @@ def chunk_body_flipped() -> Case:
 
 @case
 def chunks_swapped() -> Case:
-    _, payload = blob_obj("chunks_swapped", 2 * CS)
+    _, payload = blob_body("chunks_swapped", 2 * CS)
     s = seal("chunks_swapped", payload)
-    s.chunks = [s.chunks[1], s.chunks[0]]
-    return bad("chunks_swapped", s, "IntegrityError", "two full chunks swapped")
+    s.chunks = [s.chunks[0], s.chunks[2], s.chunks[1]]
+    return bad("chunks_swapped", s, "IntegrityError", "two full body chunks swapped")
 
 
 @case
@@ -1023,23 +1080,26 @@ def chunk_spliced() -> Case:
 @case
 def last_chunk_not_final() -> Case:
     s = small("last_chunk_not_final")
-    s.chunks[0] = encrypt_chunk(s.fk, 0, False, s.payload)
-    return bad("last_chunk_not_final", s, "IntegrityError", "only chunk re-encrypted without the final flag")
+    last = len(s.chunks) - 1
+    s.chunks[last] = encrypt_chunk(s.fk, last, False, s.payload[s.c.head_len :])
+    return bad("last_chunk_not_final", s, "IntegrityError", "last chunk re-encrypted without the final flag")
 
 
 @case
 def nonlast_chunk_final() -> Case:
-    _, payload = blob_obj("nonlast_chunk_final", CS + 200)
+    _, payload = blob_body("nonlast_chunk_final", CS + 200)
     s = seal("nonlast_chunk_final", payload)
-    s.chunks[0] = encrypt_chunk(s.fk, 0, True, payload[:CS])
-    return bad("nonlast_chunk_final", s, "IntegrityError", "chunk 0 of 2 re-encrypted with the final flag")
+    h = s.c.head_len
+    s.chunks[1] = encrypt_chunk(s.fk, 1, True, payload[h : h + CS])
+    return bad("nonlast_chunk_final", s, "IntegrityError", "chunk 1 of 3 re-encrypted with the final flag")
 
 
 @case
 def extra_empty_final_chunk() -> Case:
-    _, payload = blob_obj("extra_empty_final_chunk", CS)
+    _, payload = blob_body("extra_empty_final_chunk", CS)
     s = seal("extra_empty_final_chunk", payload)
-    s.chunks = [encrypt_chunk(s.fk, 0, False, payload), encrypt_chunk(s.fk, 1, True, b"")]
+    h = s.c.head_len
+    s.chunks = [s.chunks[0], encrypt_chunk(s.fk, 1, False, payload[h:]), encrypt_chunk(s.fk, 2, True, b"")]
     # payload_len pins the chunk count, so the reader looks for the trailer where the appended
     # chunk starts; the file length then disagrees with the trailer it describes.
     return bad(
@@ -1053,16 +1113,16 @@ def truncated_mid_chunk() -> Case:
     s = small("truncated_mid_chunk")
     data = s.to_bytes()
     cut = len(s.authenticated()) + 32 + len(s.chunks[0]) // 2
-    return bad("truncated_mid_chunk", data[:cut], "IntegrityError", "file ends in the middle of the only chunk")
+    return bad("truncated_mid_chunk", data[:cut], "IntegrityError", "file ends in the middle of chunk 0")
 
 
 @case
 def truncated_chunk_boundary() -> Case:
-    _, payload = blob_obj("truncated_chunk_boundary", CS + 200)
+    _, payload = blob_body("truncated_chunk_boundary", CS + 200)
     s = seal("truncated_chunk_boundary", payload)
-    s.chunks = s.chunks[:1]
+    s.chunks = s.chunks[:2]
     s.trailer = b""
-    return bad("truncated_chunk_boundary", s, "IntegrityError", "file ends right after chunk 0 of 2")
+    return bad("truncated_chunk_boundary", s, "IntegrityError", "file ends right after chunk 1 of 3")
 
 
 @case
@@ -1201,7 +1261,8 @@ def signed_chunk_reencrypted() -> Case:
     s = small("signed_chunk_reencrypted", signers=(SIGNER_1,))
     forged = bytearray(s.payload)
     forged[-1] ^= 0x40  # bias[2]: 2.0 -> 0.0, still a valid payload
-    s.chunks[0] = encrypt_chunk(s.fk, 0, True, bytes(forged))  # same DEK, the publisher's trailer kept
+    last, h = len(s.chunks) - 1, s.c.head_len
+    s.chunks[last] = encrypt_chunk(s.fk, last, True, bytes(forged[h:]))  # same DEK, the publisher's trailer kept
     return bad(
         "signed_chunk_reencrypted", s, "IntegrityError",
         "a key holder re-encrypted a changed payload under the same DEK and kept the signed trailer: "

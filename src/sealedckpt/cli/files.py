@@ -111,15 +111,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if dcp_cli.is_dcp_dir(args.file):
         return dcp_cli.cmd_inspect(args)
     info = api.inspect(args.file)
-    n_chunks = max(1, -(-info.payload_len // info.chunk_size))
+    n_chunks = info.chunks
     if args.json:
         print_json({"file": args.file, "version": info.version, "payload_type": info.payload_type,
-                    "payload_len": info.payload_len, "file_size": info.file_size, "chunk_size": info.chunk_size,
-                    "chunks": n_chunks, "metadata": info.metadata, "key_slots": info.key_slots,
+                    "payload_len": info.payload_len, "payload_header_len": info.head_len,
+                    "file_size": info.file_size, "chunk_size": info.chunk_size, "chunks": n_chunks,
+                    "metadata": info.metadata, "key_slots": info.key_slots,
                     "signatures": info.signatures, "signatures_verified": False})  # fmt: skip
         return EXIT_OK
     lines = [f"{args.file}: sealed checkpoint, format v{info.version}, {info.payload_type} payload",
-             f"  payload     {info.payload_len:,} bytes in {n_chunks} chunk(s) of {info.chunk_size:,}",
+             f"  payload     {info.payload_len:,} bytes in {n_chunks} chunk(s) of {info.chunk_size:,}"
+             f" (its header: {info.head_len:,})",
              f"  file size   {info.file_size:,} bytes"]  # fmt: skip
     for slot in info.key_slots:
         lines.append(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..crypto import DIGEST_SIZE, ED25519_PUB_SIZE, ED25519_SIG_SIZE, TAG_SIZE
 from ..errors import ArgumentTypeError, FormatError, IntegrityError, InvalidArgumentError
@@ -29,7 +30,7 @@ MAX_META_KEY = 256
 MAX_META_VALUE = 1 << 16
 MIN_CHUNK_LOG2 = 16
 MAX_CHUNK_LOG2 = 24
-DEFAULT_CHUNK_LOG2 = 22
+DEFAULT_CHUNK_LOG2 = 20  # 1 MiB: a lazy read decrypts at most about one chunk more than it returns
 MAX_CHUNKS = 1 << 22
 MAX_SIGNATURES = 16
 
@@ -38,12 +39,18 @@ MAC_SIZE = 32
 SIG_ED25519 = 1
 SIG_ENTRY_SIZE = 1 + ED25519_PUB_SIZE + 8 + ED25519_SIG_SIZE  # type, public key, signed_at, signature
 
-_CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")  # payload_type chunk_log2 reserved payload_len salt commit n_meta
+_CONTENT_FIXED = struct.Struct("<BBHQQ32s32sH")  # type chunk_log2 reserved payload_len head_len salt commit n_meta
 
 
 @dataclass(frozen=True)
 class Content:
-    """The signed part of the header."""
+    """The signed part of the header, and the chunk layout it implies (docs/FORMAT.md §7).
+
+    The payload is cut into two runs of ``chunk_size`` chunks: the *head* ``[0, head_len)`` (the
+    payload's own header) and the *body* ``[head_len, payload_len)``, the last chunk of each run
+    possibly shorter. Opening a file therefore decrypts exactly the head, and body chunks start
+    at the first byte of the payload's data section.
+    """
 
     payload_type: int
     chunk_log2: int
@@ -51,20 +58,70 @@ class Content:
     salt: bytes
     commitment: bytes
     metadata: dict[str, str] = field(default_factory=dict)
+    head_len: int = 0
 
     @property
     def chunk_size(self) -> int:
         return 1 << self.chunk_log2
 
-    @property
+    @cached_property
+    def n_head(self) -> int:
+        """Chunks in the head run."""
+        return -(-self.head_len >> self.chunk_log2)
+
+    @cached_property
     def n_chunks(self) -> int:
-        return chunk_count(self.payload_len, self.chunk_size)
+        return max(1, self.n_head + (-(-(self.payload_len - self.head_len) >> self.chunk_log2)))
+
+    def chunk_start(self, index: int) -> int:
+        """Payload offset of chunk ``index``'s first plaintext byte."""
+        nh = self.n_head
+        if index < nh:
+            return index << self.chunk_log2
+        return self.head_len + ((index - nh) << self.chunk_log2)
 
     def plain_len(self, index: int) -> int:
         """Plaintext length of chunk ``index``."""
-        if index < self.n_chunks - 1:
-            return self.chunk_size
-        return self.payload_len - (self.n_chunks - 1) * self.chunk_size
+        start = self.chunk_start(index)
+        end = self.head_len if index < self.n_head else self.payload_len
+        return min(self.chunk_size, end - start)
+
+    def chunk_offset(self, index: int) -> int:
+        """Offset of chunk ``index`` (ciphertext and tag) from the start of chunk 0."""
+        return self.chunk_start(index) + index * TAG_SIZE
+
+    def chunk_at(self, pos: int) -> int:
+        """Index of the chunk holding payload byte ``pos`` (``0 <= pos < payload_len``)."""
+        if pos < self.head_len:
+            return pos >> self.chunk_log2
+        return self.n_head + ((pos - self.head_len) >> self.chunk_log2)
+
+    def chunks_for(self, start: int, n: int) -> range:
+        """The chunks holding payload bytes ``[start, start + n)`` (``n > 0``)."""
+        return range(self.chunk_at(start), self.chunk_at(start + n - 1) + 1)
+
+    @property
+    def max_plain_len(self) -> int:
+        """The longest chunk's plaintext length."""
+        longest = max(self.head_len, self.payload_len - self.head_len)
+        return min(self.chunk_size, longest)
+
+    def groups(self, chunks: Sequence[int], size: int) -> list[list[int]]:
+        """``chunks`` (ascending) cut into runs of consecutive chunks, each run at most ``size``
+        plaintext bytes unless one chunk alone is longer: the unit of work of the thread pools."""
+        out: list[list[int]] = []
+        run: list[int] = []
+        have = 0
+        for i in chunks:
+            n = self.plain_len(i)
+            if run and (i != run[-1] + 1 or have + n > size):
+                out.append(run)
+                run, have = [], 0
+            run.append(i)
+            have += n
+        if run:
+            out.append(run)
+        return out
 
     @property
     def ciphertext_len(self) -> int:
@@ -82,13 +139,17 @@ class SignatureEntry:
         return bytes([self.type]) + self.public_key + struct.pack("<Q", self.signed_at) + self.signature
 
 
-def chunk_count(payload_len: int, chunk_size: int) -> int:
-    """Number of chunks: at least one (an empty payload is one empty final chunk)."""
-    return max(1, -(-payload_len // chunk_size))
-
-
 def max_payload_len(chunk_log2: int) -> int:
     return MAX_CHUNKS << chunk_log2
+
+
+def default_chunk_log2(payload_len: int) -> int:
+    """The default chunk size, or the smallest larger one that keeps the payload within
+    ``MAX_CHUNKS`` chunks (a head run adds at most one)."""
+    log2 = DEFAULT_CHUNK_LOG2
+    while log2 < MAX_CHUNK_LOG2 and payload_len + (1 << log2) > max_payload_len(log2):
+        log2 += 1
+    return log2
 
 
 # --- building -----------------------------------------------------------------------------
@@ -97,10 +158,13 @@ def max_payload_len(chunk_log2: int) -> int:
 def build_content(c: Content) -> bytes:
     if not MIN_CHUNK_LOG2 <= c.chunk_log2 <= MAX_CHUNK_LOG2:
         raise InvalidArgumentError("chunk_log2 out of range")
-    if c.payload_len > max_payload_len(c.chunk_log2):
+    if not 0 <= c.head_len <= c.payload_len:
+        raise InvalidArgumentError("head_len must lie within the payload")
+    if c.payload_len > max_payload_len(c.chunk_log2) or c.n_chunks > MAX_CHUNKS:
         raise InvalidArgumentError("payload too large for this chunk size")
     items = _canonical_metadata(c.metadata)
-    parts = [_CONTENT_FIXED.pack(c.payload_type, c.chunk_log2, 0, c.payload_len, c.salt, c.commitment, len(items))]
+    fixed = (c.payload_type, c.chunk_log2, 0, c.payload_len, c.head_len, c.salt, c.commitment, len(items))
+    parts = [_CONTENT_FIXED.pack(*fixed)]
     for k, v in items:
         parts.append(struct.pack("<H", len(k)) + k + struct.pack("<I", len(v)) + v)
     out = b"".join(parts)
@@ -180,7 +244,7 @@ def parse_preamble(data: bytes) -> int:
 def parse_content(data: bytes) -> Content:
     if len(data) < _CONTENT_FIXED.size:
         raise FormatError("content header too short")
-    ptype, log2, reserved, payload_len, salt, commit, n_meta = _CONTENT_FIXED.unpack_from(data, 0)
+    ptype, log2, reserved, payload_len, head_len, salt, commit, n_meta = _CONTENT_FIXED.unpack_from(data, 0)
     if ptype != PAYLOAD_SAFETENSORS:
         raise FormatError(f"unknown payload type {ptype}")
     if not MIN_CHUNK_LOG2 <= log2 <= MAX_CHUNK_LOG2:
@@ -189,6 +253,8 @@ def parse_content(data: bytes) -> Content:
         raise FormatError("reserved content bytes are not zero")
     if payload_len > max_payload_len(log2):
         raise FormatError(f"payload length {payload_len} exceeds the cap for this chunk size")
+    if head_len > payload_len:
+        raise FormatError(f"head length {head_len} exceeds the payload length {payload_len}")
     if n_meta > MAX_META_ENTRIES:
         raise FormatError(f"{n_meta} metadata entries (cap {MAX_META_ENTRIES})")
     pos = _CONTENT_FIXED.size
@@ -213,7 +279,10 @@ def parse_content(data: bytes) -> Content:
         meta[_utf8(kb, "metadata key")] = _utf8(vb, "metadata value")
     if pos != len(data):
         raise FormatError(f"{len(data) - pos} unexpected bytes after the metadata")
-    return Content(ptype, log2, payload_len, salt, commit, meta)
+    content = Content(ptype, log2, payload_len, salt, commit, meta, head_len)
+    if content.n_chunks > MAX_CHUNKS:
+        raise FormatError(f"{content.n_chunks} chunks (cap {MAX_CHUNKS})")
+    return content
 
 
 def parse_slots(data: bytes) -> list[KeySlot]:

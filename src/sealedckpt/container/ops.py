@@ -38,6 +38,8 @@ class PublicInfo:
     metadata: dict[str, str]
     key_slots: list[dict[str, str]]
     signatures: list[dict[str, object]]
+    chunks: int = 1
+    head_len: int = 0  # the payload header's length: the head run of chunks (docs/FORMAT.md §7)
 
 
 def rewrap(
@@ -180,4 +182,7 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
             for e in fmt.parse_signature_entries(src.read(base, count * fmt.SIG_ENTRY_SIZE), count):
                 sigs.append({"key_id": crypto.ed25519_key_id(e.public_key), "signed_at": e.signed_at})
     slots = [s.describe() for s in header.slots]
-    return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)
+    meta = dict(c.metadata)
+    return PublicInfo(
+        fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, meta, slots, sigs, c.n_chunks, c.head_len
+    )

@@ -10,13 +10,13 @@ from typing import BinaryIO, Literal
 
 from .. import crypto
 from .._pool import run_all
-from ..crypto import ChunkCipher, VerifyKey
+from ..crypto import TAG_SIZE, ChunkCipher, VerifyKey
 from ..errors import DecryptionError, FormatError, IntegrityError, InvalidArgumentError
 from .header import Header, read_header
 from .signatures import Signer, Trailer, apply_policy, content_root, read_trailer
 from .slots import OpenKey, open_slots
 from .slots.scrypt import WRONG_PASSPHRASE, ScryptSlot
-from .stream import ChunkStream, Source, default_workers
+from .stream import GROUP_BYTES, ChunkStream, Source, default_workers
 
 Region = tuple[int, memoryview]  # (payload offset, destination buffer)
 Progress = Callable[[int], None]  # called with a number of bytes just processed
@@ -81,7 +81,7 @@ class SealedReader:
         self._checked = bytearray(header.content.n_chunks if self._check_digests else 0)  # 1: digest matched
         self._expect_root: bytes | None = None
         self._digests: list[bytes] = []
-        self._prefix: list[tuple[memoryview, memoryview]] = []  # (scratch, plaintext) of chunks 0..k
+        self._prefix: list[memoryview] = []  # plaintext of chunks 0..k, each in a buffer of its own
         self._spare: list[memoryview] = []  # scratch buffers for reuse (page faults cost more than AES)
         self._spare_lock = threading.Lock()
 
@@ -148,20 +148,28 @@ class SealedReader:
         return self._stream.decrypt(i, ct, out)
 
     def read_prefix(self, n: int) -> bytes:
-        """Decrypt and return the first ``n`` payload bytes (used to read the payload's own header)."""
+        """Decrypt and return the first ``n`` payload bytes (used to read the payload's own header).
+
+        The chunks are decrypted in place in buffers of their own size and kept until
+        :meth:`release_prefix`, so asking for more decrypts only the chunks not yet read."""
         c = self.content
         if n > c.payload_len:
             raise FormatError("payload shorter than its own header claims")
-        while len(self._prefix) * c.chunk_size < n:
-            buf = self._take_scratch()  # decrypted in place and kept: no second copy of the chunk
-            self._prefix.append((buf, self._decrypt_chunk(len(self._prefix), buf)))
-        cs = c.chunk_size
-        return b"".join(plain[: max(0, min(cs, n - i * cs))] for i, (_, plain) in enumerate(self._prefix))
+        have = sum(len(plain) for plain in self._prefix)
+        while have < n:
+            i = len(self._prefix)
+            plain = self._decrypt_chunk(i, memoryview(bytearray(c.plain_len(i) + TAG_SIZE)))  # in place
+            self._prefix.append(plain)
+            have += len(plain)
+        out = bytearray()
+        for plain in self._prefix:
+            if len(out) >= n:
+                break
+            out += plain[: n - len(out)]
+        return bytes(out)
 
     def release_prefix(self) -> None:
-        """Hand the chunks ``read_prefix`` keeps back for reuse (once the payload header is parsed)."""
-        for buf, _ in self._prefix:
-            self._give_scratch(buf)
+        """Drop the chunks ``read_prefix`` keeps (once the payload header is parsed)."""
         self._prefix = []
 
     def write_plaintext(self, out: BinaryIO, progress: Progress | None = None, skip: int = 0) -> int:
@@ -198,35 +206,33 @@ class SealedReader:
         c = self.content
         plan = _RegionIndex(regions)
 
-        def job(i: int) -> None:
+        def job(group: list[int]) -> None:
             buf = self._take_scratch()
-            start = i * c.chunk_size
-            plen = c.plain_len(i)
-            direct = plan.covering(start, plen)
-            if direct is not None:
-                self._decrypt_chunk(i, buf, direct)
-            else:
-                plain = self._decrypt_chunk(i, buf)
-                for dst, src_off, k in plan.pieces(start, plen):
-                    dst[:] = plain[src_off : src_off + k]
+            for i in group:
+                start = c.chunk_start(i)
+                plen = c.plain_len(i)
+                direct = plan.covering(start, plen)
+                if direct is not None:
+                    self._decrypt_chunk(i, buf, direct)
+                else:
+                    plain = self._decrypt_chunk(i, buf)
+                    for dst, src_off, k in plan.pieces(start, plen):
+                        dst[:] = plain[src_off : src_off + k]
             self._give_scratch(buf)  # not on failure: that buffer is simply dropped
 
         if only_covering:
-            todo = sorted({i for off, mv in regions if len(mv) for i in self._chunks_for(off, len(mv))})
+            todo = sorted({i for off, mv in regions if len(mv) for i in c.chunks_for(off, len(mv))})
         else:
             todo = list(range(c.n_chunks))
-        _run(job, todo, workers)
+        _run(job, c.groups(todo, GROUP_BYTES), workers)
         if not only_covering:
             self.finish()
 
-    def _chunks_for(self, start: int, n: int) -> range:
-        cs = self.content.chunk_size
-        return range(start // cs, (start + n - 1) // cs + 1)
 
-
-def _run(job: Callable[[int], None], todo: list[int], workers: int | None) -> None:
-    """Run ``job`` over ``todo``, in threads when there is enough work; raise the first failure."""
-    # a thread and its fresh scratch buffer cost more than decrypting one more 4 MiB chunk
+def _run(job: Callable[[list[int]], None], todo: list[list[int]], workers: int | None) -> None:
+    """Run ``job`` over the groups ``todo``, in threads when there is enough work; raise the first
+    failure."""
+    # a thread and its fresh scratch buffer cost more than decrypting one more group of chunks
     run_all(job, todo, max(1, min(workers or default_workers(), len(todo) // 2)), "sealedckpt-open")
 
 

@@ -20,6 +20,8 @@ from ..crypto import DIGEST_SIZE, TAG_SIZE, ChunkCipher
 from ..errors import FormatError, IntegrityError
 from .format import Content
 
+GROUP_BYTES = 4 << 20  # plaintext bytes of consecutive chunks one pool job handles
+
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
@@ -102,14 +104,13 @@ class ChunkStream:
 
     def scratch(self) -> memoryview:
         """A buffer for one chunk's ciphertext and tag, no larger than the largest chunk."""
-        c = self.content
-        return memoryview(bytearray(min(c.chunk_size, c.payload_len) + TAG_SIZE))
+        return memoryview(bytearray(self.content.max_plain_len + TAG_SIZE))
 
     def read(self, i: int, buf: memoryview) -> memoryview:
         """Read chunk ``i`` (ciphertext and tag) into the start of ``buf``; return that view."""
         c = self.content
         ct = buf[: c.plain_len(i) + TAG_SIZE]
-        if self._src.read_into(self._offset + i * (c.chunk_size + TAG_SIZE), ct) != len(ct):
+        if self._src.read_into(self._offset + c.chunk_offset(i), ct) != len(ct):
             raise IntegrityError(f"file truncated inside chunk {i}")
         return ct
 
@@ -142,13 +143,15 @@ class ChunkStream:
     ) -> list[bytes]:
         """Every chunk's digest, in order (checked against the signed table with ``check``).
 
-        Chunks are read and hashed on ``workers`` threads (BLAKE3 releases the GIL), each with one
-        scratch buffer: at most ``workers`` chunks are in memory, and at most ``2 * workers`` jobs
-        are queued. Raises the failure of the lowest-numbered chunk that failed among those run;
-        ``progress`` is called from this thread, in chunk order.
+        Runs of consecutive chunks (about 4 MiB each) are read and hashed on ``workers`` threads
+        (BLAKE3 releases the GIL), each with one scratch buffer: at most ``workers`` chunks are in
+        memory, and at most ``2 * workers`` runs are queued. Raises the failure of the
+        lowest-numbered chunk that failed among those run; ``progress`` is called from this
+        thread, once per chunk, in chunk order.
         """
-        n = self.content.n_chunks
-        workers = max(1, min(workers or default_workers(), n))
+        c = self.content
+        groups = c.groups(range(c.n_chunks), GROUP_BYTES)
+        workers = max(1, min(workers or default_workers(), len(groups)))
         if workers == 1:
             serial = []
             for ct, d in self.scan(check):
@@ -158,24 +161,25 @@ class ChunkStream:
             return serial
         local = threading.local()
 
-        def job(i: int) -> bytes:
+        def job(group: list[int]) -> list[bytes]:
             buf = getattr(local, "buf", None)
             if buf is None:
                 buf = local.buf = self.scratch()
-            return self.digest(i, self.read(i, buf), check)
+            return [self.digest(i, self.read(i, buf), check) for i in group]
 
         out: list[bytes] = []
-        pending: deque[Future[bytes]] = deque()
+        pending: deque[Future[list[bytes]]] = deque()
 
         def take() -> None:
-            out.append(pending.popleft().result())
-            if progress is not None:
-                progress(self.content.plain_len(len(out) - 1) + TAG_SIZE)
+            for d in pending.popleft().result():
+                out.append(d)
+                if progress is not None:
+                    progress(c.plain_len(len(out) - 1) + TAG_SIZE)
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-hash") as pool:
             try:
-                for i in range(n):
-                    pending.append(pool.submit(job, i))
+                for group in groups:
+                    pending.append(pool.submit(job, group))
                     if len(pending) > 2 * workers:
                         take()
                 while pending:

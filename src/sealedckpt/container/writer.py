@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import deque
@@ -17,7 +18,7 @@ from . import format as fmt
 from .reader import Progress
 from .signatures import content_digest, content_root, sign
 from .slots import KeySlot, SealKey, make_slots, seal_label
-from .stream import default_workers
+from .stream import GROUP_BYTES, default_workers
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def seal(
     keys: Sequence[SealKey],
     signers: Sequence[SigningKey] = (),
     metadata: dict[str, str] | None = None,
-    chunk_log2: int = fmt.DEFAULT_CHUNK_LOG2,
+    chunk_log2: int | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
     now: Callable[[], float] = time.time,
     workers: int | None = None,
@@ -50,13 +51,19 @@ def seal(
 ) -> SealSummary:
     """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``.
 
-    The summary's ``root`` is set when signing, or when ``want_root`` (a manifest lists it)."""
+    The head run of chunks ends where the payload's safetensors header does (docs/FORMAT.md §7),
+    read from the payload's first 8 bytes. The summary's ``root`` is set when signing, or when
+    ``want_root`` (a manifest lists it). ``chunk_log2`` defaults to 1 MiB chunks (larger ones for a
+    payload over 4 TiB)."""
     if len({s.key_id for s in signers}) != len(signers):
         raise InvalidArgumentError("the same signing key was given twice")
+    head_len, segments = _head_len(segments, payload_len)
     dek = random_bytes(crypto.KEY_SIZE)
     salt = random_bytes(SALT_SIZE)
     fk = crypto.derive_file_keys(dek, salt)
-    content = fmt.Content(fmt.PAYLOAD_SAFETENSORS, chunk_log2, payload_len, salt, fk.commitment, dict(metadata or {}))
+    meta = dict(metadata or {})
+    log2 = fmt.default_chunk_log2(payload_len) if chunk_log2 is None else chunk_log2
+    content = fmt.Content(fmt.PAYLOAD_SAFETENSORS, log2, payload_len, salt, fk.commitment, meta, head_len)
     content_bytes = fmt.build_content(content)
     written = _write_header(out, content_bytes, make_slots(dek, salt, keys, random_bytes), fk)
     hashing = bool(signers) or want_root
@@ -65,6 +72,23 @@ def seal(
     root = content_root(content_bytes, content.n_chunks, b"".join(pipeline.digests)) if hashing else None
     written += _write_trailer(out, pipeline.digests, signers, root, now)
     return SealSummary(written, [seal_label(k) for k in keys], [s.key_id for s in signers], root, fk.commitment)
+
+
+def _head_len(segments: Iterable[memoryview], payload_len: int) -> tuple[int, Iterator[memoryview]]:
+    """The head length (8 + the safetensors header length in the payload's first 8 bytes, capped
+    at the payload length), and the segments, none consumed."""
+    it = iter(segments)
+    taken: list[memoryview] = []
+    prefix = b""
+    while len(prefix) < 8:
+        seg = next(it, None)
+        if seg is None:
+            break
+        mv = _flat(seg)
+        taken.append(mv)
+        prefix += bytes(mv[: 8 - len(prefix)])
+    head = payload_len if len(prefix) < 8 else min(payload_len, 8 + int.from_bytes(prefix, "little"))
+    return head, itertools.chain(taken, it)
 
 
 def _write_header(out: BinaryIO, content_bytes: bytes, slots: Sequence[KeySlot], fk: FileKeys) -> int:
@@ -95,8 +119,9 @@ def _write_trailer(
 class _Pipeline:
     """Encrypt chunks in a thread pool and write them in order, a bounded window in flight.
 
-    One buffer per chunk in flight: a chunk made of several pieces is gathered into it and
-    encrypted in place; a chunk inside one segment is encrypted from the caller's memory.
+    Consecutive chunks are encrypted in groups of about 4 MiB, one buffer per group in flight,
+    written with one call. A chunk made of several pieces is gathered into its place in that buffer
+    and encrypted in place; a chunk inside one segment is encrypted from the caller's memory.
     """
 
     def __init__(
@@ -115,17 +140,20 @@ class _Pipeline:
         n = content.n_chunks
         self._hashing = hashing
         self.digests: list[bytes] = [b""] * n if hashing else []
-        self._workers = min(workers or default_workers(), n)
-        bufsize = min(content.chunk_size, content.payload_len) + TAG_SIZE
-        self._bufs = [memoryview(bytearray(bufsize)) for _ in range(min(self._workers + 1, n))]
+        self._groups = content.groups(range(n), GROUP_BYTES)
+        self._workers = min(workers or default_workers(), len(self._groups))
+        size = max(sum(content.plain_len(i) + TAG_SIZE for i in g) for g in self._groups)
+        self._bufs = [memoryview(bytearray(size)) for _ in range(min(self._workers + 1, len(self._groups)))]
         self._pending: deque[Future[memoryview]] = deque()
         self._written = 0
 
-    def _job(self, i: int, plain: memoryview, ct: memoryview) -> memoryview:
-        self._cipher.encrypt_into(i, i == self._content.n_chunks - 1, plain, ct)
-        if self._hashing:
-            self.digests[i] = crypto.content_hash(ct)
-        return ct
+    def _job(self, chunks: list[tuple[int, memoryview, memoryview]], out: memoryview) -> memoryview:
+        last = self._content.n_chunks - 1
+        for i, plain, ct in chunks:
+            self._cipher.encrypt_into(i, i == last, plain, ct)
+            if self._hashing:
+                self.digests[i] = crypto.content_hash(ct)
+        return out
 
     def _write_oldest(self) -> None:
         ct = self._pending.popleft().result()
@@ -137,28 +165,33 @@ class _Pipeline:
     def run(self, segments: Iterable[memoryview]) -> int:
         """Encrypt and write every chunk; returns the bytes written."""
         c = self._content
-        total = 0
         pool = None
         if self._workers > 1:
             pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="sealedckpt-seal")
+        pieces = _chunk_pieces(segments, c)
         try:
-            for i, pieces in enumerate(_chunk_pieces(segments, c.chunk_size)):
-                if i >= c.n_chunks:
-                    raise InvalidArgumentError("payload is longer than declared")
+            for k, group in enumerate(self._groups):
                 if len(self._pending) == len(self._bufs):
                     self._write_oldest()
-                plen = sum(len(p) for p in pieces)
-                total += plen
-                if plen != c.plain_len(i):
-                    raise InvalidArgumentError("payload is shorter than declared")
-                ct = self._bufs[i % len(self._bufs)][: plen + TAG_SIZE]
-                plain = pieces[0] if len(pieces) == 1 else _gather(pieces, ct)
+                buf = self._bufs[k % len(self._bufs)]
+                chunks, pos = [], 0
+                for i in group:
+                    p = next(pieces, None)
+                    plen = sum(len(x) for x in p) if p is not None else -1
+                    if plen != c.plain_len(i):
+                        raise InvalidArgumentError("payload is shorter than declared")
+                    ct = buf[pos : pos + plen + TAG_SIZE]
+                    pos += plen + TAG_SIZE
+                    assert p is not None
+                    chunks.append((i, p[0] if len(p) == 1 else _gather(p, ct), ct))
                 if pool is None:
                     fut: Future[memoryview] = Future()
-                    fut.set_result(self._job(i, plain, ct))
+                    fut.set_result(self._job(chunks, buf[:pos]))
                 else:
-                    fut = pool.submit(self._job, i, plain, ct)
+                    fut = pool.submit(self._job, chunks, buf[:pos])
                 self._pending.append(fut)
+            if next(pieces, None) is not None:
+                raise InvalidArgumentError("payload is longer than declared")
             while self._pending:
                 self._write_oldest()
         finally:
@@ -166,8 +199,6 @@ class _Pipeline:
                 fut.cancel()
             if pool is not None:
                 pool.shutdown(wait=True)
-        if total != c.payload_len:
-            raise InvalidArgumentError(f"payload is {total} bytes, declared {c.payload_len}")
         return self._written
 
 
@@ -180,21 +211,30 @@ def _gather(pieces: list[memoryview], buf: memoryview) -> memoryview:
     return buf[:pos]
 
 
-def _chunk_pieces(segments: Iterable[memoryview], chunk_size: int) -> Iterator[list[memoryview]]:
-    """Group the payload's segments into chunk-sized lists of views (no copying here)."""
+def _flat(seg: memoryview) -> memoryview:
+    return seg.cast("B") if seg.format != "B" or seg.ndim != 1 else seg
+
+
+def _chunk_pieces(segments: Iterable[memoryview], content: fmt.Content) -> Iterator[list[memoryview]]:
+    """Group the payload's segments into one list of views per chunk (no copying here); a final
+    extra list holds any bytes past the declared payload."""
+    n = content.n_chunks
+    i, need = 0, content.plain_len(0)
     pieces: list[memoryview] = []
-    have = 0
-    yielded = False
     for seg in segments:
-        mv = seg.cast("B") if seg.format != "B" or seg.ndim != 1 else seg
+        mv = _flat(seg)
         pos = 0
         while pos < len(mv):
-            take = min(chunk_size - have, len(mv) - pos)
+            if i >= n:
+                yield [mv[pos:]]
+                return
+            take = min(need, len(mv) - pos)
             pieces.append(mv[pos : pos + take])
-            have += take
+            need -= take
             pos += take
-            if have == chunk_size:
+            if need == 0:
                 yield pieces
-                pieces, have, yielded = [], 0, True
-    if pieces or not yielded:
-        yield pieces  # the final partial chunk, or the single empty chunk of an empty payload
+                pieces, i = [], i + 1
+                need = content.plain_len(i) if i < n else 0
+    if i < n and (pieces or need == 0):
+        yield pieces  # a short final chunk (caught by the caller), or the empty chunk of an empty payload

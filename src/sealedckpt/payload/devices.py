@@ -106,14 +106,16 @@ def stream_to_devices(
     """Decrypt window by window into a staging buffer and hand each entry's bytes to its buffer:
     device memory (``on_device``, asynchronous copies) or CPU memory. The host never holds more
     than two windows of plaintext for device-bound entries."""
-    cs = reader.content.chunk_size
-    total = reader.content.payload_len
-    window = max(cs, (copier.window // cs) * cs)
-    staging = [copier.staging(min(window, total)) for _ in range(2 if total > window else 1)]
+    c = reader.content
+    groups = c.groups(range(c.n_chunks), copier.window)  # chunk-aligned windows: no chunk read twice
+    windows = [(c.chunk_start(g[0]), c.chunk_start(g[-1]) + c.plain_len(g[-1])) for g in groups]
+    size = max(hi - lo for lo, hi in windows)
+    staging = [copier.staging(size) for _ in range(min(2, len(windows)))]
     fences: list[Any] = [None] * len(staging)
     spans = [(data_start + e.begin, data_start + e.end, e.name) for e in entries if e.nbytes and e.name in bufs]
-    for k, lo in enumerate(range(0, total, window)):
-        hi = min(lo + window, total)
+    for k, (lo, hi) in enumerate(windows):
+        if lo == hi:
+            continue  # the empty chunk of an empty payload
         slot = k % len(staging)
         copier.wait(fences[slot])  # the copies out of this buffer are done
         buf = staging[slot][: hi - lo]

@@ -3,7 +3,6 @@ is allocated. Both the full load and the lazy reader start here."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,24 +66,23 @@ class PayloadIndex:
     def _check_tensor(self, node: dict[str, Any]) -> None:
         e = self._entry(node["e"])
         dtype, shape, stride, offset = node["dtype"], node["shape"], node["stride"], node["offset"]
-        if dtype not in pl.ITEMSIZE:
+        itemsize = pl.ITEMSIZE.get(dtype)
+        if itemsize is None:
             raise st.invalid("tensor dtype")
         if node.get("rg") and dtype not in _FLOATING:
             raise st.invalid("only a floating point tensor can require grad")
-        dims = list(zip(shape, stride, strict=False))
-        ok = len(shape) == len(stride) <= 64 and 0 <= offset < _DIM_LIMIT
-        ok = ok and all(_small_uint(d) and _small_uint(s) for d, s in dims)
-        if not (ok and math.prod(d or 1 for d, _ in dims) < 1 << 63):
+        if not (len(shape) == len(stride) <= 64 and 0 <= offset < _DIM_LIMIT):
             raise st.invalid("tensor shape/stride/offset")
-        empty = any(d == 0 for d in shape)
-        if not empty:
-            last = offset + sum((d - 1) * s for d, s in zip(shape, stride, strict=True))
-            if (last + 1) * pl.ITEMSIZE[dtype] > e.nbytes:
-                raise st.invalid("tensor view within its storage")
-
-
-def _small_uint(x: object) -> bool:
-    return type(x) is int and 0 <= x < _DIM_LIMIT
+        last, numel = offset, 1  # at most 64 dims below 2**62 each: exact big-int arithmetic
+        for d, s in zip(shape, stride, strict=True):
+            if not (type(d) is int and type(s) is int and 0 <= d < _DIM_LIMIT and 0 <= s < _DIM_LIMIT):
+                raise st.invalid("tensor shape/stride/offset")
+            numel *= d or 1
+            last += (d - 1) * s
+        if numel >= 1 << 63:
+            raise st.invalid("tensor shape/stride/offset")
+        if 0 not in shape and (last + 1) * itemsize > e.nbytes:
+            raise st.invalid("tensor view within its storage")
 
 
 def read_index(reader: SealedReader) -> PayloadIndex:

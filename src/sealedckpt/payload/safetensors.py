@@ -149,6 +149,10 @@ def read_header(reader: SealedReader) -> tuple[int, dict[str, str], list[Entry]]
     """Decrypt and parse a sealed payload's header: (data section start, metadata, entries)."""
     total = reader.content.payload_len
     hlen = header_len(reader.read_prefix(8), total)
+    if 8 + hlen != reader.content.head_len:
+        raise FormatError(
+            f"payload header ends at {8 + hlen}, but the file header says the head is {reader.content.head_len} bytes"
+        )
     meta, entries = parse_header(reader.read_prefix(8 + hlen)[8:], total - 8 - hlen)
     return 8 + hlen, meta, entries
 

@@ -118,19 +118,31 @@ class Visitor(Protocol):
         """A set (items: values) or a namespace or dataclass (items: ``(name, value)`` pairs)."""
 
 
+# tag -> (every allowed field with "t", the required ones with "t", (field, type) of the typed ones)
+_RULES: dict[str, tuple[frozenset[str], frozenset[str], tuple[tuple[str, type], ...]]] = {
+    tag: (
+        frozenset(f) | {"t"},
+        frozenset(k for k, (_, req) in f.items() if req) | {"t"},
+        tuple((k, typ) for k, (typ, _) in f.items() if typ is not object),
+    )
+    for tag, f in FIELDS.items()
+}
+
+
 def _check_fields(node: object) -> str:
     """Validate a tagged node's field names and field types; return its tag."""
     if type(node) is not dict or type(node.get("t")) is not str:
         raise FormatError("structure node is not a tagged object")
     tag: str = node["t"]
-    fields = FIELDS.get(tag)
-    if fields is None or not all(k == "t" or k in fields for k in node):
+    rules = _RULES.get(tag)
+    if rules is None:
         raise FormatError(f"structure node {tag!r} has unexpected fields")
-    for name, (typ, required) in fields.items():
-        if name not in node:
-            if required:
-                raise FormatError(f"structure node {tag!r} has unexpected fields")
-        elif typ is not object and type(node[name]) is not typ:
+    allowed, required, typed = rules
+    keys = node.keys()
+    if not (keys <= allowed and required <= keys):
+        raise FormatError(f"structure node {tag!r} has unexpected fields")
+    for name, typ in typed:
+        if name in node and type(node[name]) is not typ:
             raise invalid(f"{tag} {name}")
     return tag
 
