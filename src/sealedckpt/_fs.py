@@ -71,9 +71,12 @@ def tmpfile_supported(directory: str) -> bool:
         if fd >= 0:
             probe = os.path.join(directory, f".sealedckpt-probe.{secrets.token_hex(6)}")
             try:
-                os.link(f"/proc/self/fd/{fd}", probe, follow_symlinks=True)
-                os.unlink(probe)
-                ok = True
+                try:
+                    os.link(f"/proc/self/fd/{fd}", probe, follow_symlinks=True)
+                    ok = True
+                finally:  # also on Ctrl-C right after the link: never leave the probe behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(probe)
             except OSError:
                 ok = False
             finally:
