@@ -16,6 +16,7 @@ from ..stores.keystore import Keystore
 from . import _keys
 from ._common import audit_log, audited, gc_paused
 from ._keys import LoadKey, SaveKey, Trusted
+from ._trust import keys_of
 
 if TYPE_CHECKING:
     from ..payload.codec import MapLocation
@@ -33,6 +34,7 @@ def seal_dir(
     metadata: dict[str, str] | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    expires_at: int | None = None,
 ) -> list[DirEntry]:
     """Seal every ``*.safetensors`` shard of the directory ``src`` (and every other file, unless
     ``keep_public``) into the new directory ``dst``, with a manifest signed by ``sign_with``."""
@@ -41,7 +43,8 @@ def seal_dir(
     with audited(log, "seal-dir", src, info):
         keys = _keys.save_keys(key, keystore)
         signers = _keys.signers(sign_with)
-        entries = distdir.seal_dir(src, dst, keys=keys, signers=signers, keep_public=keep_public, metadata=metadata)
+        entries = distdir.seal_dir(src, dst, keys=keys, signers=signers, keep_public=keep_public, metadata=metadata,
+                                  expires_at=expires_at)  # fmt: skip
         info.update(path=dst, digest="sha256:" + distdir.manifest_sha256(dst),
                     key_ids=[_keys.key_label(k) for k in keys], signer_ids=[s.key_id for s in signers],
                     detail={"input": os.path.abspath(src), "files": str(len(entries))})  # fmt: skip
@@ -56,6 +59,7 @@ def verify_dir(
     expect_model: str | None = None,
     require_signed: bool = False,
     audit: AuditLog | None = None,
+    allow_rollback: bool = False,
 ) -> DirVerifyResult:
     """Check a sealed directory without a key: the manifest's signatures (at least one by
     ``trusted_signers`` when given; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the
@@ -67,9 +71,11 @@ def verify_dir(
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "verify-dir", d, info):
-        res = distdir.verify_dir(d, trusted_signers=trusted)
+        res = distdir.verify_dir(d, trusted_signers=keys_of(trusted))
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers])
         DirReleaseCheck(min_version, expect_model).manifest(res.signers, res.metadata, key_holder=False)
+        if trusted is not None:
+            trusted.check(res.signers, res.metadata, allow_rollback)
         if require_signed and not res.signers:
             raise SignatureError("the manifest is not signed: nothing proves who published it",
                                  hint="sign it with `sealedckpt sign-dir DIR --key NAME`")  # fmt: skip
@@ -82,16 +88,19 @@ def sign_dir(
     *,
     trusted_signers: Trusted = None,
     audit: AuditLog | None = None,
+    statement: str = "counter-signature",
+    expires_at: int | None = None,
 ) -> DirVerifyResult:
-    """Add (counter-)signatures to a sealed directory's manifest, after verifying the directory
-    (and, with ``trusted_signers``, that an existing signature is trusted). Returns what was verified."""
+    """Add signatures (a ``statement`` of type ``counter-signature``, ``audit`` or ``release``)
+    to a sealed directory's manifest, after verifying the directory (and, with
+    ``trusted_signers``, that a trusted release signature is there). Returns what was verified."""
     log = audit_log(audit, None)
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
     with audited(log, "sign-dir", d, info):
-        res = distdir.verify_dir(d, trusted_signers=trusted)
-        distdir.add_dir_signatures(d, signers)
+        res = distdir.verify_dir(d, trusted_signers=keys_of(trusted))
+        distdir.add_dir_signatures(d, signers, kind=statement, expires_at=expires_at)
         info["digest"] = f"sha256:{res.manifest_sha256}"
     return res
 
@@ -106,6 +115,7 @@ def unseal_dir(
     expect_model: str | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    allow_rollback: bool = False,
 ) -> list[str]:
     """Verify a sealed directory, then write its original files into the new directory ``dst``
     (shards as plain safetensors, decrypted files 0600). Returns the files written.
@@ -117,11 +127,16 @@ def unseal_dir(
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "open-dir", d, info):
-        res = distdir.verify_dir(d, trusted_signers=trusted, check_files=False)
+        res = distdir.verify_dir(d, trusted_signers=keys_of(trusted), check_files=False)
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers],
                     detail={"output": os.path.abspath(dst)})  # fmt: skip
+        if trusted is not None:
+            trusted.check(res.signers, res.metadata, allow_rollback)
         release = DirReleaseCheck(min_version, expect_model)
-        return distdir.unseal_dir(d, dst, keys, trusted_signers=trusted, release=release)
+        written = distdir.unseal_dir(d, dst, keys, trusted_signers=keys_of(trusted), release=release)
+        if trusted is not None:
+            trusted.remember(res.metadata)
+        return written
 
 
 def load_dir(
@@ -133,6 +148,7 @@ def load_dir(
     min_version: int | None = None,
     expect_model: str | None = None,
     keystore: Keystore | None = None,
+    allow_rollback: bool = False,
 ) -> dict[str, Any]:
     """Load a sealed model directory (``sealedckpt seal-dir``) into one state_dict.
 
@@ -149,4 +165,16 @@ def load_dir(
     keys = _keys.load_keys(key, keystore)
     with gc_paused():
         release = DirReleaseCheck(min_version, expect_model)
-        return load_state(path, keys, trusted_signers=trusted, map_location=map_location, release=release)
+
+        seen: list[DirVerifyResult] = []
+
+        def check(res: DirVerifyResult) -> None:
+            seen.append(res)
+            if trusted is not None:
+                trusted.check(res.signers, res.metadata, allow_rollback)
+
+        state = load_state(path, keys, trusted_signers=keys_of(trusted), map_location=map_location, release=release,
+                           on_verified=check)  # fmt: skip
+        if trusted is not None:
+            trusted.remember(seen[0].metadata)
+        return state

@@ -21,6 +21,7 @@ from ..stores.keystore import Keystore
 from . import _keys
 from ._common import audit_log, audited
 from ._keys import LoadKey, SaveKey, Trusted
+from ._trust import keys_of
 from .checkpoint import reader_fields
 
 StrPath = str | os.PathLike[str]
@@ -37,6 +38,7 @@ def seal_file(
     progress: ProgressStart | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    expires_at: int | None = None,
 ) -> SealSummary:
     """Seal a plain safetensors file ``src`` into ``dst`` (streamed; torch is not imported).
 
@@ -60,7 +62,8 @@ def seal_file(
             convert = release_files.seal_legacy
         else:
             convert = release_files.seal_safetensors
-        summary = convert(src, dst, keys=keys, signers=signers, metadata=metadata, progress=progress)
+        summary = convert(src, dst, keys=keys, signers=signers, metadata=metadata, progress=progress,
+                          expires_at=expires_at)  # fmt: skip
         info.update(path=dst, digest=summary.digest, key_ids=summary.key_ids, signer_ids=summary.signer_ids,
                     detail={"input": os.path.abspath(src)})  # fmt: skip
     return summary
@@ -77,6 +80,7 @@ def unseal_file(
     progress: ProgressStart | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    allow_rollback: bool = False,
 ) -> int:
     """Decrypt the sealed file ``src`` into ``dst`` as a plain safetensors file; returns its size.
 
@@ -93,14 +97,18 @@ def unseal_file(
     info: dict[str, Any] = {}
     with audited(log, "open", src, info), builtins.open(src, "rb") as f:
         mode = 0o600 & os.fstat(f.fileno()).st_mode
-        reader = container.open_sealed(f, keys, trusted_signers=trusted)
+        reader = container.open_sealed(f, keys, trusted_signers=keys_of(trusted))
         check_release(reader.content.metadata, min_version, expect_model)
+        if trusted is not None:
+            trusted.check(reader.unverified_signers, reader.content.metadata, allow_rollback)
         read_index(reader)  # before a byte is written: a safetensors payload with a valid structure
         info.update(reader_fields(reader), detail={"output": os.path.abspath(dst)})
         tick = progress(reader.content.payload_len) if progress is not None else None
         with atomic_write(dst, mode=mode) as out:
             n = reader.write_plaintext(out, tick)
         info.update(reader_fields(reader))  # every chunk checked: the signed root and signers count
+        if trusted is not None:
+            trusted.remember(reader.content.metadata)
         return n
 
 

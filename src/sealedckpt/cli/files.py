@@ -24,7 +24,7 @@ from .output import (
     signer_rows,
     when,
 )
-from .parse import Session, parse_meta
+from .parse import Session, parse_date, parse_meta
 from .walk import sealed_files
 
 
@@ -34,10 +34,13 @@ def cmd_seal(args: argparse.Namespace) -> int:
         keys = s.seal_keys(args) or None
         signers = s.signing_keys(args.sign or [], "--sign ")
         meta = parse_meta(args.meta or [])
+        expires = parse_date(args.expires)
+        if expires is not None and not signers:
+            raise CliError("--expires dates a signed statement; it needs --sign", EXIT_USAGE)
     with bars("seal") as progress:
         summary = api.seal_file(args.input, args.output, key=keys, sign_with=signers, metadata=meta,
                                 allow_pickle=args.allow_pickle, progress=progress, keystore=s.keystore,
-                                audit=s.audit)  # fmt: skip
+                                audit=s.audit, expires_at=expires)  # fmt: skip
     if args.json:
         print_json({"output": args.output, "key_slots": summary.key_ids, "signers": summary.signer_ids,
                     "content_digest": None if summary.root is None else api.root_label(summary.root),
@@ -58,7 +61,8 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         trusted = s.trusted(args.trust)
     with bars("unseal") as progress:
         n = api.unseal_file(args.input, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
-                            expect_model=args.model, progress=progress, keystore=s.keystore, audit=s.audit)  # fmt: skip
+                            expect_model=args.model, progress=progress, keystore=s.keystore, audit=s.audit,
+                            allow_rollback=args.allow_rollback)  # fmt: skip
     print(safe(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)"))
     return EXIT_OK
 
@@ -135,7 +139,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         size = os.path.getsize(args.file)
     with bars("verify") as progress:
         res = api.verify(args.file, trusted_signers=trusted, progress=progress(size), min_version=args.min_version,
-                         expect_model=args.model, audit=s.audit)  # fmt: skip
+                         expect_model=args.model, audit=s.audit, allow_rollback=args.allow_rollback)  # fmt: skip
     signers = signer_rows(res.signers)
     trust_checked = any(r.trusted for r in res.signers)  # with a trust list, at least one signer is trusted
     digest = api.root_label(res.root)
@@ -153,7 +157,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     with s.recording("sign", args.file, success=False):
         signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
-    res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit)
+        expires = parse_date(args.expires)
+    res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit, statement=args.statement,
+                   expires_at=expires)  # fmt: skip
     ids = ", ".join(signer.key_id for signer in res.signers)
     print(safe(f"signed {args.file}: content digest {api.root_label(res.root)}; signers now {ids}"))
     return EXIT_OK

@@ -5,18 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import container
 from .._json import strict_loads
+from ..container.signatures import Verifier
 from ..errors import FormatError, IntegrityError
 from . import directory as distdir
 from ._safeio import open_regular, read_regular
 from .policy import DirReleaseCheck
 
 if TYPE_CHECKING:
-    from ..crypto import VerifyKey
     from ..payload.codec import MapLocation
 
 
@@ -58,9 +59,10 @@ def load_state(
     d: str | os.PathLike[str],
     keys: container.KeySource,
     *,
-    trusted_signers: list[VerifyKey] | None,
+    trusted_signers: Sequence[Verifier] | None,
     map_location: MapLocation = None,
     release: DirReleaseCheck | None = None,
+    on_verified: Callable[[distdir.DirVerifyResult], None] | None = None,
 ) -> dict[str, Any]:
     """Verify the manifest (and the release's model/version, see :class:`DirReleaseCheck`), then
     merge every shard into one state_dict, checked against the index."""
@@ -68,6 +70,8 @@ def load_state(
 
     root = Path(d)
     res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
+    if on_verified is not None:
+        on_verified(res)  # the trust policy, before anything is decrypted
     rc = release or DirReleaseCheck()
     rc.manifest(res.signers, res.metadata, key_holder=True)
     state: dict[str, Any] = {}
