@@ -33,11 +33,14 @@ def save(
     metadata: dict[str, str] | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    expires_at: int | None = None,
 ) -> None:
     """Seal ``obj`` (a whole training checkpoint) into ``f``, like ``torch.save``.
 
     A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
     directory). ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
+    ``sign_with`` signs a release statement (docs/FORMAT.md §8.1), expiring at ``expires_at``
+    (Unix seconds) when given.
     ``key=None`` uses :func:`default_key` (from ``keystore``, default ``Keystore()``).
     """
     from ..payload.codec import plan_payload
@@ -52,11 +55,13 @@ def save(
         if isinstance(f, (str, os.PathLike)):
             with atomic_write(f) as out:
                 summary = container.seal(
-                    out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+                    out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata,
+                    expires_at=expires_at,
                 )
         else:
             summary = container.seal(
-                f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+                f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata,
+                expires_at=expires_at,
             )
             flush = getattr(f, "flush", None)
             if flush is not None:

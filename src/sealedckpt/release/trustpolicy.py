@@ -86,8 +86,9 @@ class Policy:
     notes: list[str] = field(default_factory=list)
 
     def verifiers(self) -> list[Verifier]:
-        """Every key not revoked (the container marks their signatures trusted)."""
-        return [k.key for k in self.keys if not k.revoked]
+        """Every stored key (the container marks their signatures trusted; :meth:`check` then
+        refuses revoked keys and ignores expired or out-of-scope ones)."""
+        return [k.key for k in self.keys]
 
     def requirements(self, model: str | None) -> dict[str, int]:
         """The thresholds for ``model``: the largest of every matching rule, publisher >= 1 always."""
@@ -125,7 +126,7 @@ class Policy:
             for role in k.roles:
                 if s.statement.type in ROLE_TYPES.get(role, frozenset(st.TYPES) - {st.REVOCATION}):
                     counted.setdefault(role, set()).add(k.name)
-        for role, n in sorted(self.requirements(model).items()):
+        for role, n in sorted(self.requirements(model).items(), key=lambda rn: (rn[0] != PUBLISHER, rn[0])):
             have = sorted(counted.get(role, ()))
             if len(have) < n:
                 kinds = "/".join(sorted(ROLE_TYPES.get(role, frozenset({"any"}))))
