@@ -125,7 +125,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for slot in info.key_slots:
         lines.append(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))
     for sig in info.signatures:
-        lines.append(f"  signature   key id {sig['key_id']} at {when(int(str(sig['signed_at'])))} (not verified)")
+        at = f" at {when(int(str(sig['signed_at'])))}" if "signed_at" in sig else ""
+        kind = f" ({sig['type']})" if "type" in sig else " (unreadable statement)"
+        lines.append(f"  signature   {sig['alg']}{kind} key id {sig['key_id']}{at} (not verified)")
     lines.extend(f"  metadata    {k} = {v}" for k, v in info.metadata.items())
     for line in lines:
         print(safe(line))  # public metadata is anyone's text: no terminal escapes

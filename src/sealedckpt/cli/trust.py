@@ -40,6 +40,9 @@ def cmd_trust_show(args: argparse.Namespace) -> int:
     store = TrustStore()
     pubs, rules, skew = store.publishers(), store.rules(), store.clock_skew()
     versions = VersionMemory(store.home).all()
+    if args.json and args.trust_command == "list":
+        print_json([_row(p) for p in pubs])
+        return EXIT_OK
     if args.json:
         rows = [{"models": r.models, "require": r.require} for r in rules]
         print_json({"keys": [_row(p) for p in pubs], "rules": rows, "clock_skew": skew, "versions": versions})

@@ -171,6 +171,16 @@ def verify_file(
     return VerifyResult(trailer.signers, trailer.root, dict(c.metadata))
 
 
+def _key_id(alg: str, public_key: bytes) -> str:
+    """A key id as shown by ``inspect``, computed without accepting the key."""
+    if alg == "ed25519" and len(public_key) == crypto.ED25519_PUB_SIZE:
+        return crypto.ed25519_key_id(public_key)
+    try:
+        return load_verifier(alg, public_key).key_id
+    except SignatureError:
+        return "invalid"
+
+
 def read_public_info(f: BinaryIO) -> PublicInfo:
     """The public view of a file (``inspect``); a malformed trailer just shows no signatures."""
     src = Source(f)
@@ -182,8 +192,10 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
         count, block = trailer_count(src, header)
         base = off + 2 + c.n_chunks * DIGEST_SIZE + 4
         for e in fmt.parse_signature_entries(src.read(base, block), count) if count else []:
-            stmt = parse_statement(e.statement)
-            sigs.append({"key_id": load_verifier(e.alg, e.public_key).key_id, "alg": e.alg, "type": stmt.type,
-                         "signed_at": stmt.signed_at, "expires_at": stmt.expires_at})  # fmt: skip
+            row: dict[str, object] = {"key_id": _key_id(e.alg, e.public_key), "alg": e.alg}
+            with contextlib.suppress(SealedCkptError):  # shown unverified; a bad statement shows less
+                stmt = parse_statement(e.statement)
+                row.update(type=stmt.type, signed_at=stmt.signed_at, expires_at=stmt.expires_at)
+            sigs.append(row)
     slots = [s.describe() for s in header.slots]
     return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)
