@@ -288,3 +288,39 @@ def test_cli_trust_policy_and_errors(capsys: pytest.CaptureFixture[str], tmp_pat
     assert run_cli(capsys, "trust", "revoke", "acme")[0] == 0
     code, out, _ = run_cli(capsys, "trust", "show", "--json")
     assert code == 0 and '"revoked": true' in out
+
+
+@pytest.mark.parametrize(("doc", "why"), [
+    ('{"version": 1, "keys": [], "rules": [{"models": "*", "require": {"publisher": 99}}], "clock_skew": 300}',
+     "threshold"),
+    ('{"version": 1, "keys": [], "rules": [{"models": "*", "require": {"publisher": true}}], "clock_skew": 300}',
+     "wrong type"),
+    ('{"version": 1, "keys": [], "rules": [], "clock_skew": -1}', "clock_skew"),
+    ('{"version": 1, "keys": [], "rules": []}', "not a"),
+    ('{"version": 1, "keys": [{"name": "a", "public": "sckpt-vk1x", "added": "t"}], "rules": [], "clock_skew": 0}',
+     "invalid"),
+    ('{"version": 1, "keys": [{"name": "a", "public": "x", "added": "t", "kind": "rsa"}], "rules": [], '
+     '"clock_skew": 0}', "unknown key kind"),
+])  # fmt: skip
+def test_damaged_trust_store_refused(tmp_path: Path, doc: str, why: str) -> None:
+    home = tmp_path / "h"
+    home.mkdir(mode=0o700)
+    (home / "trust.json").write_text(doc)
+    (home / "trust.json").chmod(0o600)
+    with pytest.raises(sealedckpt.KeystoreError, match=why):
+        TrustStore(home).policy()
+
+
+def test_statement_bytes_are_canonical_and_algorithm_free() -> None:
+    from sealedckpt.container import statement as stm
+
+    s = stm.Statement("release", "blake3:" + "ab" * 32, 1_700_000_000, "llama-tiny", "7", 1_800_000_000)
+    raw = s.encode()
+    assert raw == (b'{"_type":"sealedckpt/statement/v1","expires_at":1800000000,"model":"llama-tiny",'
+                   b'"signed_at":1700000000,"subject":"blake3:' + b"ab" * 32 + b'","type":"release","version":"7"}')
+    assert stm.parse(raw) == s
+    assert stm.pae(b"{}") == b"DSSEv1 41 application/vnd.sealedckpt.statement+json 2 {}"
+    for bad in (raw.replace(b",", b", ", 1), raw.replace(b'"release"', b'"publish"'),
+                raw[:-1] + b',"extra":1}', raw.replace(b'"7"', b"7")):
+        with pytest.raises(sealedckpt.FormatError):
+            stm.parse(bad)
