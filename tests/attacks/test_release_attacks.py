@@ -27,7 +27,6 @@ import torch
 
 import sealedckpt
 from sealedckpt import container
-from sealedckpt.crypto import textkeys
 from sealedckpt.release import directory as distdir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -70,7 +69,11 @@ def _signed_at(value: int) -> Callable[[Ctx], None]:
     def build(c: Ctx) -> None:
         manifest = (c.out / MANIFEST).read_bytes()
         body = _statement("sha256:" + hashlib.sha256(manifest).hexdigest(), json.loads(manifest)["metadata"], value)
-        b64 = {"public_key": c.publisher.public.to_bytes(), "statement": body, "signature": c.publisher.sign(_pae(body))}
+        b64 = {
+            "public_key": c.publisher.public.to_bytes(),
+            "statement": body,
+            "signature": c.publisher.sign(_pae(body)),
+        }
         entry = {"alg": "ed25519", **{k: base64.b64encode(v).decode() for k, v in b64.items()}}
         _write_sig(c, {"version": 1, "signatures": [entry]})
 
@@ -381,7 +384,7 @@ def test_api_verify_and_inspect_survive_u64_signed_at(
         sealedckpt.sign(_signed_file(tmp_path, key, signer, "1"), sealedckpt.SigningKey.generate(),
                         expires_at=(1 << 64) - 1)  # fmt: skip
     p = _signed_file(tmp_path, key, signer, "1", signed_at=(1 << 64) - 1)
-    with pytest.raises(sealedckpt.FormatError, match="signed_at .* out of range"):
+    with pytest.raises(sealedckpt.FormatError, match=r"signed_at .* out of range"):
         sealedckpt.verify(p, trusted_signers=[signer.public])
     (sig,) = sealedckpt.inspect(p).signatures  # listed, unverified, without the unreadable statement
     assert sig["key_id"] == signer.key_id and "signed_at" not in sig

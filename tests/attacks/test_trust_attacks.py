@@ -21,11 +21,10 @@ from sealedckpt import api
 from sealedckpt.stores.trust import TrustStore, revocation_statement
 from sealedckpt.stores.versions import VersionMemory
 
-T0 = int(time.time())  # about when the statements below are signed
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers import run_cli
 
+T0 = int(time.time())  # about when the statements below are signed
 DAY = 86_400
 
 
@@ -316,11 +315,17 @@ def test_statement_bytes_are_canonical_and_algorithm_free() -> None:
 
     s = stm.Statement("release", "blake3:" + "ab" * 32, 1_700_000_000, "llama-tiny", "7", 1_800_000_000)
     raw = s.encode()
-    assert raw == (b'{"_type":"sealedckpt/statement/v1","expires_at":1800000000,"model":"llama-tiny",'
-                   b'"signed_at":1700000000,"subject":"blake3:' + b"ab" * 32 + b'","type":"release","version":"7"}')
+    assert raw == (
+        b'{"_type":"sealedckpt/statement/v1","expires_at":1800000000,"model":"llama-tiny",'
+        b'"signed_at":1700000000,"subject":"blake3:' + b"ab" * 32 + b'","type":"release","version":"7"}'
+    )
     assert stm.parse(raw) == s
     assert stm.pae(b"{}") == b"DSSEv1 41 application/vnd.sealedckpt.statement+json 2 {}"
-    for bad in (raw.replace(b",", b", ", 1), raw.replace(b'"release"', b'"publish"'),
-                raw[:-1] + b',"extra":1}', raw.replace(b'"7"', b"7")):
+    for bad in (
+        raw.replace(b",", b", ", 1),
+        raw.replace(b'"release"', b'"publish"'),
+        raw[:-1] + b',"extra":1}',
+        raw.replace(b'"7"', b"7"),
+    ):
         with pytest.raises(sealedckpt.FormatError):
             stm.parse(bad)

@@ -274,7 +274,16 @@ def statement(root: bytes, meta: dict[str, str], *, kind: str = "release", signe
 
 def pae(body: bytes) -> bytes:
     """DSSE's pre-authentication encoding."""
-    return b"DSSEv1 " + str(len(PAYLOAD_TYPE)).encode() + b" " + PAYLOAD_TYPE + b" " + str(len(body)).encode() + b" " + body
+    return (
+        b"DSSEv1 "
+        + str(len(PAYLOAD_TYPE)).encode()
+        + b" "
+        + PAYLOAD_TYPE
+        + b" "
+        + str(len(body)).encode()
+        + b" "
+        + body
+    )
 
 
 def raw_entry(alg: int, pub: bytes, stmt: bytes, sig: bytes) -> bytes:

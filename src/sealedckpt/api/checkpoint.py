@@ -55,12 +55,22 @@ def save(
         if isinstance(f, (str, os.PathLike)):
             with atomic_write(f) as out:
                 summary = container.seal(
-                    out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata,
+                    out,
+                    plan.payload_len,
+                    plan.segments(),
+                    keys=keys,
+                    signers=signers,
+                    metadata=metadata,
                     expires_at=expires_at,
                 )
         else:
             summary = container.seal(
-                f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata,
+                f,
+                plan.payload_len,
+                plan.segments(),
+                keys=keys,
+                signers=signers,
+                metadata=metadata,
                 expires_at=expires_at,
             )
             flush = getattr(f, "flush", None)
