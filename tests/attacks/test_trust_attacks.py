@@ -6,6 +6,7 @@ a customer who holds a decryption key (and so can re-encrypt anything), and whoe
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -329,3 +330,48 @@ def test_statement_bytes_are_canonical_and_algorithm_free() -> None:
     ):
         with pytest.raises(sealedckpt.FormatError):
             stm.parse(bad)
+
+
+def test_cli_policy_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    st.save_file({"w": torch.ones(3)}, tmp_path / "m.safetensors")
+    for name in ("pub", "aud"):
+        assert run_cli(capsys, "key", "gen", "--kind", "signing", "--name", name)[0] == 0
+    assert run_cli(capsys, "key", "gen", "--name", "k")[0] == 0
+    m, d = str(tmp_path / "m.sealed"), str(tmp_path / "d.sealed")
+    src = str(tmp_path / "m.safetensors")
+    code, _, err = run_cli(capsys, "seal", src, "-o", m, "--key", "k", "--expires", "2036-01-01")
+    assert code == 2 and "sealedckpt: error: --expires dates a signed statement; it needs --sign" in err
+    assert not Path(m).exists()
+    code, _, err = run_cli(capsys, "seal", str(tmp_path / "m.safetensors"), "-o", m, "--key", "k", "--sign", "pub",
+                           "--meta", "model=mistral-7b", "--meta", "version=3", "--expires", "2036-01-01")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "verify", m, "--trust", "store")
+    assert code == 5 and "trust store is empty" in err and err.startswith("sealedckpt: error:")
+    assert run_cli(capsys, "trust", "add", "acme", "pub", "--scope", "llama-*")[0] == 0
+    assert run_cli(capsys, "trust", "add", "audit", "aud", "--role", "auditor")[0] == 0
+    code, out, err = run_cli(capsys, "verify", m, "--trust", "store")
+    assert code == 5 and "outside its scope llama-*" in err and "OK" not in out
+    assert "hint: see `sealedckpt trust show`" in err
+    code, _, err = run_cli(capsys, "sign", m, "--key", "aud", "--as", "bogus")
+    assert code == 2 and "sealedckpt: error:" in err and "invalid choice" in err
+    assert run_cli(capsys, "sign", m, "--key", "aud", "--as", "audit", "--expires", "2036-01-01")[0] == 0
+    code, out, _ = run_cli(capsys, "verify", m, "--json")
+    rows = json.loads(out)["signers"]
+    assert [(r["statement"], r["expires_at"]) for r in rows] == [("release", "2036-01-01T00:00:00Z"),
+                                                                 ("audit", "2036-01-01T00:00:00Z")]  # fmt: skip
+    assert run_cli(capsys, "trust", "rm", "acme")[0] == 0
+    assert run_cli(capsys, "trust", "add", "acme", "pub", "--scope", "mistral-*")[0] == 0
+    assert run_cli(capsys, "verify", m, "--trust", "store")[0] == 0
+    assert run_cli(capsys, "unseal", m, "-o", d, "--key", "k", "--trust", "store")[0] == 0
+    code, out, _ = run_cli(capsys, "trust", "versions", "--json")
+    assert json.loads(out) == {"mistral-7b": 3}
+    code, _, err = run_cli(capsys, "trust", "sign-revocation", "./nope.pub", "--key", "pub", "-o", str(tmp_path / "r"))
+    assert code == 2 and "sealedckpt: error:" in err
+    rev = str(tmp_path / "rev.json")
+    assert run_cli(capsys, "trust", "sign-revocation", "acme", "--key", "pub", "-o", rev)[0] == 0
+    code, out, _ = run_cli(capsys, "trust", "import-revocation", rev)
+    assert code == 0 and "revoked acme" in out
+    code, _, err = run_cli(capsys, "verify", m, "--trust", "store")
+    assert code == 5 and "revoked key 'acme'" in err
+    code, _, err = run_cli(capsys, "verify", m, "--trust", "acme")
+    assert code == 2 and "--trust acme: that key is revoked" in err
