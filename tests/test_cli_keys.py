@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import last_signature, run_cli
 from safetensors.torch import load_file, save_file
 
 import sealedckpt
@@ -738,7 +738,7 @@ def test_unseal_wrong_key(capsys: Capsys, signed_file: Path, tmp_path: Path) -> 
 
 def test_unseal_tampered(capsys: Capsys, signed_file: Path, tmp_path: Path) -> None:
     data = bytearray(signed_file.read_bytes())
-    data[-300] ^= 1  # inside the encrypted chunk
+    data[last_signature(data)["block"] - 32 - 163] ^= 1  # inside the encrypted chunk (before its digest)
     signed_file.write_bytes(bytes(data))
     o = tmp_path / "o.safetensors"
     code, out, err = run(capsys, "unseal", str(signed_file), "-o", str(o))

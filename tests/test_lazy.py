@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import last_signature
 
 import sealedckpt
 
@@ -104,7 +105,7 @@ def test_lazy_reads_authenticate_what_they_read(big: tuple[Any, Any, dict[str, t
     key, _signer, _, data = big
     info = sealedckpt.inspect(io.BytesIO(data))
     n_chunks = -(-info.payload_len // info.chunk_size)
-    first_chunk = len(data) - (info.payload_len + 16 * n_chunks) - (2 + 32 * n_chunks + 105)
+    first_chunk = last_signature(data)["block"] - 32 * n_chunks - 2 - (info.payload_len + 16 * n_chunks)
     bad = bytearray(data)
     bad[first_chunk + 6 * (info.chunk_size + 16) + 100] ^= 1  # inside chunk 6
     with sealedckpt.open(io.BytesIO(bytes(bad)), key=key) as sf:

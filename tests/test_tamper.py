@@ -117,8 +117,8 @@ def test_truncation_at_chunk_boundaries_and_trailing_data_fail(
 ) -> None:
     key, _, blob = big
     info = sealedckpt.inspect(io.BytesIO(blob))
-    header = len(blob) - (info.payload_len + 16 * -(-info.payload_len // info.chunk_size)) - (2 + 32 * 9 + 105)
-    ct_end = len(blob) - (2 + 32 * 9 + 105)
+    ct_end = last_signature(blob)["block"] - 32 * 9 - 2  # the trailer: count, 9 digests, block length, block
+    header = ct_end - (info.payload_len + 16 * -(-info.payload_len // info.chunk_size))
     for cut in [header + k * (info.chunk_size + 16) for k in range(9)] + [ct_end, ct_end + 2, len(blob) - 1]:
         with pytest.raises(sealedckpt.IntegrityError, match="truncated"):
             _load(blob[:cut], key)
