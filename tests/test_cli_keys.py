@@ -890,7 +890,9 @@ def test_verify_trust_keystore_name_and_file(capsys: Capsys, signed_file: Path, 
     code, out, err = run(capsys, "verify", str(signed_file), "--trust", "rel")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].startswith(f"signed by {rel['public']} (key id {rel['id']}) at ") and lines[0].endswith("[trusted]")
+    assert lines[0].startswith(f"signed (release) by {rel['public']} (key id {rel['id']}) at ") and lines[0].endswith(
+        "[trusted]"
+    )
     assert lines[-1] == f"OK: {signed_file}: every signature and every chunk verified"
     f = tmp_path / "rel.pub"
     f.write_text(ok(capsys, "key", "export-public", "rel"), encoding="ascii")
