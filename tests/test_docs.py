@@ -21,6 +21,7 @@ SKIPPED = {
     "README.md": 1,  # ./run demo / ./run test: the demo trains for a while; the other is this suite
     "docs/DISTRIBUTION.md": 1,  # transformers is not installed here
     "docs/PERFORMANCE.md": 1,  # the benchmark takes minutes
+    "docs/TRAINING.md": 1,  # the DCP example needs torchrun with 2 processes (tests/test_dcp_ranks.py runs it)
 }
 
 

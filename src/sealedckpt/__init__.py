@@ -40,6 +40,8 @@ from .errors import (
     SealedCkptError,
     SealedCkptWarning,
     SignatureError,
+    StorageError,
+    StorageNotFoundError,
     UnsafePayloadError,
     UnsupportedTypeError,
 )
@@ -76,6 +78,8 @@ __all__ = [
     "SignatureError",
     "Signer",
     "SigningKey",
+    "StorageError",
+    "StorageNotFoundError",
     "SymmetricKey",
     "UnsafePayloadError",
     "UnsupportedTypeError",

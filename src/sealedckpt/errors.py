@@ -65,8 +65,12 @@ class UnsupportedTypeError(SealedCkptError, TypeError):
 
     def __init__(self, path: str, message: str, *, hint: str | None = None) -> None:
         self.path = path
+        self._message = message
         where = path if path else "<root>"
         super().__init__(f"cannot store {where}: {message}", hint=hint)
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickled between DCP's ranks (in memory)
+        return (type(self), (self.path, self._message), self.__dict__)
 
 
 class ArgumentTypeError(SealedCkptError, TypeError):
@@ -95,6 +99,22 @@ class CliError(SealedCkptError):
 
 class NoCheckpointError(SealedCkptError, LookupError):
     """A checkpoint manager's directory holds no checkpoint (of the step asked for)."""
+
+
+class StorageError(SealedCkptError, OSError):
+    """Object storage or a remote file system failed (network, permissions, a missing bucket).
+
+    The message names the URL, never credentials. Also an ``OSError``, as a local file's failure is.
+    """
+
+    hint = "check the URL, the credentials and the endpoint (storage_options, or AWS_* / FSSPEC_* environment)"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        SealedCkptError.__init__(self, message, hint=hint)
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """No object under that URL (also a ``FileNotFoundError``)."""
 
 
 class SealedCkptWarning(UserWarning):

@@ -9,10 +9,13 @@ import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from .._remote import is_url, open_read, reader, redact, writer
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 
 PathOrFile = str | os.PathLike[str] | BinaryIO
+#: fsspec options for ``scheme://`` URLs (credentials, endpoint); None: the store's environment.
+StorageOptions = dict[str, Any] | None
 
 
 def audit_log(audit: AuditLog | None, keystore: Keystore | None) -> AuditLog | None:
@@ -30,7 +33,7 @@ def audited(log: AuditLog | None, op: str, f: object, info: dict[str, Any]) -> I
     if log is None:
         yield
         return
-    path = os.fspath(f) if isinstance(f, (str, os.PathLike)) else None
+    path = redact(os.fspath(f)) if isinstance(f, (str, os.PathLike)) else None
     try:
         yield
     except BaseException as exc:
@@ -40,13 +43,23 @@ def audited(log: AuditLog | None, op: str, f: object, info: dict[str, Any]) -> I
 
 
 @contextlib.contextmanager
-def reading(f: PathOrFile) -> Iterator[BinaryIO]:
-    """``f`` opened for reading (a path), or as given (a file object)."""
-    if isinstance(f, (str, os.PathLike)):
+def reading(f: PathOrFile, storage_options: StorageOptions = None, *, whole: bool = False) -> Iterator[BinaryIO]:
+    """``f`` opened for reading (a path or a ``scheme://`` URL), or as given (a file object).
+    ``whole``: every byte will be read (large ranged reads for a URL)."""
+    if is_url(f):
+        with open_read(str(f), storage_options, whole=whole) as fh:
+            yield fh  # type: ignore[misc]
+    elif isinstance(f, (str, os.PathLike)):
         with builtins.open(f, "rb") as fh:
             yield fh
     else:
         yield f
+
+
+#: A path or URL opened for reading (the caller closes it).
+open_path = reader
+#: A path replaced atomically (temp, fsync, rename), or a URL written atomically (see ``_remote``).
+writing = writer
 
 
 @contextlib.contextmanager

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import builtins
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import container
-from .._fs import atomic_write
 from ..container import PublicInfo, VerifyResult
 from ..crypto import SigningKey
 from ..errors import ArgumentTypeError, InvalidArgumentError, RollbackError
@@ -16,7 +14,7 @@ from ..release.policy import check_release
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 from . import _keys
-from ._common import PathOrFile, audit_log, audited, gc_paused, reading
+from ._common import PathOrFile, StorageOptions, audit_log, audited, gc_paused, open_path, reading, writing
 from ._keys import LoadKey, SaveKey, Trusted
 from ._trust import keys_of
 
@@ -33,14 +31,16 @@ def save(
     metadata: dict[str, str] | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    storage_options: StorageOptions = None,
     expires_at: int | None = None,
 ) -> None:
     """Seal ``obj`` (a whole training checkpoint) into ``f``, like ``torch.save``.
 
     A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
-    directory). ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
-    ``sign_with`` signs a release statement (docs/FORMAT.md §8.1), expiring at ``expires_at``
-    (Unix seconds) when given.
+    directory); a ``scheme://`` URL (fsspec; ``storage_options`` for its file system) is written
+    so that the object appears only whole (see docs/TRAINING.md, "Object storage").
+    ``metadata`` stays public (readable by :func:`inspect`) and authenticated. ``sign_with`` signs
+    a release statement (docs/FORMAT.md §8.1), expiring at ``expires_at`` (Unix seconds) when given.
     ``key=None`` uses :func:`default_key` (from ``keystore``, default ``Keystore()``).
     """
     from ..payload.codec import plan_payload
@@ -53,7 +53,7 @@ def save(
     info: dict[str, Any] = {"key_ids": [_keys.key_label(k) for k in keys], "signer_ids": [s.key_id for s in signers]}
     with audited(log, "save", f, info):
         if isinstance(f, (str, os.PathLike)):
-            with atomic_write(f) as out:
+            with writing(f, storage_options) as out:
                 summary = container.seal(
                     out,
                     plan.payload_len,
@@ -90,6 +90,7 @@ def load(
     expect_model: str | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    storage_options: StorageOptions = None,
     allow_rollback: bool = False,
     weights_only: bool | None = None,
     mmap: bool | None = None,
@@ -123,7 +124,7 @@ def load(
     if require_signature is False and trusted is not None:
         raise ArgumentTypeError("trusted_signers given with require_signature=False")
     info: dict[str, Any] = {}
-    with audited(log, "load", f, info), reading(f) as fh, gc_paused():
+    with audited(log, "load", f, info), reading(f, storage_options, whole=True) as fh, gc_paused():
         reader = container.open_sealed(fh, keys, trusted_signers=keys_of(trusted), require_signature=require_signature)
         info.update(reader_fields(reader))
         check_release(reader.content.metadata, min_version, expect_model)
@@ -169,12 +170,12 @@ def reader_fields(reader: container.SealedReader) -> dict[str, Any]:
     }
 
 
-def inspect(f: PathOrFile) -> PublicInfo:
+def inspect(f: PathOrFile, *, storage_options: StorageOptions = None) -> PublicInfo:
     """Public facts from the header, without a key (and without importing torch).
 
     Signatures listed here are NOT verified; use :func:`verify`.
     """
-    with reading(f) as fh:
+    with reading(f, storage_options) as fh:
         return container.read_public_info(fh)
 
 
@@ -186,6 +187,7 @@ def verify(
     expect_model: str | None = None,
     progress: Callable[[int], None] | None = None,
     audit: AuditLog | None = None,
+    storage_options: StorageOptions = None,
     allow_rollback: bool = False,
 ) -> VerifyResult:
     """Check every signature and every chunk digest without a decryption key.
@@ -204,7 +206,7 @@ def verify(
         )
     info: dict[str, Any] = {}
     with audited(log, "verify", f, info):
-        with reading(f) as fh:
+        with reading(f, storage_options, whole=True) as fh:
             res = container.verify_file(fh, keys_of(trusted), progress)
         info["digest"] = container.root_label(res.root)
         info["signer_ids"] = [s.key_id for s in res.signers]
@@ -234,7 +236,7 @@ def sign(
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
-    with audited(log, "sign", path, info), builtins.open(path, "rb") as fh, atomic_write(path) as out:
+    with audited(log, "sign", path, info), open_path(path, whole=True) as fh, writing(path) as out:
         res = container.add_signatures(fh, out, signers, trusted_signers=keys_of(trusted), kind=statement,
                                        expires_at=expires_at)  # fmt: skip
         info["digest"] = container.root_label(res.root)
@@ -274,19 +276,22 @@ def open(
     min_version: int | None = None,
     expect_model: str | None = None,
     keystore: Keystore | None = None,
+    storage_options: StorageOptions = None,
     allow_rollback: bool = False,
 ) -> Any:
     """Open a sealed checkpoint for lazy per-tensor reads (a context manager, like
     ``safetensors.safe_open``): ``.keys()``, ``.metadata()``, ``.get_tensor(name)``,
     ``.get_slice(name)[...]`` read and authenticate only the chunks that hold what is asked for.
     ``min_version`` / ``expect_model`` check the MAC-checked public metadata, as :func:`load` does.
+    Over a ``scheme://`` URL each chunk is one ranged read: only the header, the trailer and the
+    chunks holding what is asked for are fetched.
     """
     from ..payload.lazy import SealedFile
 
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers, policy=require_signature is not False)
     owned = isinstance(f, (str, os.PathLike))
-    fh: BinaryIO = builtins.open(f, "rb") if isinstance(f, (str, os.PathLike)) else f
+    fh: BinaryIO = open_path(f, storage_options) if isinstance(f, (str, os.PathLike)) else f
     try:
         reader = container.open_sealed(fh, keys, trusted_signers=keys_of(trusted), require_signature=require_signature)
         check_release(reader.content.metadata, min_version, expect_model)

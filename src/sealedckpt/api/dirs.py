@@ -1,19 +1,26 @@
-"""Sealed model directories: seal, verify, sign, unseal, load (see :mod:`sealedckpt.release.directory`)."""
+"""Sealed model directories: seal, verify, sign, unseal, load (see :mod:`sealedckpt.release.directory`).
+
+Each takes a ``scheme://`` URL for the sealed directory too (see :mod:`sealedckpt.api._staging`:
+a private local copy is checked; publishing uploads the manifest last)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _remote
 from ..crypto import SigningKey
-from ..errors import SignatureError
+from ..errors import SealedCkptError, SignatureError
 from ..release import directory as distdir
 from ..release.directory import DirEntry, DirVerifyResult
 from ..release.policy import DirReleaseCheck
+from ..release.signatures import SIGNATURES
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
-from . import _keys
+from . import _keys, _staging
 from ._common import audit_log, audited, gc_paused
 from ._keys import LoadKey, SaveKey, Trusted
 from ._trust import keys_of
@@ -22,6 +29,21 @@ if TYPE_CHECKING:
     from ..payload.codec import MapLocation
 
 StrPath = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def _local(d: StrPath) -> Iterator[StrPath]:
+    """``d`` itself, or a local copy of the sealed directory at the URL ``d``."""
+    if _remote.is_url(d):
+        with _staging.fetched(str(d)) as local:
+            try:
+                yield local
+            except SealedCkptError as exc:  # name the URL, not the private copy
+                if exc.args and isinstance(exc.args[0], str):
+                    exc.args = (exc.args[0].replace(str(local), _remote.redact(str(d)).rstrip("/")), *exc.args[1:])
+                raise
+    else:
+        yield d
 
 
 def seal_dir(
@@ -43,9 +65,16 @@ def seal_dir(
     with audited(log, "seal-dir", src, info):
         keys = _keys.save_keys(key, keystore)
         signers = _keys.signers(sign_with)
-        entries = distdir.seal_dir(src, dst, keys=keys, signers=signers, keep_public=keep_public, metadata=metadata,
-                                  expires_at=expires_at)  # fmt: skip
-        info.update(path=dst, digest="sha256:" + distdir.manifest_sha256(dst),
+        with contextlib.ExitStack() as stack:
+            out: StrPath = dst
+            if _remote.is_url(dst):
+                out = stack.enter_context(_staging.scratch()) / "sealed"
+            entries = distdir.seal_dir(src, out, keys=keys, signers=signers, keep_public=keep_public,
+                                       metadata=metadata, expires_at=expires_at)  # fmt: skip
+            manifest = distdir.manifest_sha256(out)
+            if out is not dst:
+                _staging.publish(Path(out), str(dst))
+        info.update(path=dst, digest="sha256:" + manifest,
                     key_ids=[_keys.key_label(k) for k in keys], signer_ids=[s.key_id for s in signers],
                     detail={"input": os.path.abspath(src), "files": str(len(entries))})  # fmt: skip
     return entries
@@ -70,8 +99,8 @@ def verify_dir(
     log = audit_log(audit, None)
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
-    with audited(log, "verify-dir", d, info):
-        res = distdir.verify_dir(d, trusted_signers=keys_of(trusted))
+    with audited(log, "verify-dir", d, info), _local(d) as local:
+        res = distdir.verify_dir(local, trusted_signers=keys_of(trusted))
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers])
         DirReleaseCheck(min_version, expect_model).manifest(res.signers, res.metadata, key_holder=False)
         if trusted is not None:
@@ -98,9 +127,11 @@ def sign_dir(
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
-    with audited(log, "sign-dir", d, info):
-        res = distdir.verify_dir(d, trusted_signers=keys_of(trusted))
-        distdir.add_dir_signatures(d, signers, kind=statement, expires_at=expires_at)
+    with audited(log, "sign-dir", d, info), _local(d) as local:
+        res = distdir.verify_dir(local, trusted_signers=keys_of(trusted))
+        distdir.add_dir_signatures(local, signers, kind=statement, expires_at=expires_at)
+        if local is not d:
+            _staging.upload(Path(local), str(d), [SIGNATURES])
         info["digest"] = f"sha256:{res.manifest_sha256}"
     return res
 
@@ -126,14 +157,14 @@ def unseal_dir(
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
-    with audited(log, "open-dir", d, info):
-        res = distdir.verify_dir(d, trusted_signers=keys_of(trusted), check_files=False)
+    with audited(log, "open-dir", d, info), _local(d) as local:
+        res = distdir.verify_dir(local, trusted_signers=keys_of(trusted), check_files=False)
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers],
                     detail={"output": os.path.abspath(dst)})  # fmt: skip
         if trusted is not None:
             trusted.check(res.signers, res.metadata, allow_rollback)
         release = DirReleaseCheck(min_version, expect_model)
-        written = distdir.unseal_dir(d, dst, keys, trusted_signers=keys_of(trusted), release=release)
+        written = distdir.unseal_dir(local, dst, keys, trusted_signers=keys_of(trusted), release=release)
         if trusted is not None:
             trusted.remember(res.metadata)
         return written
@@ -163,7 +194,7 @@ def load_dir(
 
     trusted = _keys.trusted(trusted_signers)
     keys = _keys.load_keys(key, keystore)
-    with gc_paused():
+    with gc_paused(), _local(path) as local:
         release = DirReleaseCheck(min_version, expect_model)
 
         seen: list[DirVerifyResult] = []
@@ -173,7 +204,7 @@ def load_dir(
             if trusted is not None:
                 trusted.check(res.signers, res.metadata, allow_rollback)
 
-        state = load_state(path, keys, trusted_signers=keys_of(trusted), map_location=map_location, release=release,
+        state = load_state(local, keys, trusted_signers=keys_of(trusted), map_location=map_location, release=release,
                            on_verified=check)  # fmt: skip
         if trusted is not None:
             trusted.remember(seen[0].metadata)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import builtins
 import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .. import container
-from .._fs import atomic_write
+from .. import _remote, container
 from ..container import SealSummary
 from ..crypto import SigningKey
 from ..errors import DecryptionError
@@ -19,7 +17,7 @@ from ..release.policy import check_release
 from ..stores.audit import AuditLog
 from ..stores.keystore import Keystore
 from . import _keys
-from ._common import audit_log, audited
+from ._common import audit_log, audited, open_path, writing
 from ._keys import LoadKey, SaveKey, Trusted
 from ._trust import keys_of
 from .checkpoint import reader_fields
@@ -95,16 +93,17 @@ def unseal_file(
     keys = _keys.load_keys(key, keystore)
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
-    with audited(log, "open", src, info), builtins.open(src, "rb") as f:
-        mode = 0o600 & os.fstat(f.fileno()).st_mode
+    with audited(log, "open", src, info), open_path(src, whole=True) as f:
+        mode = 0o600 if _remote.is_url(src) else 0o600 & os.fstat(f.fileno()).st_mode
         reader = container.open_sealed(f, keys, trusted_signers=keys_of(trusted))
         check_release(reader.content.metadata, min_version, expect_model)
         if trusted is not None:
             trusted.check(reader.unverified_signers, reader.content.metadata, allow_rollback)
         read_index(reader)  # before a byte is written: a safetensors payload with a valid structure
-        info.update(reader_fields(reader), detail={"output": os.path.abspath(dst)})
+        shown = _remote.redact(str(dst)) if _remote.is_url(dst) else os.path.abspath(dst)
+        info.update(reader_fields(reader), detail={"output": shown})
         tick = progress(reader.content.payload_len) if progress is not None else None
-        with atomic_write(dst, mode=mode) as out:
+        with writing(dst, mode=mode) as out:
             n = reader.write_plaintext(out, tick)
         info.update(reader_fields(reader))  # every chunk checked: the signed root and signers count
         if trusted is not None:
@@ -116,7 +115,7 @@ def opens_with(path: StrPath, key: LoadKey | Sequence[LoadKey]) -> bool:
     """Whether ``key`` opens a key slot of the sealed file ``path`` (the header and signatures are
     read; no chunk is). Other failures (not sealed, tampered) raise."""
     keys = _keys.load_keys(key, None)
-    with builtins.open(path, "rb") as f:
+    with open_path(path) as f:
         try:
             container.open_sealed(f, keys, require_signature=False)
         except DecryptionError:
@@ -144,8 +143,9 @@ def rewrap_file(
     new = [] if add is None else _keys.save_keys(add, None)
     info: dict[str, Any] = {}
     with audited(log, "rewrap", path, info):
-        with builtins.open(path, "rb") as f, atomic_write(path) as out:
-            tick = progress(os.fstat(f.fileno()).st_size) if progress is not None else None
+        with open_path(path, whole=True) as f, writing(path) as out:
+            size = f.seek(0, os.SEEK_END)
+            tick = progress(size) if progress is not None else None
             labels = container.rewrap(f, out, opener, new, keep=keep, remove=remove, progress=tick)
         info["key_ids"] = [x for x in labels if not x.startswith("#")]
     return labels

@@ -8,6 +8,11 @@ manager removes those not modified for :data:`STALE_TEMP_SECONDS` when it starts
 writer keeps writing to its temp file) and skips younger ones silently (a save in flight);
 a stale one that remains, and anything else in the directory, is skipped with a
 :class:`SealedCkptWarning` (once per name), never counted as a step and never deleted.
+
+``directory`` may be a ``scheme://`` URL (fsspec, e.g. ``s3://bucket/run1``): the same names,
+listing and retention, over :mod:`sealedckpt._remote`. On S3 a step object appears only whole
+(one PUT or a completed multipart upload), so there are no temp objects; other stores write a
+hidden temp name and move it, and the manager skips (never removes) such names.
 """
 
 from __future__ import annotations
@@ -22,9 +27,17 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .. import _remote
 from .._fs import fsync_dir
 from ..crypto import SigningKey
-from ..errors import ArgumentTypeError, InvalidArgumentError, NoCheckpointError, SealedCkptError, SealedCkptWarning
+from ..errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    NoCheckpointError,
+    SealedCkptError,
+    SealedCkptWarning,
+    StorageError,
+)
 from . import checkpoint
 from ._keys import LoadKey, Trusted
 
@@ -67,6 +80,7 @@ class CheckpointManager:
         sign_with: SigningKey | Sequence[SigningKey] | None = None,
         metadata: dict[str, str] | None = None,
         async_save: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if type(keep_last) is not int or keep_last < 1:
             raise InvalidArgumentError(f"keep_last must be an int >= 1, not {keep_last!r}")
@@ -74,8 +88,13 @@ class CheckpointManager:
             raise InvalidArgumentError(f"keep_every must be None or an int >= 1, not {keep_every!r}")
         if metadata is not None and "step" in metadata:
             raise InvalidArgumentError("metadata key 'step' is the manager's own (the step number)")
-        self.directory = os.path.abspath(os.fspath(directory))
-        os.makedirs(self.directory, exist_ok=True)
+        self.remote = _remote.is_url(directory)
+        self.storage_options = storage_options
+        if self.remote:
+            self.directory = str(directory).rstrip("/")
+        else:
+            self.directory = os.path.abspath(os.fspath(directory))
+            os.makedirs(self.directory, exist_ok=True)
         self.key, self.sign_with, self.metadata = key, sign_with, dict(metadata or {})
         self.keep_last, self.keep_every, self.async_save = keep_last, keep_every, async_save
         #: The step the last :meth:`load` returned, and the ``(step, error)`` pairs it skipped.
@@ -92,22 +111,33 @@ class CheckpointManager:
 
     def path(self, step: int) -> str:
         """Where ``step`` is (or would be) stored."""
-        return os.path.join(self.directory, step_name(step))
+        return self._join(step_name(step))
+
+    def _join(self, name: str) -> str:
+        return _remote.join(self.directory, name) if self.remote else os.path.join(self.directory, name)
+
+    def _names(self) -> list[str]:
+        if self.remote:
+            return _remote.listdir(self.directory, self.storage_options)
+        return os.listdir(self.directory)
 
     def steps(self) -> list[int]:
         """Every complete step in the directory, oldest first; other names are skipped (warned once)."""
         found = []
-        for name in os.listdir(self.directory):
+        for name in self._names():
             if m := _STEP.fullmatch(name):
                 found.append(int(m.group(1)))
             elif name not in self._warned and not (_TEMP.fullmatch(name) and not self._stale(name)):
                 self._warned.add(name)
                 what = "a stale temp file" if _TEMP.fullmatch(name) else "not a checkpoint of this manager"
-                warnings.warn(f"{os.path.join(self.directory, name)}: {what}; skipped", SealedCkptWarning, 2)
+                shown = _remote.redact(self._join(name))
+                warnings.warn(f"{shown}: {what}; skipped", SealedCkptWarning, 2)
         return sorted(found)
 
     def _stale(self, name: str) -> bool:
         """A temp file not written to for STALE_TEMP_SECONDS (a live save writes continuously)."""
+        if self.remote:
+            return False  # remote temp names are skipped, never removed (no reliable mtime)
         try:
             return time.time() - os.lstat(os.path.join(self.directory, name)).st_mtime > STALE_TEMP_SECONDS
         except OSError:
@@ -119,6 +149,8 @@ class CheckpointManager:
         return steps[-1] if steps else None
 
     def _remove_stale_temps(self) -> None:
+        if self.remote:
+            return
         for name in os.listdir(self.directory):
             if _TEMP.fullmatch(name) and self._stale(name):
                 with contextlib.suppress(OSError):
@@ -132,8 +164,11 @@ class CheckpointManager:
         gone = [s for s in steps if s not in keep]
         for s in gone:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(s))
-        if gone:
+                if self.remote:
+                    _remote.delete(self.path(s), self.storage_options)
+                else:
+                    os.unlink(self.path(s))
+        if gone and not self.remote:
             fsync_dir(self.directory)
 
     # -- saving ----------------------------------------------------------------------------
@@ -164,7 +199,8 @@ class CheckpointManager:
 
     def _write(self, step: int, obj: Any) -> None:
         meta = {**self.metadata, "step": str(step)}
-        checkpoint.save(obj, self.path(step), key=self.key, sign_with=self.sign_with, metadata=meta)
+        checkpoint.save(obj, self.path(step), key=self.key, sign_with=self.sign_with, metadata=meta,
+                        storage_options=self.storage_options)  # fmt: skip
         self._retire(step)
 
     def _background(self, step: int, snap: Any) -> None:
@@ -229,26 +265,27 @@ class CheckpointManager:
             steps = self.steps()
             if step is not None:
                 if step not in steps and not fallback:
-                    raise NoCheckpointError(f"no checkpoint of step {step} in {self.directory}")
+                    raise NoCheckpointError(f"no checkpoint of step {step} in {_remote.redact(self.directory)}")
                 steps = [s for s in steps if s <= step]
             if not steps:
                 upto = f" up to step {step}" if step is not None else ""
-                raise NoCheckpointError(f"no checkpoint in {self.directory}{upto}")
+                raise NoCheckpointError(f"no checkpoint in {_remote.redact(self.directory)}{upto}")
             try:
                 return self._load_newest(steps[::-1], map_location, trusted_signers, fallback)
             except FileNotFoundError:
                 if step is not None and not fallback:
                     raise
                 self.skipped = []  # deleted by a writer's retention meanwhile: look again
-        raise NoCheckpointError(f"checkpoints in {self.directory} kept vanishing while being opened")
+        raise NoCheckpointError(f"checkpoints in {_remote.redact(self.directory)} kept vanishing while being opened")
 
     def _load_newest(self, steps: list[int], map_location: MapLocation, trusted: Trusted, fallback: bool) -> Any:
         first: BaseException | None = None
         for s in steps:
             try:
-                obj = checkpoint.load(self.path(s), key=self.key, map_location=map_location, trusted_signers=trusted)
-            except (FileNotFoundError, ArgumentTypeError, InvalidArgumentError):
-                raise
+                obj = checkpoint.load(self.path(s), key=self.key, map_location=map_location, trusted_signers=trusted,
+                                      storage_options=self.storage_options)  # fmt: skip
+            except (FileNotFoundError, ArgumentTypeError, InvalidArgumentError, StorageError):
+                raise  # a missing file (retried by load), a caller's mistake, the store failing: not a bad step
             except (SealedCkptError, OSError) as exc:
                 exc.add_note(f"checkpoint step {s}: {self.path(s)}")
                 if not fallback:

@@ -165,12 +165,17 @@ def _seal_parsers(sub: Sub) -> None:
 
 
 def _check_parsers(sub: Sub) -> None:
-    sp = sub.add_parser("inspect", help="show a sealed file's public header (no key needed)")
+    sp = sub.add_parser(
+        "inspect", help="show a sealed file's (or DCP checkpoint directory's) public header (no key needed)"
+    )
     sp.add_argument("file")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=files.cmd_inspect)
 
-    sp = sub.add_parser("verify", help="check signatures and every chunk without a decryption key")
+    sp = sub.add_parser(
+        "verify",
+        help="check signatures and every chunk (a file, or a DCP checkpoint directory) without a decryption key",
+    )
     sp.add_argument("file")
     _trust_options(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")

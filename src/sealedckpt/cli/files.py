@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import api
+from .. import _remote, api
 from ..errors import CliError, SealedCkptError
+from . import dcp as dcp_cli
 from .output import (
     EXIT_ERROR,
     EXIT_OK,
@@ -111,6 +112,8 @@ def rewrap_targets(items: list[str], recursive: bool) -> list[str]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.file) and dcp_cli.is_dcp_dir(args.file):
+        return dcp_cli.cmd_inspect(args)
     info = api.inspect(args.file)
     n_chunks = max(1, -(-info.payload_len // info.chunk_size))
     if args.json:
@@ -135,10 +138,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.file) and dcp_cli.is_dcp_dir(args.file):
+        return dcp_cli.cmd_verify(args)
     s = Session.of(args)
     with s.recording("verify", args.file, success=False):
         trusted = s.trusted(args.trust)
-        size = os.path.getsize(args.file)
+        size = _remote.size(args.file) if _remote.is_url(args.file) else os.path.getsize(args.file)
     with bars("verify") as progress:
         res = api.verify(args.file, trusted_signers=trusted, progress=progress(size), min_version=args.min_version,
                          expect_model=args.model, audit=s.audit, allow_rollback=args.allow_rollback)  # fmt: skip

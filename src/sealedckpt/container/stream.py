@@ -26,12 +26,15 @@ def default_workers() -> int:
 
 
 class Source:
-    """Positional reads from a path-backed fd or from any seekable binary file object."""
+    """Positional reads from a path-backed fd, from a file with a thread-safe
+    ``pread_into(offset, buf)`` (a remote object: ranged reads, no lock), or from any seekable
+    binary file object."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._pread: Callable[[int, memoryview], int] | None = getattr(f, "pread_into", None)
         try:
             fd = f.fileno()
             os.fstat(fd)
@@ -57,6 +60,8 @@ class Source:
                     break
                 got += k
             return got
+        if self._pread is not None:
+            return self._pread(offset, buf)
         with self._lock:
             self._f.seek(offset)
             got = 0

@@ -17,8 +17,8 @@ from ..container import SealedReader, Signer
 from .decode import Builder
 from .devices import lazy_device
 from .index import read_index
-from .structure import find, walk
-from .views import byte_view, check_bool_bytes, np_dtype, view_span, view_tensor
+from .structure import contiguous_strides, find, walk
+from .views import ST_TO_TORCH, byte_view, check_bool_bytes, flat_bytes, np_dtype, view_span, view_tensor
 
 
 class TensorSlice:
@@ -143,6 +143,25 @@ class SealedFile:
 
     def get_slice(self, name: str) -> TensorSlice:
         return TensorSlice(self, self._node(name))
+
+    def direct_region(self, name: str, out: torch.Tensor) -> tuple[int, memoryview] | None:
+        """``(payload offset, out's bytes)`` when tensor ``name`` can be decrypted straight into
+        ``out`` (CPU, contiguous, same dtype and shape, stored contiguous, not bool); else None.
+        Hand such regions to :meth:`read_regions`."""
+        node = self._node(name)
+        dtype = ST_TO_TORCH.get(node["dtype"])
+        ok = out.device.type == "cpu" and out.is_contiguous() and out.dtype is dtype and dtype is not torch.bool
+        ok = ok and list(out.shape) == node["shape"] and node["stride"] == contiguous_strides(node["shape"])
+        if not ok or out.numel() == 0:
+            return None
+        lo, _ = view_span(node)
+        start = self._index.data_start + self._index.entries[node["e"]].begin + lo
+        return start, byte_view(flat_bytes(out).numpy())
+
+    def read_regions(self, regions: list[tuple[int, memoryview]]) -> None:
+        """Decrypt the chunks under ``regions`` (sorted, non-overlapping) straight into them, in
+        parallel; every chunk is authenticated first. On failure the regions hold garbage."""
+        self._reader.decrypt_regions(regions, only_covering=True)
 
     def _materialize(self, node: dict[str, Any]) -> torch.Tensor:
         """Read the byte span a (possibly sliced) view covers, authenticate, build the tensor."""

@@ -260,6 +260,10 @@ def _parse_manifest(raw: bytes) -> tuple[list[DirEntry], dict[str, str]]:
     return entries, dict(meta)
 
 
+#: The manifest's entries and metadata, parsed strictly (not yet authenticated: verify_dir does that).
+parse_manifest = _parse_manifest
+
+
 def read_manifest(d: Path) -> bytes:
     """The manifest bytes of ``d``: a regular file (no link) of at most ``MAX_MANIFEST`` bytes."""
     mp = d / MANIFEST

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import container
-from .._fs import atomic_write
+from .._remote import writer
 from ..container import sniff
 from ..crypto import SigningKey
 from ..errors import FormatError, UnsafePayloadError
@@ -47,7 +47,7 @@ def seal_layout(
     view = memoryview(mm)[data_start:] if mm is not None else memoryview(b"")
     try:
         tick = progress(layout.payload_len) if progress is not None else None
-        with atomic_write(dst) as out:
+        with writer(dst) as out:  # a path (temp, fsync, rename) or a URL (see sealedckpt._remote)
             segments = [memoryview(layout.header), view]
             return container.seal(out, layout.payload_len, segments, keys=keys, signers=signers,
                                   metadata=metadata, progress=tick, want_root=want_root,
@@ -134,6 +134,6 @@ def seal_legacy(
         ) from None
     plan = plan_payload(obj)
     tick = progress(plan.payload_len) if progress is not None else None
-    with atomic_write(dst) as out:
+    with writer(dst) as out:
         return container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers,
                               metadata=metadata, progress=tick, expires_at=expires_at)  # fmt: skip

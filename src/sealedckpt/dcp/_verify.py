@@ -1,0 +1,89 @@
+"""``verify`` / ``inspect`` of a sealed DCP checkpoint directory: no key, no torch.
+
+``verify`` checks the metadata file's signatures and every chunk, then every data file it lists:
+present with its listed size, every chunk hashed, its content root equal to the listed root; a
+data file the metadata does not list fails. Anything else fails with a SealedCkptError.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import container
+from ..api import _keys
+from ..api._keys import Trusted
+from ..api._trust import keys_of
+from ..container import PublicInfo, Signer
+from ..errors import FormatError, SealedCkptError
+from . import _io, _listing
+
+
+@dataclass(frozen=True)
+class DcpFile:
+    name: str
+    size: int
+    root: str  # blake3:<hex>
+
+
+@dataclass(frozen=True)
+class DcpVerifyResult:
+    signers: list[Signer]
+    root: str  # the metadata file's content root, blake3:<hex>
+    metadata: dict[str, str]  # the metadata file's public metadata, without the file list
+    files: list[DcpFile]
+
+
+def is_dcp_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a local directory holding a sealed DCP ``.metadata`` file."""
+    try:
+        directory = _io.local_dir(path)
+        if not directory.is_dir() or _io.size_of(directory, _io.METADATA_NAME) is None:
+            return False
+        with _io.open_read(directory, _io.METADATA_NAME) as f:
+            return _listing.is_dcp(container.read_public_info(f).metadata)
+    except (SealedCkptError, OSError):
+        return False
+
+
+def _own_metadata(meta: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in meta.items() if k != _listing.MARK_KEY and not k.startswith("dcp.files.")}
+
+
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    trusted_signers: Trusted = None,
+    progress: Callable[[int], None] | None = None,
+) -> DcpVerifyResult:
+    """Check a sealed DCP checkpoint directory without a key (it must be signed)."""
+    directory = _io.local_dir(path)
+    trusted = _keys.trusted(trusted_signers)
+    with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE) as f:
+        res = container.verify_file(f, keys_of(trusted), progress)
+    if trusted is not None:
+        trusted.check(res.signers, res.metadata)
+    files = _listing.decode(res.metadata)
+    _listing.check_present(directory, files)
+    out = []
+    for facts in files:
+        with _io.open_read(directory, facts.name) as f:
+            root, _ = container.compute_root(f, progress)
+        facts.check_root(root)
+        out.append(DcpFile(facts.name, facts.size, container.root_label(root)))
+    return DcpVerifyResult(res.signers, container.root_label(res.root), _own_metadata(res.metadata), out)
+
+
+def inspect(path: str | os.PathLike[str]) -> tuple[PublicInfo, list[DcpFile]]:
+    """The metadata file's public header and the data files it lists (nothing is verified)."""
+    directory = _io.local_dir(path)
+    with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE) as f:
+        info = container.read_public_info(f)
+    if not _listing.is_dcp(info.metadata):
+        raise FormatError(f"{directory}: not a sealed DCP checkpoint")
+    files = [DcpFile(x.name, x.size, f"blake3:{x.root}") for x in _listing.decode(info.metadata)]
+    return info, files
+
+
+__all__ = ["DcpFile", "DcpVerifyResult", "inspect", "is_dcp_dir", "verify"]
