@@ -6,7 +6,10 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "sealedckpt"
-ORDER = ["errors", "_fs", "_env", "_json", "_pool", "crypto", "container", "payload", "release", "stores", "api", "dcp", "hf", "lightning", "cli"]
+ORDER = [
+    "errors", "_fs", "_env", "_json", "_pool", "crypto", "container", "payload", "release", "stores",
+    "api", "dcp", "hf", "lightning", "cli",
+]
 BOTTOM = {"errors": 0, "_fs": 0, "_env": 0, "_json": 0, "_pool": 0, "_remote": 0}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..container import Signer
 from ..container.signatures import Verifier
@@ -50,3 +51,10 @@ class Trust:
 
 def keys_of(trust: Trust | None) -> list[Verifier] | None:
     return None if trust is None else trust.keys
+
+
+def policy_check(trust: Trust | None, allow_rollback: bool = False) -> Callable[[Any], None] | None:
+    """A callback for a verified manifest (``DirVerifyResult``): the policy check of ``trust``."""
+    if trust is None:
+        return None
+    return lambda res: trust.check(res.signers, res.metadata, allow_rollback)

@@ -114,7 +114,8 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _blob_layout(source: str, size: int) -> payload.Layout:
+def blob_layout(source: str, size: int) -> payload.Layout:
+    """The payload header of a file sealed as a blob (one ``U8`` entry of ``size`` bytes)."""
     from ..payload import structure
 
     meta = {**payload.structure_metadata(structure.state_dict([("blob", "U8", (size,))])), BLOB_KEY: source}
@@ -132,7 +133,7 @@ def _seal_file(
             layout = payload.reframe(f.read(hlen), size - 8 - hlen)
             data_start = 8 + hlen
         else:
-            layout = _blob_layout(src.name, size)
+            layout = blob_layout(src.name, size)
             data_start = 0
         dst.parent.mkdir(parents=True, exist_ok=True)
         summary = seal_layout(f, layout, data_start, dst, keys=keys, metadata=metadata, want_root=True)
@@ -175,18 +176,30 @@ def seal_dir(
         else:
             root, size = _seal_file(src / rel, out / (rel + ".sealed"), kind, keys, meta)
             entries.append(DirEntry(rel + ".sealed", rel, kind, "root:" + root.hex(), size))
+    write_manifest(out, entries, meta, signers, expires_at=expires_at)
+    return entries
+
+
+def write_manifest(
+    out: Path,
+    entries: Sequence[DirEntry],
+    metadata: dict[str, str],
+    signers: Sequence[SigningKey] = (),
+    *,
+    expires_at: int | None = None,
+) -> None:
+    """Write the manifest listing ``entries`` (and its release signatures, expiring at
+    ``expires_at``) into the sealed directory ``out``."""
     doc = {
         "version": MANIFEST_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "metadata": meta,
+        "metadata": metadata,
         "files": [e.__dict__ for e in entries],
     }
-    manifest = _canonical(doc)
     with atomic_write(out / MANIFEST) as f:
-        f.write(manifest)
+        f.write(_canonical(doc))
     if signers:
         add_dir_signatures(out, signers, kind=statement.RELEASE, expires_at=expires_at)
-    return entries
 
 
 def manifest_sha256(d: str | os.PathLike[str]) -> str:

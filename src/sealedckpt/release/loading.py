@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,17 @@ if TYPE_CHECKING:
     from ..payload.codec import MapLocation
 
 
-def _index_bytes(root: Path, e: distdir.DirEntry, keys: container.KeySource, rc: DirReleaseCheck) -> bytes:
-    """The bytes of the ``*.index.json`` entry (public, or sealed as a blob), checked against the manifest."""
+#: The most bytes a non-weight file (config, tokenizer, index) may hold when read into memory.
+MAX_FILE_BYTES = 256 << 20
+
+
+def file_bytes(
+    root: Path, e: distdir.DirEntry, keys: container.KeySource, rc: DirReleaseCheck, limit: int = MAX_FILE_BYTES
+) -> bytes:
+    """The original bytes of a non-shard entry (public, or sealed as a blob), checked against the
+    manifest (a sealed one: every chunk authenticated and its content root equal to the listed one)."""
     if e.kind == "public":
-        raw = read_regular(root / e.path, distdir.MAX_MANIFEST)
+        raw = read_regular(root / e.path, limit)
         if len(raw) != e.size or "sha256:" + hashlib.sha256(raw).hexdigest() != e.digest:
             raise IntegrityError(f"{e.path}: content differs from the manifest")
         return raw
@@ -33,8 +41,8 @@ def _index_bytes(root: Path, e: distdir.DirEntry, keys: container.KeySource, rc:
         reader = container.open_sealed(fh, keys)
         reader.expect_root(distdir.expected_root(e))
         rc.sealed_file(reader.content.metadata)
-        if reader.content.payload_len > distdir.MAX_MANIFEST:
-            raise FormatError(f"{e.path}: index too large")
+        if reader.content.payload_len > limit:
+            raise FormatError(f"{e.path}: too large to read into memory (at most {limit} bytes)")
         distdir._write_blob(reader, buf)
     return buf.getvalue()
 
@@ -66,8 +74,6 @@ def load_state(
 ) -> dict[str, Any]:
     """Verify the manifest (and the release's model/version, see :class:`DirReleaseCheck`), then
     merge every shard into one state_dict, checked against the index."""
-    from ..payload.codec import decode_payload
-
     root = Path(d)
     res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
     if on_verified is not None:
@@ -79,23 +85,85 @@ def load_state(
     index: bytes | None = None
     for e in res.entries:
         if e.kind == "safetensors":
-            with open_regular(root / e.path) as fh:
-                reader = container.open_sealed(fh, keys)
-                reader.expect_root(distdir.expected_root(e))
-                rc.sealed_file(reader.content.metadata)
-                shard = decode_payload(reader, map_location)
-            if not isinstance(shard, dict):
-                raise FormatError(f"{e.path} does not hold a state_dict")
-            for name, tensor in shard.items():
-                if name in state:
-                    raise FormatError(f"tensor {name!r} appears in two shards")
-                state[name] = tensor
-                origin[name] = os.path.basename(e.source)
+            _read_shard(root, e, keys, rc, map_location, state, origin)
         elif e.source.endswith(".index.json"):
-            index = _index_bytes(root, e, keys, rc)
+            index = file_bytes(root, e, keys, rc, distdir.MAX_MANIFEST)
         else:
             distdir.check_entry(root, e)  # not loaded, but part of the signed set
     rc.done()
     if index is not None:
         _check_index(index, origin)
     return state
+
+
+def _read_shard(
+    root: Path,
+    e: distdir.DirEntry,
+    keys: container.KeySource,
+    rc: DirReleaseCheck,
+    map_location: MapLocation,
+    state: dict[str, Any],
+    origin: dict[str, str],
+) -> None:
+    """Decrypt one shard (checked against its manifest root) into ``state``."""
+    from ..payload.codec import decode_payload
+
+    with open_regular(root / e.path) as fh:
+        reader = container.open_sealed(fh, keys)
+        reader.expect_root(distdir.expected_root(e))
+        rc.sealed_file(reader.content.metadata)
+        shard = decode_payload(reader, map_location)
+    if not isinstance(shard, dict):
+        raise FormatError(f"{e.path} does not hold a state_dict")
+    for name, tensor in shard.items():
+        if name in state:
+            raise FormatError(f"tensor {name!r} appears in two shards")
+        state[name] = tensor
+        origin[name] = os.path.basename(e.source)
+
+
+@dataclass
+class Release:
+    """A sealed model directory read into memory: the merged weights (``state``, empty unless
+    asked for), every other file's original bytes by its original name, and the verified manifest."""
+
+    state: dict[str, Any]
+    files: dict[str, bytes]
+    manifest: distdir.DirVerifyResult
+
+
+def read_release(
+    d: str | os.PathLike[str],
+    keys: container.KeySource,
+    *,
+    trusted_signers: Sequence[Verifier] | None,
+    map_location: MapLocation = None,
+    release: DirReleaseCheck | None = None,
+    weights: bool = True,
+    on_verified: Callable[[distdir.DirVerifyResult], None] | None = None,
+) -> Release:
+    """Verify the manifest, then read every file into memory: shards merged into one state_dict
+    (checked against the index) when ``weights``, every other file as bytes (at most
+    ``MAX_FILE_BYTES`` each). With ``weights=False`` the shards are neither read nor hashed."""
+    root = Path(d)
+    res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
+    if on_verified is not None:
+        on_verified(res)  # the trust policy, before anything is decrypted
+    rc = release or DirReleaseCheck()
+    rc.manifest(res.signers, res.metadata, key_holder=True)
+    state: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for e in res.entries:
+        if e.kind == "safetensors":
+            if weights:
+                _read_shard(root, e, keys, rc, map_location, state, origin)
+        else:
+            limit = distdir.MAX_MANIFEST if e.source.endswith(".index.json") else MAX_FILE_BYTES
+            files[e.source] = file_bytes(root, e, keys, rc, limit)
+    rc.done()
+    if weights:
+        for name, raw in files.items():
+            if name.endswith(".index.json"):
+                _check_index(raw, origin)
+    return Release(state, files, res)
