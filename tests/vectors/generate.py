@@ -76,12 +76,12 @@ INFO_X25519 = b"sealedckpt/v1 x25519 wrap key"
 SLOT_SYMMETRIC, SLOT_X25519, SLOT_SCRYPT = 1, 2, 3
 ZERO_NONCE = bytes(12)
 ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
-SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
+PAYLOAD_TYPE = b"application/vnd.sealedckpt.statement+json"
+STATEMENT_TYPE = "sealedckpt/statement/v1"
 INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
 SCRYPT_LABEL = b"sealedckpt/v1 scrypt salt\x00"
 CONTENT_FIXED = struct.Struct("<BBHQQ32s32sH")
-SIG_ENTRY = struct.Struct("<B32sQ64s")
 
 
 def u16(n: int) -> bytes:
@@ -263,11 +263,51 @@ def content_root(content: bytes, count: int, table: bytes) -> bytes:
     return b3(ROOT_DOMAIN + u32(len(content)) + content + u64(count) + table)
 
 
-def sig_entry(signer: SigningKey, root: bytes, *, claim: bytes | None = None, signed_at: int = NOW) -> bytes:
-    """A trailer signature entry; ``claim`` puts another public key in the entry."""
+def statement(root: bytes, meta: dict[str, str], *, kind: str = "release", signed_at: int = NOW,
+              expires_at: int | None = None) -> bytes:  # fmt: skip
+    """A signed statement about ``root`` (FORMAT.md §8.1), encoded here independently: JSON,
+    keys sorted, no whitespace, UTF-8, absent fields omitted."""
+    doc: dict[str, Any] = {"_type": STATEMENT_TYPE, "type": kind, "subject": "blake3:" + root.hex(),
+                           "signed_at": signed_at}  # fmt: skip
+    for k in ("model", "version"):
+        if k in meta:
+            doc[k] = meta[k]
+    if expires_at is not None:
+        doc["expires_at"] = expires_at
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def pae(body: bytes) -> bytes:
+    """DSSE's pre-authentication encoding."""
+    return (
+        b"DSSEv1 "
+        + str(len(PAYLOAD_TYPE)).encode()
+        + b" "
+        + PAYLOAD_TYPE
+        + b" "
+        + str(len(body)).encode()
+        + b" "
+        + body
+    )
+
+
+def raw_entry(alg: int, pub: bytes, stmt: bytes, sig: bytes) -> bytes:
+    return bytes([alg]) + u16(len(pub)) + pub + u16(len(stmt)) + stmt + u16(len(sig)) + sig
+
+
+def sig_entry(
+    signer: SigningKey, root: bytes, meta: dict[str, str] | None = None, *, claim: bytes | None = None,
+    stmt: bytes | None = None, **kw: Any,
+) -> bytes:  # fmt: skip
+    """A trailer signature entry over a statement about ``root``; ``claim`` puts another public key in it."""
     pub = claim if claim is not None else signer.public.to_bytes()
-    sig = signer.sign(SIG_DOMAIN + pub + u64(signed_at) + root)
-    return SIG_ENTRY.pack(1, pub, signed_at, sig)
+    body = stmt if stmt is not None else statement(root, meta or {}, **kw)
+    return raw_entry(1, pub, body, signer.sign(pae(body)))
+
+
+def trailer(table: bytes, entries: Sequence[bytes]) -> bytes:
+    block = b"".join(entries)
+    return u16(len(entries)) + table + u32(len(block)) + block
 
 
 @dataclass
@@ -393,10 +433,17 @@ class Sealed:
     def table(self) -> bytes:
         return b"".join(b3(ct) for ct in self.chunks)
 
-    def sign(self, *signers: SigningKey, table: bytes | None = None) -> None:
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.c.meta}
+
+    def root(self, table: bytes | None = None) -> bytes:
+        return content_root(self.content, len(self.chunks), self.table() if table is None else table)
+
+    def sign(self, *signers: SigningKey, table: bytes | None = None, **kw: Any) -> None:
         table = self.table() if table is None else table
-        root = content_root(self.content, len(self.chunks), table)
-        self.trailer = u16(len(signers)) + table + b"".join(sig_entry(s, root) for s in signers)
+        root = self.root(table)
+        self.trailer = trailer(table, [sig_entry(s, root, self.metadata, **kw) for s in signers])
 
 
 def seal(
@@ -1138,7 +1185,7 @@ def trailing_garbage() -> Case:
 @case
 def sig_count_without_signature() -> Case:
     s = small("sig_count_without_signature", signers=(SIGNER_1,))
-    s.trailer = s.trailer[: 2 + 32 * len(s.chunks)]
+    s.trailer = s.trailer[: 2 + 32 * len(s.chunks) + 4]  # the block length, not the block
     return bad(
         "sig_count_without_signature", s, "IntegrityError", "sig_count 1 and the chunk table, but no signature entry",
         trusted=(SIGNER_1,),
@@ -1159,7 +1206,7 @@ def signature_other_root() -> Case:
     s = small("signature_other_root", signers=(SIGNER_1,))
     table = s.table()
     other = content_root(s.content, len(s.chunks), flip(table, 0))
-    s.trailer = u16(1) + table + sig_entry(SIGNER_1, other)
+    s.trailer = trailer(table, [sig_entry(SIGNER_1, other)])
     return bad(
         "signature_other_root",
         s,
@@ -1195,8 +1242,7 @@ def chunk_table_altered_resigned() -> Case:
 @case
 def signature_wrong_pubkey() -> Case:
     s = small("signature_wrong_pubkey", signers=(SIGNER_1,))
-    root = content_root(s.content, len(s.chunks), s.table())
-    s.trailer = u16(1) + s.table() + sig_entry(SIGNER_EVIL, root, claim=SIGNER_1.public.to_bytes())
+    s.trailer = trailer(s.table(), [sig_entry(SIGNER_EVIL, s.root(), claim=SIGNER_1.public.to_bytes())])
     return bad(
         "signature_wrong_pubkey", s, "SignatureError", "entry names the trusted public key but another key signed it",
         trusted=(SIGNER_1,),
@@ -1226,6 +1272,58 @@ def untrusted_signer() -> Case:
     )
 
 
+RELEASE_META = {"model": "llama-tiny", "version": "7"}
+
+
+@case
+def countersignature_only_trusted() -> Case:
+    s = small("countersignature_only_trusted", signers=(SIGNER_EVIL,), metadata=RELEASE_META)
+    root = s.root()
+    s.trailer = trailer(s.table(), [sig_entry(SIGNER_EVIL, root, RELEASE_META),
+                                    sig_entry(SIGNER_1, root, RELEASE_META, kind="counter-signature")])  # fmt: skip
+    return bad(
+        "countersignature_only_trusted", s, "SignatureError",
+        "an untrusted key's release, counter-signed by the trusted key: no trusted release statement",
+        trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def statement_other_version() -> Case:
+    s = small("statement_other_version", signers=(SIGNER_1,), metadata=RELEASE_META)
+    s.sign(SIGNER_1, stmt=statement(s.root(), {"model": "llama-tiny", "version": "999"}))
+    return bad(
+        "statement_other_version", s, "SignatureError",
+        "the trusted key's statement names version 999, the file's metadata says 7", trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def statement_noncanonical() -> Case:
+    s = small("statement_noncanonical", signers=(SIGNER_1,))
+    body = json.dumps(json.loads(statement(s.root(), {})), sort_keys=True).encode()  # ", " and ": " separators
+    s.sign(SIGNER_1, stmt=body)
+    return bad("statement_noncanonical", s, "FormatError", "statement JSON not in canonical form", trusted=(SIGNER_1,))
+
+
+@case
+def statement_expired() -> Case:
+    s = small("statement_expired", signers=(SIGNER_1,))
+    s.sign(SIGNER_1, expires_at=NOW + 3600)
+    return bad(
+        "statement_expired", s, "SignatureError", "the trusted key's release statement expired (NOW + 1 h)",
+        trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def signature_unknown_alg() -> Case:
+    s = small("signature_unknown_alg", signers=(SIGNER_1,))
+    body = statement(s.root(), {})
+    s.trailer = trailer(s.table(), [raw_entry(9, SIGNER_1.public.to_bytes(), body, SIGNER_1.sign(pae(body)))])
+    return bad("signature_unknown_alg", s, "FormatError", "signature algorithm code 9", trusted=(SIGNER_1,))
+
+
 #: Ed25519 encodings of the identity point: canonical (y = 1) and non-canonical (y = p + 1).
 #: Under the identity key, the signature R = identity, S = 0 verifies for every message in
 #: cofactorless verifiers (OpenSSL's included); readers must refuse such keys (FORMAT.md §8).
@@ -1235,7 +1333,7 @@ ED25519_IDENTITY_NONCANONICAL = (2**255 - 19 + 1).to_bytes(32, "little")
 
 def _small_order_signer(name: str, pub: bytes, why: str) -> Case:
     s = small(name, signers=(SIGNER_1,))
-    s.trailer = u16(1) + s.table() + SIG_ENTRY.pack(1, pub, NOW, ED25519_IDENTITY + bytes(32))
+    s.trailer = trailer(s.table(), [raw_entry(1, pub, statement(s.root(), {}), ED25519_IDENTITY + bytes(32))])
     return bad(name, s, "SignatureError", why)
 
 

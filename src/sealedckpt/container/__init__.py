@@ -4,7 +4,7 @@ from . import format, sniff
 from .header import Header, slot_ids
 from .ops import PublicInfo, VerifyResult, add_signatures, compute_root, read_public_info, rewrap, verify_file
 from .reader import KeySource, SealedReader, SignatureStatus, open_sealed
-from .signatures import Signer, content_digest, root_label
+from .signatures import Signer, Verifier, content_digest, root_label
 from .slots import KeySlot, OpenKey, SealKey
 from .stream import default_workers
 from .writer import SealSummary, seal
@@ -20,6 +20,7 @@ __all__ = [
     "SealedReader",
     "SignatureStatus",
     "Signer",
+    "Verifier",
     "VerifyResult",
     "add_signatures",
     "compute_root",
