@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..crypto import DIGEST_SIZE, ED25519_PUB_SIZE, ED25519_SIG_SIZE, TAG_SIZE
 from ..errors import ArgumentTypeError, FormatError, IntegrityError, InvalidArgumentError
-from .slots import KeySlot, parse_slot
+from .slots import KeySlot, check_pq_mix, parse_slot
 
 MAGIC = b"\x89SCKPT\r\n"
 VERSION = 1
@@ -138,6 +138,7 @@ def build_slots(slots: Sequence[KeySlot]) -> bytes:
     for s in slots:
         if s.alone and len(slots) != 1:
             raise InvalidArgumentError(f"a {s.kind} must be the only key of a file (like age)")
+    check_pq_mix(slots)
     body = struct.pack("<H", len(slots)) + b"".join(
         bytes([s.type]) + struct.pack("<H", len(s.body)) + s.body for s in slots
     )

@@ -40,8 +40,24 @@ from .primitives import (
     x25519_unwrap,
     x25519_wrap,
 )
+from .pq import (
+    COMPOSITE_ALG,
+    CompositeSigningKey,
+    CompositeVerifyKey,
+    PQRecipientKey,
+    PQRecipientPublicKey,
+    xwing_unwrap,
+    xwing_wrap,
+)
 
 __all__ = [
+    "COMPOSITE_ALG",
+    "CompositeSigningKey",
+    "CompositeVerifyKey",
+    "PQRecipientKey",
+    "PQRecipientPublicKey",
+    "xwing_unwrap",
+    "xwing_wrap",
     "DIGEST_SIZE",
     "ED25519_PUB_SIZE",
     "ED25519_SIG_SIZE",
