@@ -105,6 +105,13 @@ def _key_parsers(sub: Sub) -> None:
     sp.set_defaults(func=keys.cmd_key_default)
 
 
+def _allow_classical(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--allow-classical", action="store_true",
+        help="allow classical X25519 recipients next to post-quantum ones (undoes the PQ protection)",
+    )  # fmt: skip
+
+
 def _seal_parsers(sub: Sub) -> None:
     sp = sub.add_parser("seal", help="seal a safetensors file (or, with --allow-pickle, a trusted torch.save file)")
     sp.add_argument("input")
@@ -114,6 +121,7 @@ def _seal_parsers(sub: Sub) -> None:
         "--to", action="append", metavar="PUBKEY", help="recipient public key, file or key name; repeatable"
     )
     sp.add_argument("--passphrase", action="store_true", help="seal with a passphrase (alone)")
+    _allow_classical(sp)
     sp.add_argument("--work-factor", type=int, metavar="LOG2N", help="scrypt work factor for --passphrase (default 18)")
     sp.add_argument("--sign", action="append", metavar="NAME", help="signing key from the keystore")
     sp.add_argument("--meta", action="append", metavar="K=V", help="public, authenticated metadata")
@@ -142,6 +150,7 @@ def _seal_parsers(sub: Sub) -> None:
     sp.add_argument("--key", action="append", metavar="NAME", help="new symmetric key slot")
     sp.add_argument("--to", action="append", metavar="PUBKEY", help="new recipient slot")
     sp.add_argument("--passphrase", action="store_true", help="new passphrase slot (alone)")
+    _allow_classical(sp)
     sp.add_argument("--work-factor", type=int, metavar="LOG2N")
     sp.add_argument("--keep", action="store_true", help="keep the existing slots (default: replace them)")
     sp.add_argument("--remove-slot", action="append", metavar="ID", help="with --keep: drop this slot (see inspect)")
@@ -198,6 +207,7 @@ def _dir_parsers(sub: Sub) -> None:
     sp.add_argument("-o", "--output", required=True)
     sp.add_argument("--key", action="append", metavar="NAME")
     sp.add_argument("--to", action="append", metavar="PUBKEY")
+    _allow_classical(sp)
     sp.add_argument("--sign", action="append", metavar="NAME")
     sp.add_argument("--meta", action="append", metavar="K=V", help="public metadata, e.g. model=NAME version=N")
     sp.add_argument(

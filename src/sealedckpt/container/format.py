@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..crypto import DIGEST_SIZE, ED25519_PUB_SIZE, ED25519_SIG_SIZE, TAG_SIZE
+from ..crypto.pq import COMPOSITE_ALG, COMPOSITE_PUB_SIZE, COMPOSITE_SIG_SIZE
 from ..errors import ArgumentTypeError, FormatError, IntegrityError, InvalidArgumentError
 from .slots import KeySlot, check_pq_mix, parse_slot
 
@@ -37,6 +38,22 @@ MAC_SIZE = 32
 
 SIG_ED25519 = 1
 SIG_ENTRY_SIZE = 1 + ED25519_PUB_SIZE + 8 + ED25519_SIG_SIZE  # type, public key, signed_at, signature
+SIG_COMPOSITE = 2  # Ed25519 + ML-DSA-65 (crypto/pq.py; docs/FORMAT.md §8.2)
+#: Signature type -> (algorithm id, public key size, signature size).
+SIG_TYPES: dict[int, tuple[str, int, int]] = {
+    SIG_ED25519: ("ed25519", ED25519_PUB_SIZE, ED25519_SIG_SIZE),
+    SIG_COMPOSITE: (COMPOSITE_ALG, COMPOSITE_PUB_SIZE, COMPOSITE_SIG_SIZE),
+}
+SIG_TYPE_OF_ALG = {alg: t for t, (alg, _, _) in SIG_TYPES.items()}
+
+
+def sig_entry_size(sig_type: int) -> int:
+    """The size of a signature entry of ``sig_type``; FormatError for a type this reader does not know."""
+    if sig_type not in SIG_TYPES:
+        raise FormatError(f"unknown signature type {sig_type}")
+    _, pub, sig = SIG_TYPES[sig_type]
+    return 1 + pub + 8 + sig
+
 
 _CONTENT_FIXED = struct.Struct("<BBHQ32s32sH")  # payload_type chunk_log2 reserved payload_len salt commit n_meta
 
@@ -238,27 +255,31 @@ def parse_slots(data: bytes) -> list[KeySlot]:
 
 
 def parse_signature_entries(data: bytes, count: int) -> list[SignatureEntry]:
-    if len(data) != count * SIG_ENTRY_SIZE:
-        raise FormatError("signature block has the wrong length")
+    """``count`` entries, each sized by its type byte, filling ``data`` exactly."""
     out: list[SignatureEntry] = []
     seen: set[bytes] = set()
-    for i in range(count):
-        e = data[i * SIG_ENTRY_SIZE : (i + 1) * SIG_ENTRY_SIZE]
-        if e[0] != SIG_ED25519:
-            raise FormatError(f"unknown signature type {e[0]}")
-        pub = e[1:33]
+    pos = 0
+    for _ in range(count):
+        t = _take(data, pos, 1, "signature type")[0]
+        _, pub_size, sig_size = SIG_TYPES.get(t) or (None, 0, 0)
+        e = _take(data, pos, sig_entry_size(t), "signature entry")
+        pos += len(e)
+        pub = e[1 : 1 + pub_size]
         if pub in seen:
             raise FormatError("two signatures by the same key")
         seen.add(pub)
-        (signed_at,) = struct.unpack_from("<Q", e, 33)
-        out.append(SignatureEntry(e[0], pub, int(signed_at), e[41:105]))
+        (signed_at,) = struct.unpack_from("<Q", e, 1 + pub_size)
+        out.append(SignatureEntry(t, pub, int(signed_at), e[9 + pub_size : 9 + pub_size + sig_size]))
+    if pos != len(data):
+        raise FormatError("signature block has the wrong length")
     return out
 
 
-def trailer_len(n_signatures: int, n_chunks: int) -> int:
+def trailer_len(n_signatures: int, n_chunks: int, entries_len: int | None = None) -> int:
+    """The trailer's size; ``entries_len`` (default: all Ed25519 entries) is what the entries take."""
     if n_signatures == 0:
         return 2
-    return 2 + n_chunks * DIGEST_SIZE + n_signatures * SIG_ENTRY_SIZE
+    return 2 + n_chunks * DIGEST_SIZE + (n_signatures * SIG_ENTRY_SIZE if entries_len is None else entries_len)
 
 
 def _take(data: bytes, pos: int, n: int, what: str) -> bytes:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .. import crypto
-from ..crypto import DIGEST_SIZE, SigningKey, VerifyKey
-from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
+from ..crypto import SigningKey, VerifyKey
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, SealedCkptError, SignatureError
 from . import format as fmt
 from .header import Header, read_header, slot_ids
 from .reader import KeySource, Progress, unlock
-from .signatures import Signer, apply_policy, content_root, read_trailer, sign
+from .signatures import (
+    Signer,
+    apply_policy,
+    content_root,
+    entry_key_id,
+    read_entries,
+    read_trailer,
+    sign,
+    trailer_count,
+)
 from .slots import KeySlot, SealKey, make_slots
 from .stream import ChunkStream, Source
 
@@ -173,11 +181,11 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
     c = header.content
     sigs: list[dict[str, object]] = []
     off = header.trailer_offset
-    if src.size >= off + 2:
-        (count,) = struct.unpack("<H", src.read(off, 2))
-        if count <= fmt.MAX_SIGNATURES and src.size == off + fmt.trailer_len(count, c.n_chunks):
-            base = off + 2 + (c.n_chunks * DIGEST_SIZE if count else 0)
-            for e in fmt.parse_signature_entries(src.read(base, count * fmt.SIG_ENTRY_SIZE), count):
-                sigs.append({"key_id": crypto.ed25519_key_id(e.public_key), "signed_at": e.signed_at})
+    try:
+        entries = read_entries(src, header, trailer_count(src, header))[1] if src.size >= off + 2 else []
+    except SealedCkptError:
+        entries = []
+    for e in entries:
+        sigs.append({"key_id": entry_key_id(e), "signed_at": e.signed_at, "alg": fmt.SIG_TYPES[e.type][0]})
     slots = [s.describe() for s in header.slots]
     return PublicInfo(fmt.VERSION, "safetensors", c.chunk_size, c.payload_len, src.size, dict(c.metadata), slots, sigs)

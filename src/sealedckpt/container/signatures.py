@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .. import crypto
-from ..crypto import DIGEST_SIZE, SigningKey, VerifyKey
+from ..crypto import DIGEST_SIZE, CompositeVerifyKey, SigningKey, VerifyKey
+from ..crypto.pq import composite_key_id
 from ..errors import FormatError, IntegrityError, SignatureError
 from . import format as fmt
 from .header import Header
@@ -58,9 +59,8 @@ def sign(signers: Sequence[SigningKey], root: bytes, now: Callable[[], float]) -
     entries = []
     for s in signers:
         pub = s.public.to_bytes()
-        entries.append(
-            fmt.SignatureEntry(fmt.SIG_ED25519, pub, signed_at, s.sign(signed_message(pub, signed_at, root)))
-        )
+        sig_type = fmt.SIG_TYPE_OF_ALG[s.alg]
+        entries.append(fmt.SignatureEntry(sig_type, pub, signed_at, s.sign(signed_message(pub, signed_at, root))))
     return entries
 
 
@@ -72,15 +72,29 @@ class Trailer:
     entries: list[fmt.SignatureEntry]  # as stored
 
 
+def _entries_len(src: Source, pos: int, count: int) -> int | None:
+    """What ``count`` entries from ``pos`` take, read from their type bytes (each names its size);
+    None when the file ends first."""
+    total = 0
+    for _ in range(count):
+        if pos + total >= src.size:
+            return None
+        total += fmt.sig_entry_size(src.read_exact(pos + total, 1, "signature type")[0])
+    return total
+
+
 def trailer_count(src: Source, header: Header) -> int:
     """The trailer's signature count, once the file's length matches what it implies."""
     off = header.trailer_offset
     if src.size < off + 2:
         raise IntegrityError("file truncated: the payload or the trailer is incomplete")
     (count,) = struct.unpack("<H", src.read_exact(off, 2, "trailer"))
+    n_chunks = header.content.n_chunks
     # Length first: an appended chunk or a cut shows up as a length mismatch, whatever it holds.
-    expected = off + fmt.trailer_len(count, header.content.n_chunks)
-    if src.size < expected:
+    # Entries are sized by their types (docs/FORMAT.md §8); past the cap, as if all were Ed25519.
+    entries = _entries_len(src, off + 2 + n_chunks * DIGEST_SIZE, count) if 0 < count <= fmt.MAX_SIGNATURES else None
+    expected = off + fmt.trailer_len(count, n_chunks, entries)
+    if src.size < expected or (count and count <= fmt.MAX_SIGNATURES and entries is None):
         raise IntegrityError("file truncated inside the signature trailer")
     if src.size > expected:
         raise IntegrityError(f"{src.size - expected} bytes of trailing data after the end of the file")
@@ -89,22 +103,36 @@ def trailer_count(src: Source, header: Header) -> int:
     return int(count)
 
 
+def read_entries(src: Source, header: Header, count: int) -> tuple[bytes, list[fmt.SignatureEntry]]:
+    """The chunk digest table and the ``count`` entries of a trailer checked by :func:`trailer_count`."""
+    off = header.trailer_offset + 2
+    table = src.read_exact(off, header.content.n_chunks * DIGEST_SIZE, "chunk digest table")
+    start = off + len(table)
+    return table, fmt.parse_signature_entries(src.read_exact(start, src.size - start, "signatures"), count)
+
+
+def entry_key_id(e: fmt.SignatureEntry) -> str:
+    """The key id an entry names, without checking the key."""
+    return composite_key_id(e.public_key) if e.type == fmt.SIG_COMPOSITE else crypto.ed25519_key_id(e.public_key)
+
+
+def _verify_key(e: fmt.SignatureEntry) -> VerifyKey:
+    return CompositeVerifyKey(e.public_key) if e.type == fmt.SIG_COMPOSITE else VerifyKey(e.public_key)
+
+
 def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> Trailer:
     """Read the trailer and verify every signature in it (docs/FORMAT.md §8, reader rules)."""
     count = trailer_count(src, header)
     if count == 0:
         return Trailer(b"", [], None, [])
-    c = header.content
-    off = header.trailer_offset + 2
-    table = src.read_exact(off, c.n_chunks * DIGEST_SIZE, "chunk digest table")
-    raw = src.read_exact(off + len(table), count * fmt.SIG_ENTRY_SIZE, "signatures")
-    entries = fmt.parse_signature_entries(raw, count)
-    root = content_root(header.content_bytes, c.n_chunks, table)
-    trusted_raw = {k.to_bytes() for k in trusted}
+    table, entries = read_entries(src, header, count)
+    root = content_root(header.content_bytes, header.content.n_chunks, table)
+    # A trusted key is its type and its exact bytes: a classical entry never counts for a composite key.
+    trusted_raw = {(k.alg, k.to_bytes()) for k in trusted}
     signers = []
     for i, e in enumerate(entries):
         try:
-            vk = VerifyKey(e.public_key)
+            vk = _verify_key(e)
         except SignatureError as exc:  # a small-order or non-canonical key (docs/FORMAT.md §8)
             raise SignatureError(f"signature entry {i}: {exc}") from None
         try:
@@ -113,7 +141,7 @@ def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> T
             raise SignatureError(
                 f"signature by key {vk.key_id} does not verify: the file or the signature was altered"
             ) from None
-        signers.append(Signer(vk, e.signed_at, e.public_key in trusted_raw))
+        signers.append(Signer(vk, e.signed_at, (vk.alg, e.public_key) in trusted_raw))
     return Trailer(table, signers, root, entries)
 
 

@@ -129,7 +129,7 @@ class PQRecipientPublicKey(RecipientPublicKey):
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
         if len(raw) != XWING_PUB_SIZE:
-            raise InvalidArgumentError(f"a PQRecipientPublicKey must be exactly {XWING_PUB_SIZE} bytes, got {len(raw)}")
+            raise InvalidArgumentError(f"a PQRecipientPublicKey must be {XWING_PUB_SIZE} bytes, got {len(raw)}")
         try:
             MLKEM768PublicKey.from_public_bytes(raw[:MLKEM768_PUB_SIZE])  # the FIPS 203 modulus check
         except ValueError:
@@ -186,6 +186,11 @@ def xwing_unwrap(identity: PQRecipientKey, ct: bytes, wrapped: bytes, aad: bytes
 # --- composite Ed25519 + ML-DSA-65 -------------------------------------------------------------
 
 
+def composite_key_id(raw: bytes) -> str:
+    """The key id of composite public-key bytes, valid key or not (``inspect`` shows unverified entries)."""
+    return hashlib.sha256(_KEY_ID_COMPOSITE + raw).digest()[:KEY_ID_SIZE].hex()
+
+
 def composite_representative(message: bytes) -> bytes:
     """M' = Prefix || Label || len(ctx) = 0 || SHA-512(M): what both halves sign."""
     return _COMPOSITE_PREFIX + _COMPOSITE_LABEL + b"\x00" + hashlib.sha512(message).digest()
@@ -201,7 +206,7 @@ class CompositeVerifyKey(VerifyKey):
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
         if len(raw) != COMPOSITE_PUB_SIZE:
-            raise InvalidArgumentError(f"a CompositeVerifyKey must be exactly {COMPOSITE_PUB_SIZE} bytes, got {len(raw)}")
+            raise InvalidArgumentError(f"a CompositeVerifyKey must be {COMPOSITE_PUB_SIZE} bytes, got {len(raw)}")
         _check_ed25519_point(raw[:ED25519_PUB_SIZE])
         self._pub = VerifyKey(raw[:ED25519_PUB_SIZE])._pub
         try:

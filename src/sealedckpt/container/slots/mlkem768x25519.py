@@ -41,9 +41,7 @@ class MLKEM768X25519Slot(KnownSlot):
         return cls(body[:XWING_CT_SIZE], body[XWING_CT_SIZE:])
 
     @classmethod
-    def wrap(
-        cls, key: SealKey, dek: bytes, salt: bytes, random_bytes: Callable[[int], bytes]
-    ) -> MLKEM768X25519Slot:
+    def wrap(cls, key: SealKey, dek: bytes, salt: bytes, random_bytes: Callable[[int], bytes]) -> MLKEM768X25519Slot:
         assert isinstance(key, PQRecipientPublicKey)
         body = crypto.xwing_wrap(key, dek, _AAD + salt, random_bytes)
         return cls(body[:XWING_CT_SIZE], body[XWING_CT_SIZE:])
