@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .._json import strict_loads
-from ..crypto import VerifyKey, textkeys
+from ..crypto import ED25519_SIG_SIZE, CompositeVerifyKey, VerifyKey, textkeys
+from ..crypto.pq import COMPOSITE_SIG_SIZE
 from ..errors import FormatError, InvalidArgumentError
 from ._safeio import read_regular
 
@@ -66,8 +67,9 @@ def _parse_entry(s: object) -> ManifestSignature:
         raw = base64.b64decode(sig, validate=True)
     except binascii.Error:
         raise _malformed("signature is not base64") from None
-    if len(raw) != 64:
-        raise _malformed("signature is not 64 bytes")
+    want = COMPOSITE_SIG_SIZE if isinstance(vk, CompositeVerifyKey) else ED25519_SIG_SIZE  # by the key's type
+    if len(raw) != want:
+        raise _malformed(f"signature is not {want} bytes")
     return ManifestSignature(vk, signed_at, raw)
 
 
