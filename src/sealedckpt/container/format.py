@@ -38,7 +38,7 @@ MAC_SIZE = 32
 
 SIG_ED25519 = 1
 SIG_ENTRY_SIZE = 1 + ED25519_PUB_SIZE + 8 + ED25519_SIG_SIZE  # type, public key, signed_at, signature
-SIG_COMPOSITE = 2  # Ed25519 + ML-DSA-65 (crypto/pq.py; docs/FORMAT.md §8.2)
+SIG_COMPOSITE = 2  # Ed25519 + ML-DSA-65 (crypto/pq.py; docs/FORMAT.md §8.1)
 #: Signature type -> (algorithm id, public key size, signature size).
 SIG_TYPES: dict[int, tuple[str, int, int]] = {
     SIG_ED25519: ("ed25519", ED25519_PUB_SIZE, ED25519_SIG_SIZE),

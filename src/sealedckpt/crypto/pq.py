@@ -1,6 +1,6 @@
 """Post-quantum hybrid keys: the X-Wing KEM recipient and Ed25519 + ML-DSA-65 composite signatures.
 
-**Hybrid recipient** (docs/FORMAT.md §5.4). X-Wing, draft-connolly-cfrg-xwing-kem (ML-KEM-768,
+**Hybrid recipient** (docs/FORMAT.md §5.1). X-Wing, draft-connolly-cfrg-xwing-kem (ML-KEM-768,
 FIPS 203, plus X25519, RFC 7748, joined by a SHA3-256 combiner), the KEM that age's
 ``mlkem768x25519`` recipient uses. The secret is X-Wing's 32-byte decapsulation seed, expanded
 with SHAKE256 into the ML-KEM-768 key-generation seed (d || z) and the X25519 scalar; the public
@@ -10,7 +10,7 @@ through HPKE, a sealedckpt slot wraps the file's DEK like its X25519 slot does:
 AES-256-GCM under HKDF-SHA256(ikm = ss, salt = ct || pk, info = label). A file is safe while
 either ML-KEM-768 or X25519 stays unbroken.
 
-**Composite signature** (docs/FORMAT.md §8.2), after the idea of draft-ietf-lamps-pq-composite-sigs:
+**Composite signature** (docs/FORMAT.md §8.1), after the idea of draft-ietf-lamps-pq-composite-sigs:
 both component algorithms sign one pre-hashed, domain-separated message representative
 ``M' = Prefix || Label || 0x00 || SHA-512(M)`` (Prefix = the draft's
 ``CompositeAlgorithmSignatures2025``, Label = ``sealedckpt/v1 ed25519+mldsa65``, empty context);

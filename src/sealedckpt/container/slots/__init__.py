@@ -47,7 +47,7 @@ _ALLOW_MIXED_PQ: ContextVar[bool] = ContextVar("sealedckpt_allow_mixed_pq", defa
 @contextlib.contextmanager
 def allow_classical_recipients(allow: bool = True) -> Iterator[None]:
     """Within the block, a file may be sealed (or rewrapped) for post-quantum and classical
-    X25519 recipients at once; outside it that mix is refused (docs/FORMAT.md §5.4)."""
+    X25519 recipients at once; outside it that mix is refused (docs/FORMAT.md §5.1)."""
     token = _ALLOW_MIXED_PQ.set(allow)
     try:
         yield
