@@ -3,6 +3,7 @@ composite signatures, their text forms, keystore kinds and CLI, and known-answer
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -170,6 +171,9 @@ def test_pq_text_forms_round_trip_and_catch_typos() -> None:
     assert textkeys.verify_key_from_text(vk) == c.public and textkeys.secret_from_text(sk) == c
     assert type(textkeys.secret_from_text(sk)) is CompositeSigningKey
     assert repr(c).startswith("CompositeSigningKey(key_id=") and sk[30:60] not in repr(c)
+    for secret in (c, k):
+        with pytest.raises(sealedckpt.ArgumentTypeError, match="cannot be pickled or copied"):
+            copy.copy(secret)
 
 
 # --- composite signatures --------------------------------------------------------------------
@@ -304,7 +308,8 @@ def test_cli_pq_recipient_and_composite_signing_round_trip(tmp_path: Path, capsy
     save_file({"w": torch.arange(4.0)}, str(plain))
     _ok(capsys, "seal", str(plain), "-o", str(sealed), "--to", "alice", "--sign", "pub")
     _ok(capsys, "trust", "add", "acme", pub_text)
-    _ok(capsys, "verify", str(sealed), "--trust", "acme")
+    out = _ok(capsys, "verify", str(sealed), "--trust", "acme")
+    assert "signed by sckpt-pqvk1" in out and "… (key id" in out and "[trusted]" in out and len(out) < 1000
     _ok(capsys, "unseal", str(sealed), "-o", str(back), "--trust", "acme")
     assert torch.equal(load_file(str(back))["w"], torch.arange(4.0))
     code, _, err = run_cli(

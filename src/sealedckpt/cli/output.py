@@ -89,7 +89,8 @@ def print_verified(
     lines = []
     for s in rows:
         mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
-        lines.append(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+        key = s["public_key"] if len(s["public_key"]) <= 100 else s["public_key"][:24] + "…"  # a composite key
+        lines.append(f"{what} by {key} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
     lines.append(digest)
     lines.extend(f"metadata {k} = {v}" for k, v in metadata.items())
     lines.append(f"OK: {ok}")
