@@ -47,7 +47,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     for r in records:
         flags = [f for f, on in (("default", r.default), ("retired", r.retired), ("protected", r.protected),
                                  ("public-only", not r.has_secret)) if on]  # fmt: skip
-        print(safe(f"{r.id}  {r.kind:<12}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip()))
+        print(safe(f"{r.id}  {r.kind:<9}  {r.name:<24}  {r.backend:<7}  {' '.join(flags)}".rstrip()))
     return EXIT_OK
 
 
