@@ -301,7 +301,7 @@ def test_key_import_one_character_changed(capsys: Capsys, tmp_path: Path, what: 
     assert code == cli.EXIT_USAGE and out == ""
     assert error_lines(err) == [
         "sealedckpt: error: cannot import: checksum mismatch: the key was mistyped or altered",
-        "hint: keys look like sckpt1..., sckpt-vk1..., sckpt1pq1..., sckpt-pqvk1... or SCKPT-...-KEY-1...",
+        "hint: keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1...",
     ]
     assert json.loads(ok(capsys, "key", "list", "--json")) == []
 
@@ -313,8 +313,7 @@ def test_key_import_garbage(capsys: Capsys, monkeypatch: pytest.MonkeyPatch, gar
     assert code == cli.EXIT_USAGE and out == ""
     lines = error_lines(err)
     assert len(lines) == 2 and lines[0].startswith("sealedckpt: error: cannot import: ")
-    assert lines[1] == ("hint: keys look like sckpt1..., sckpt-vk1..., sckpt1pq1..., sckpt-pqvk1..."
-                        " or SCKPT-...-KEY-1...")  # fmt: skip
+    assert lines[1] == "hint: keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
     assert json.loads(ok(capsys, "key", "list", "--json")) == []
 
 

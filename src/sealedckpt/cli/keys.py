@@ -106,9 +106,7 @@ def _key_from_text(text: str) -> Any:
         return textkeys.secret_from_text(text)
     except InvalidArgumentError as exc:
         raise CliError(
-            f"cannot import: {exc}",
-            EXIT_USAGE,
-            hint="keys look like sckpt1..., sckpt-vk1..., sckpt1pq1..., sckpt-pqvk1... or SCKPT-...-KEY-1...",
+            f"cannot import: {exc}", EXIT_USAGE, hint="keys look like sckpt1..., sckpt-vk1... or SCKPT-...-KEY-1..."
         ) from None
 
 

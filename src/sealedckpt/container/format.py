@@ -254,6 +254,10 @@ def parse_slots(data: bytes) -> list[KeySlot]:
     return slots
 
 
+#: The largest signature entry (a composite one): bounds the trailer's entries before they are parsed.
+MAX_SIG_ENTRY_SIZE = max(sig_entry_size(t) for t in SIG_TYPES)
+
+
 def parse_signature_entries(data: bytes, count: int) -> list[SignatureEntry]:
     """``count`` entries, each sized by its type byte, filling ``data`` exactly."""
     out: list[SignatureEntry] = []

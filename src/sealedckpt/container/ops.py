@@ -21,7 +21,6 @@ from .signatures import (
     read_entries,
     read_trailer,
     sign,
-    trailer_count,
 )
 from .slots import KeySlot, SealKey, make_slots
 from .stream import ChunkStream, Source
@@ -182,7 +181,7 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
     sigs: list[dict[str, object]] = []
     off = header.trailer_offset
     try:
-        entries = read_entries(src, header, trailer_count(src, header))[1] if src.size >= off + 2 else []
+        entries = read_entries(src, header)[1] if src.size >= off + 2 else []
     except SealedCkptError:
         entries = []
     for e in entries:

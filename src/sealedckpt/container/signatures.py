@@ -72,43 +72,54 @@ class Trailer:
     entries: list[fmt.SignatureEntry]  # as stored
 
 
-def _entries_len(src: Source, pos: int, count: int) -> int | None:
-    """What ``count`` entries from ``pos`` take, read from their type bytes (each names its size);
-    None when the file ends first."""
-    total = 0
+def _entries_block(src: Source, start: int, count: int) -> bytes | None:
+    """The ``count`` entries from ``start``, read once (at most ``count`` of the largest entry) and
+    sized by their type bytes (docs/FORMAT.md §8); None when the file ends first."""
+    avail = src.size - start
+    if avail <= 0:
+        return None
+    block = src.read_exact(start, min(avail, count * fmt.MAX_SIG_ENTRY_SIZE), "signatures")
+    pos = 0
     for _ in range(count):
-        if pos + total >= src.size:
+        if pos >= len(block):
             return None
-        total += fmt.sig_entry_size(src.read_exact(pos + total, 1, "signature type")[0])
-    return total
+        pos += fmt.sig_entry_size(block[pos])
+    return block[:pos] if pos <= len(block) else None
 
 
-def trailer_count(src: Source, header: Header) -> int:
-    """The trailer's signature count, once the file's length matches what it implies."""
+def _checked_trailer(src: Source, header: Header) -> tuple[int, bytes]:
+    """The signature count and the entries' bytes, once the file's length matches what they imply."""
     off = header.trailer_offset
     if src.size < off + 2:
         raise IntegrityError("file truncated: the payload or the trailer is incomplete")
     (count,) = struct.unpack("<H", src.read_exact(off, 2, "trailer"))
     n_chunks = header.content.n_chunks
     # Length first: an appended chunk or a cut shows up as a length mismatch, whatever it holds.
-    # Entries are sized by their types (docs/FORMAT.md §8); past the cap, as if all were Ed25519.
-    entries = _entries_len(src, off + 2 + n_chunks * DIGEST_SIZE, count) if 0 < count <= fmt.MAX_SIGNATURES else None
-    expected = off + fmt.trailer_len(count, n_chunks, entries)
-    if src.size < expected or (count and count <= fmt.MAX_SIGNATURES and entries is None):
+    # Entries are sized by their types; past the count cap, as if all were Ed25519 (docs/FORMAT.md §8).
+    capped = 0 < count <= fmt.MAX_SIGNATURES
+    block = _entries_block(src, off + 2 + n_chunks * DIGEST_SIZE, count) if capped else None
+    expected = off + fmt.trailer_len(count, n_chunks, None if block is None else len(block))
+    if src.size < expected or (capped and block is None):
         raise IntegrityError("file truncated inside the signature trailer")
     if src.size > expected:
         raise IntegrityError(f"{src.size - expected} bytes of trailing data after the end of the file")
     if count > fmt.MAX_SIGNATURES:
         raise FormatError(f"{count} signatures (cap {fmt.MAX_SIGNATURES})")
-    return int(count)
+    return int(count), block or b""
 
 
-def read_entries(src: Source, header: Header, count: int) -> tuple[bytes, list[fmt.SignatureEntry]]:
-    """The chunk digest table and the ``count`` entries of a trailer checked by :func:`trailer_count`."""
-    off = header.trailer_offset + 2
-    table = src.read_exact(off, header.content.n_chunks * DIGEST_SIZE, "chunk digest table")
-    start = off + len(table)
-    return table, fmt.parse_signature_entries(src.read_exact(start, src.size - start, "signatures"), count)
+def trailer_count(src: Source, header: Header) -> int:
+    """The trailer's signature count, once the file's length matches what it implies."""
+    return _checked_trailer(src, header)[0]
+
+
+def read_entries(src: Source, header: Header) -> tuple[bytes, list[fmt.SignatureEntry]]:
+    """The chunk digest table and the signature entries of a length-checked trailer (none if unsigned)."""
+    count, block = _checked_trailer(src, header)
+    if count == 0:
+        return b"", []
+    table = src.read_exact(header.trailer_offset + 2, header.content.n_chunks * DIGEST_SIZE, "chunk digest table")
+    return table, fmt.parse_signature_entries(block, count)
 
 
 def entry_key_id(e: fmt.SignatureEntry) -> str:
@@ -122,10 +133,9 @@ def _verify_key(e: fmt.SignatureEntry) -> VerifyKey:
 
 def read_trailer(src: Source, header: Header, trusted: Sequence[VerifyKey]) -> Trailer:
     """Read the trailer and verify every signature in it (docs/FORMAT.md §8, reader rules)."""
-    count = trailer_count(src, header)
-    if count == 0:
+    table, entries = read_entries(src, header)
+    if not entries:
         return Trailer(b"", [], None, [])
-    table, entries = read_entries(src, header, count)
     root = content_root(header.content_bytes, header.content.n_chunks, table)
     # A trusted key is its type and its exact bytes: a classical entry never counts for a composite key.
     trusted_raw = {(k.alg, k.to_bytes()) for k in trusted}
