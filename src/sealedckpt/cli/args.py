@@ -114,6 +114,13 @@ def _key_parsers(sub: Sub) -> None:
     sp.set_defaults(func=keys.cmd_key_default)
 
 
+def _allow_classical(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--allow-classical", action="store_true",
+        help="allow classical X25519 recipients next to post-quantum ones (undoes the PQ protection)",
+    )  # fmt: skip
+
+
 def _seal_parsers(sub: Sub) -> None:
     sp = sub.add_parser("seal", help="seal a safetensors file (or, with --allow-pickle, a trusted torch.save file)")
     sp.add_argument("input")
@@ -123,6 +130,7 @@ def _seal_parsers(sub: Sub) -> None:
         "--to", action="append", metavar="PUBKEY", help="recipient public key, file or key name; repeatable"
     )
     sp.add_argument("--passphrase", action="store_true", help="seal with a passphrase (alone)")
+    _allow_classical(sp)
     sp.add_argument("--work-factor", type=int, metavar="LOG2N", help="scrypt work factor for --passphrase (default 18)")
     sp.add_argument("--sign", action="append", metavar="NAME", help="signing key from the keystore")
     sp.add_argument("--meta", action="append", metavar="K=V", help="public, authenticated metadata")
@@ -152,6 +160,7 @@ def _seal_parsers(sub: Sub) -> None:
     sp.add_argument("--key", action="append", metavar="NAME", help="new symmetric key slot")
     sp.add_argument("--to", action="append", metavar="PUBKEY", help="new recipient slot")
     sp.add_argument("--passphrase", action="store_true", help="new passphrase slot (alone)")
+    _allow_classical(sp)
     sp.add_argument("--work-factor", type=int, metavar="LOG2N")
     sp.add_argument("--keep", action="store_true", help="keep the existing slots (default: replace them)")
     sp.add_argument("--remove-slot", action="append", metavar="ID", help="with --keep: drop this slot (see inspect)")
@@ -229,6 +238,8 @@ def _trust_parsers(sub: Sub) -> None:
     sp = pol.add_parser("set", help="require ROLE=N distinct keys per role for models matching GLOB")
     sp.add_argument("models", metavar="GLOB")
     sp.add_argument("require", nargs="+", metavar="ROLE=N")
+    sp.add_argument("--require-alg", action="append", metavar="ALG", dest="algs",
+                    help="count only signatures made with ALG (ed25519, ed25519+mldsa65); repeatable")  # fmt: skip
     sp.set_defaults(func=trust.cmd_policy_set)
     sp = pol.add_parser("rm", help="remove the rule for GLOB")
     sp.add_argument("models", metavar="GLOB")
@@ -249,6 +260,7 @@ def _dir_parsers(sub: Sub) -> None:
     sp.add_argument("-o", "--output", required=True)
     sp.add_argument("--key", action="append", metavar="NAME")
     sp.add_argument("--to", action="append", metavar="PUBKEY")
+    _allow_classical(sp)
     sp.add_argument("--sign", action="append", metavar="NAME")
     sp.add_argument("--meta", action="append", metavar="K=V", help="public metadata, e.g. model=NAME version=N")
     sp.add_argument(

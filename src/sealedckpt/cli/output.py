@@ -92,7 +92,8 @@ def print_verified(
     for s in rows:
         mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
         until = f", expires {s['expires_at']}" if s["expires_at"] else ""
-        lines.append(f"{what} ({s['statement']}) by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']}"
+        key = s["public_key"] if len(s["public_key"]) <= 100 else s["public_key"][:24] + "…"  # a composite key
+        lines.append(f"{what} ({s['statement']}) by {key} (key id {s['key_id']}) at {s['signed_at']}"
                      f"{until} [{mark}]")  # fmt: skip
     lines.append(digest)
     lines.extend(f"metadata {k} = {v}" for k, v in metadata.items())

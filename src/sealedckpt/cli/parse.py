@@ -99,7 +99,11 @@ class Session:
     def public(self, ref: str, option: str = "") -> RecipientPublicKey | VerifyKey:
         """A public key given as text (``sckpt1...``, ``sckpt-vk1...``), as a path holding the text
         (it must contain a ``/``: ``./NAME``), or as a keystore name (a bare word, never a file)."""
-        if ref.strip().lower().startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
+        if (
+            ref.strip()
+            .lower()
+            .startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1", textkeys.HRP_PQ_VERIFY + "1"))
+        ):
             try:
                 return textkeys.public_from_text(ref)
             except InvalidArgumentError as exc:

@@ -44,7 +44,7 @@ def cmd_trust_show(args: argparse.Namespace) -> int:
         print_json([_row(p) for p in pubs])
         return EXIT_OK
     if args.json:
-        rows = [{"models": r.models, "require": r.require} for r in rules]
+        rows = [{"models": r.models, "require": r.require, "algs": r.algs} for r in rules]
         print_json({"keys": [_row(p) for p in pubs], "rules": rows, "clock_skew": skew, "versions": versions})
         return EXIT_OK
     if not pubs:
@@ -56,7 +56,7 @@ def cmd_trust_show(args: argparse.Namespace) -> int:
     if args.trust_command == "show":
         print("policy (every load also needs publisher>=1):")
         for r in rules:
-            print(safe(f"  {r.models}: " + " ".join(f"{k}>={v}" for k, v in r.require.items())))
+            print(safe(f"  {r.models}: " + " ".join(f"{k}>={v}" for k, v in r.require.items()) + _algs(r.algs)))
         print(f"clock skew allowance: {skew}s")
         for model, v in sorted(versions.items()):
             print(safe(f"remembered: {model} version {v}"))
@@ -115,10 +115,15 @@ def _thresholds(items: list[str]) -> dict[str, int]:
     return out
 
 
+def _algs(algs: list[str] | None) -> str:
+    return f" (signed with {' or '.join(algs)})" if algs else ""
+
+
 def cmd_policy_set(args: argparse.Namespace) -> int:
     with Session.of(args).recording("trust.policy", None):
-        rule = TrustStore().set_rule(args.models, _thresholds(args.require))
-    print(safe(f"models {rule.models}: require " + " and ".join(f"{k}>={v}" for k, v in rule.require.items())))
+        rule = TrustStore().set_rule(args.models, _thresholds(args.require), args.algs or ())
+    print(safe(f"models {rule.models}: require " + " and ".join(f"{k}>={v}" for k, v in rule.require.items())
+               + _algs(rule.algs)))  # fmt: skip
     return EXIT_OK
 
 

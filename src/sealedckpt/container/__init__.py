@@ -5,7 +5,7 @@ from .header import Header, slot_ids
 from .ops import PublicInfo, VerifyResult, add_signatures, compute_root, read_public_info, rewrap, verify_file
 from .reader import KeySource, SealedReader, SignatureStatus, open_sealed
 from .signatures import Signer, Verifier, content_digest, root_label
-from .slots import KeySlot, OpenKey, SealKey
+from .slots import KeySlot, OpenKey, SealKey, allow_classical_recipients
 from .stream import default_workers
 from .writer import SealSummary, seal
 
@@ -23,6 +23,7 @@ __all__ = [
     "Verifier",
     "VerifyResult",
     "add_signatures",
+    "allow_classical_recipients",
     "compute_root",
     "content_digest",
     "default_workers",

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..crypto import DIGEST_SIZE, TAG_SIZE
+from ..crypto import COMPOSITE_ALG, DIGEST_SIZE, TAG_SIZE
 from ..errors import ArgumentTypeError, FormatError, IntegrityError, InvalidArgumentError
-from .slots import KeySlot, parse_slot
+from .slots import KeySlot, check_pq_mix, parse_slot
 
 MAGIC = b"\x89SCKPT\r\n"
 VERSION = 1
@@ -37,7 +37,7 @@ MAX_SIGNATURES = 16
 MAC_SIZE = 32
 
 #: Signature algorithm codes of trailer entries (docs/FORMAT.md §8); names as in manifests.
-SIG_ALGS = {1: "ed25519"}
+SIG_ALGS = {1: "ed25519", 2: COMPOSITE_ALG}  # 2: Ed25519 + ML-DSA-65 composite (crypto/pq.py)
 MAX_SIG_PUBLIC = 4096
 MAX_SIG_BYTES = 8192
 MAX_SIG_BLOCK = 1 << 19
@@ -214,6 +214,7 @@ def build_slots(slots: Sequence[KeySlot]) -> bytes:
     for s in slots:
         if s.alone and len(slots) != 1:
             raise InvalidArgumentError(f"a {s.kind} must be the only key of a file (like age)")
+    check_pq_mix(slots)
     body = struct.pack("<H", len(slots)) + b"".join(
         bytes([s.type]) + struct.pack("<H", len(s.body)) + s.body for s in slots
     )

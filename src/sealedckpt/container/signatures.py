@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import crypto
-from ..crypto import DIGEST_SIZE, VerifyKey
+from ..crypto import COMPOSITE_ALG, DIGEST_SIZE, CompositeVerifyKey, VerifyKey
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
 from . import format as fmt
 from . import statement as st
@@ -49,7 +49,7 @@ class StatementSigner(Protocol):
 
 
 #: Verifier constructors by algorithm name (a new algorithm registers here and in ``fmt.SIG_ALGS``).
-VERIFIERS: dict[str, Callable[[bytes], Verifier]] = {"ed25519": VerifyKey}
+VERIFIERS: dict[str, Callable[[bytes], Verifier]] = {"ed25519": VerifyKey, COMPOSITE_ALG: CompositeVerifyKey}
 
 
 def load_verifier(alg: str, public_key: bytes) -> Verifier:

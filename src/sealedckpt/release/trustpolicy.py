@@ -69,10 +69,12 @@ class TrustedKey:
 
 @dataclass(frozen=True)
 class Rule:
-    """For models matching ``models``: at least ``require[role]`` distinct keys of each role."""
+    """For models matching ``models``: at least ``require[role]`` distinct keys of each role,
+    counting only signatures made with one of ``algs`` when it is not empty."""
 
     models: str
     require: Mapping[str, int]
+    algs: tuple[str, ...] = ()  # signature algorithms that count (empty: any), e.g. ("ed25519+mldsa65",)
 
 
 @dataclass
@@ -90,14 +92,27 @@ class Policy:
         refuses revoked keys and ignores expired or out-of-scope ones)."""
         return [k.key for k in self.keys]
 
+    def _matching(self, model: str | None) -> list[Rule]:
+        if model is None:
+            return [r for r in self.rules if r.models == "*"]
+        return [r for r in self.rules if fnmatch.fnmatchcase(model, r.models)]
+
     def requirements(self, model: str | None) -> dict[str, int]:
         """The thresholds for ``model``: the largest of every matching rule, publisher >= 1 always."""
         need = {PUBLISHER: 1}
-        for r in self.rules:
-            if (model is not None and fnmatch.fnmatchcase(model, r.models)) or (model is None and r.models == "*"):
-                for role, n in r.require.items():
-                    need[role] = max(need.get(role, 0), n)
+        for r in self._matching(model):
+            for role, n in r.require.items():
+                need[role] = max(need.get(role, 0), n)
         return need
+
+    def allowed_algs(self, model: str | None) -> frozenset[str] | None:
+        """The signature algorithms that count for ``model``: those every matching rule that names
+        some allows (the strictest wins); None when no matching rule restricts them."""
+        allowed: frozenset[str] | None = None
+        for r in self._matching(model):
+            if r.algs:
+                allowed = frozenset(r.algs) if allowed is None else allowed & frozenset(r.algs)
+        return allowed
 
     def _find(self, s: Signer) -> TrustedKey | None:
         raw = (s.alg, s.public_key.to_bytes())
@@ -109,6 +124,7 @@ class Policy:
         model = metadata.get("model")
         counted: dict[str, set[str]] = {}
         ignored: list[str] = []
+        algs = self.allowed_algs(model)
         for s in signers:
             k = self._find(s)
             if k is None:
@@ -122,6 +138,10 @@ class Policy:
                 continue
             if not in_scope(model, k.scopes):
                 ignored.append(f"{k.name}: model {model!r} is outside its scope {', '.join(k.scopes)}")
+                continue
+            if algs is not None and s.alg not in algs:
+                ignored.append(f"{k.name}: signed with {s.alg}, the policy for {model!r} requires "
+                               f"{' or '.join(sorted(algs))}")  # fmt: skip
                 continue
             for role in k.roles:
                 if s.statement.type in ROLE_TYPES.get(role, frozenset(st.TYPES) - {st.REVOCATION}):

@@ -22,7 +22,7 @@ from .._fs import atomic_write
 from ..container import signatures as csig
 from ..container import statement as st
 from ..container.signatures import Verifier
-from ..crypto import textkeys
+from ..crypto import COMPOSITE_ALG, textkeys
 from ..errors import InvalidArgumentError, KeystoreError, SignatureError
 from ..release import signatures as sigfile
 from ..release import trustpolicy as tp
@@ -33,8 +33,12 @@ from .keystore import check_name
 ENV_REQUIRE = "SEALEDCKPT_REQUIRE_SIGNATURE"
 VERSION = 1
 #: How each key kind's text form is read (a new signature algorithm adds its kind here).
-KEY_KINDS: dict[str, Callable[[str], Verifier]] = {"ed25519": textkeys.verify_key_from_text}
-KEY_TEXT: dict[str, Callable[[Any], str]] = {"ed25519": textkeys.verify_key_to_text}
+KEY_KINDS: dict[str, Callable[[str], Verifier]] = {
+    "ed25519": textkeys.verify_key_from_text,  # sckpt-vk1...
+    COMPOSITE_ALG: textkeys.verify_key_from_text,  # sckpt-pqvk1... (Ed25519 + ML-DSA-65, docs/FORMAT.md §8.2)
+}
+KEY_TEXT: dict[str, Callable[[Any], str]] = {"ed25519": textkeys.verify_key_to_text,
+                                             COMPOSITE_ALG: textkeys.verify_key_to_text}  # fmt: skip
 _TOP = frozenset(("version", "keys", "rules", "clock_skew"))
 
 
@@ -54,7 +58,7 @@ class Publisher:
     """One trusted key: name, text form and kind, roles, model-name scope, expiry, revocation."""
 
     name: str
-    public: str  # sckpt-vk1...
+    public: str  # sckpt-vk1... or sckpt-pqvk1...
     added: str
     kind: str = "ed25519"
     roles: list[str] = field(default_factory=lambda: [tp.PUBLISHER])
@@ -75,13 +79,15 @@ class Publisher:
 class StoredRule:
     models: str
     require: dict[str, int]
+    algs: list[str] | None = None  # signature algorithms that count; None (absent in the file): any
 
 
 def _check_publisher(p: Publisher, where: str) -> None:
     if p.kind not in KEY_KINDS:
         raise KeystoreError(f"{where}: {p.name!r} has an unknown key kind {p.kind!r}")
     try:
-        p.key  # noqa: B018 - validates the stored text form
+        if p.key.alg != p.kind:  # the text form decides the algorithm; it must be the stated kind
+            raise InvalidArgumentError(f"its key is a {p.key.alg} key, not {p.kind}")
         for r in p.roles:
             tp.check_role(r)
         for s in p.scope:
@@ -128,14 +134,14 @@ class TrustStore:
         rules = [record(StoredRule, obj, where) for obj in doc["rules"]]
         for r in rules:
             try:
-                _check_rule(r.models, r.require)
+                _check_rule(r.models, r.require, r.algs or ())
             except InvalidArgumentError as exc:
                 raise KeystoreError(f"{where}: {exc}") from None
         return pubs, rules, skew
 
     def _write(self, pubs: list[Publisher], rules: list[StoredRule], skew: int) -> None:
-        doc = {"version": VERSION, "keys": [asdict(p) for p in pubs], "rules": [asdict(r) for r in rules],
-               "clock_skew": skew}  # fmt: skip
+        rows = [{k: v for k, v in asdict(r).items() if k != "algs" or v is not None} for r in rules]
+        doc = {"version": VERSION, "keys": [asdict(p) for p in pubs], "rules": rows, "clock_skew": skew}
         with atomic_write(self.path, mode=0o600) as f:
             f.write(json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n")
 
@@ -203,12 +209,13 @@ class TrustStore:
             self._write([hit if p.name == name else p for p in pubs], rules, skew)
         return hit
 
-    def set_rule(self, models: str, require: dict[str, int]) -> StoredRule:
-        """Set (or replace) the thresholds for the model pattern ``models``."""
-        _check_rule(models, require)
+    def set_rule(self, models: str, require: dict[str, int], algs: Sequence[str] = ()) -> StoredRule:
+        """Set (or replace) the thresholds for the model pattern ``models``; with ``algs``, only
+        signatures made with one of those algorithms count (e.g. ``["ed25519+mldsa65"]``)."""
+        _check_rule(models, require, algs)
         with self._locked():
             pubs, rules, skew = self._read()
-            rule = StoredRule(models, dict(sorted(require.items())))
+            rule = StoredRule(models, dict(sorted(require.items())), sorted(set(algs)) if algs else None)
             self._write(pubs, [*(r for r in rules if r.models != models), rule], skew)
         return rule
 
@@ -234,7 +241,8 @@ class TrustStore:
                 "a trusted signature is required but the trust store is empty",
                 hint="add a publisher with `sealedckpt trust add NAME sckpt-vk1... --role publisher`",
             )
-        return tp.Policy([p.entry() for p in pubs], [tp.Rule(r.models, r.require) for r in rules], self.clock, skew)
+        return tp.Policy([p.entry() for p in pubs], [tp.Rule(r.models, r.require, tuple(r.algs or ())) for r in rules],
+                         self.clock, skew)  # fmt: skip
 
     def keys(self) -> list[Verifier]:
         return self.policy().verifiers()
@@ -267,8 +275,11 @@ class TrustStore:
         return hit
 
 
-def _check_rule(models: str, require: dict[str, int]) -> None:
+def _check_rule(models: str, require: dict[str, int], algs: Sequence[str] = ()) -> None:
     tp.check_pattern(models)
+    for alg in algs:
+        if alg not in KEY_KINDS:
+            raise InvalidArgumentError(f"unknown signature algorithm {alg!r} (known: {', '.join(KEY_KINDS)})")
     if not require:
         raise InvalidArgumentError("a policy rule needs at least one ROLE=N requirement")
     for role, n in require.items():
