@@ -236,9 +236,8 @@ class Sealed:
         elif what == "header edit":
             replace_once(p, NOTE, NOTE_EDIT)
         elif what == "signature strip":
-            spans, sigs = self._spans(p), len(self.sealedckpt.inspect(p).signatures)
-            size = p.stat().st_size
-            p.write_bytes(p.read_bytes()[: size - 2 - 32 * len(spans) - 105 * sigs] + b"\x00\x00")
+            off, n = self._spans(p)[-1]  # the trailer starts right after the last chunk
+            p.write_bytes(p.read_bytes()[: off + n] + b"\x00\x00")
         elif what == "downgrade":
             return LEGEND[self.name]["downgrade"]
         elif what == "plain substitute":

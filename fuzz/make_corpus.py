@@ -77,9 +77,12 @@ def _trust_stores(tmp: Path) -> list[bytes]:
     store = TrustStore(home)
     store.add("alice", sealedckpt.SigningKey(bytes([1]) * 32).public)
     out.append(store.path.read_bytes())
-    store.add("bob", sealedckpt.SigningKey(bytes([2]) * 32).public)
+    store.add("bob", sealedckpt.SigningKey(bytes([2]) * 32).public, roles=["auditor"], scope=["llama-*", "mistral-?"],
+              expires=1_900_000_000)  # fmt: skip
+    store.set_rule("llama-*", {"publisher": 1, "auditor": 1})
+    store.revoke("alice")
     out.append(store.path.read_bytes())
-    out.append(json.dumps({"version": 1, "publishers": []}).encode())
+    out.append(json.dumps({"version": 1, "keys": [], "rules": [], "clock_skew": 300}).encode())
     return out
 
 

@@ -291,6 +291,8 @@ def fuzz_trust(data: bytes) -> None:
     store = TrustStore(w.trust_home)
     _refused(store.publishers)
     _refused(store.keys)
+    _refused(store.rules)
+    _refused(store.policy)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

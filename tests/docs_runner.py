@@ -51,6 +51,12 @@ STEP_TIMEOUT = 60.0
 _B32 = "[qpzry9x8gf2tvdw0s3jn54khce6mua7l]"
 _MASKS: list[tuple[re.Pattern[str], str]] = [
     (
+        re.compile(r"SCKPT-PQ-(SIGNING|SECRET)-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{20,}"),
+        r"SCKPT-PQ-\1-KEY-1<key>",
+    ),
+    (re.compile(rf"sckpt-pqvk1{_B32}{{20,}}"), "sckpt-pqvk1<key>"),
+    (re.compile(rf"sckpt1pq1{_B32}{{20,}}"), "sckpt1pq1<key>"),
+    (
         re.compile(r"SCKPT-(SYMMETRIC|SIGNING|SECRET)-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{20,}"),
         r"SCKPT-\1-KEY-1<key>",
     ),

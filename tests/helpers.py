@@ -123,3 +123,20 @@ class MemorySecrets:
 
     def delete(self, key_id: str) -> None:
         self._d.pop(key_id, None)
+
+
+def last_signature(data: bytes | bytearray) -> dict[str, int]:
+    """Offsets in a sealed file of its last trailer signature entry (docs/FORMAT.md §8): ``alg``,
+    ``pk`` (the public key, 32 bytes for Ed25519), ``stmt`` and ``stmt_end`` (the statement),
+    ``sig`` (the signature, to the end of the file); ``block`` is where the signature block
+    length (u32) sits when this is the only entry."""
+    import struct
+
+    stmt = bytes(data).rfind(b'{"_type"')
+    assert stmt > 0, "no signed statement in this file"
+    (st_len,) = struct.unpack_from("<H", data, stmt - 2)
+    (pk_len,) = struct.unpack_from("<H", data, stmt - 2 - 32 - 2)
+    assert pk_len == 32
+    alg = stmt - 2 - 32 - 2 - 1
+    return {"alg": alg, "pk": alg + 3, "stmt": stmt, "stmt_end": stmt + st_len, "sig": stmt + st_len + 2,
+            "block": alg - 4}  # fmt: skip

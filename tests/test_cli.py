@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import last_signature, run_cli
 
 import sealedckpt
 from sealedckpt import cli
@@ -59,7 +59,7 @@ def test_verify_untrusted_fails_without_printing_success(capsys: pytest.CaptureF
 
 def test_verify_tampered_file(capsys: pytest.CaptureFixture[str], signed: Path, signer: sealedckpt.SigningKey) -> None:
     data = bytearray(signed.read_bytes())
-    data[-300] ^= 1  # inside the chunk
+    data[last_signature(data)["block"] - 32 - 40] ^= 1  # inside the one chunk (before its 32-byte digest)
     signed.write_bytes(bytes(data))
     code, out, err = run(capsys, "verify", str(signed), "--trust", textkeys.verify_key_to_text(signer.public), "--json")
     assert code == cli.EXIT_INTEGRITY

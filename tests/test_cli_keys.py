@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import last_signature, run_cli
 from safetensors.torch import load_file, save_file
 
 import sealedckpt
@@ -738,7 +738,8 @@ def test_unseal_wrong_key(capsys: Capsys, signed_file: Path, tmp_path: Path) -> 
 
 def test_unseal_tampered(capsys: Capsys, signed_file: Path, tmp_path: Path) -> None:
     data = bytearray(signed_file.read_bytes())
-    data[-300] ^= 1  # inside the encrypted head chunk (the payload header)
+    n = sealedckpt.inspect(io.BytesIO(bytes(data))).chunks
+    data[last_signature(data)["block"] - 32 * n - 2 - 100] ^= 1  # inside the last encrypted chunk (before its tag)
     signed_file.write_bytes(bytes(data))
     o = tmp_path / "o.safetensors"
     code, out, err = run(capsys, "unseal", str(signed_file), "-o", str(o))
@@ -891,7 +892,9 @@ def test_verify_trust_keystore_name_and_file(capsys: Capsys, signed_file: Path, 
     code, out, err = run(capsys, "verify", str(signed_file), "--trust", "rel")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].startswith(f"signed by {rel['public']} (key id {rel['id']}) at ") and lines[0].endswith("[trusted]")
+    assert lines[0].startswith(f"signed (release) by {rel['public']} (key id {rel['id']}) at ") and lines[0].endswith(
+        "[trusted]"
+    )
     assert lines[-1] == f"OK: {signed_file}: every signature and every chunk verified"
     f = tmp_path / "rel.pub"
     f.write_text(ok(capsys, "key", "export-public", "rel"), encoding="ascii")

@@ -65,9 +65,10 @@ def test_trust_cli(
     code, out, err = run(capsys, "trust", "add", "again", pub)
     assert code == cli.EXIT_KEY and "already trusted" in err
     code, out, _ = run(capsys, "trust", "list", "--json")
-    assert json.loads(out) == [
-        {"name": "acme", "public_key": pub, "key_id": publisher.key_id, "added": json.loads(out)[0]["added"]}
-    ]
+    (row,) = json.loads(out)
+    assert row == {"name": "acme", "public_key": pub, "key_id": publisher.key_id, "added": row["added"],
+                   "kind": "ed25519", "roles": ["publisher"], "scope": ["*"], "expires": None, "revoked": False,
+                   "revoked_by": None}  # fmt: skip
     signed = _sealed(tmp_path / "a.sealed", key, publisher, "1")
     code, out, _ = run(capsys, "verify", str(signed), "--trust", "acme")
     assert code == 0 and "[trusted]" in out
@@ -122,7 +123,10 @@ def test_counter_signature_keeps_the_first(
     assert [s.key_id for s in res.signers] == [publisher.key_id, auditor.key_id] and res.root == root
     again = sealedckpt.verify(path, trusted_signers=[publisher.public])
     assert [s.trusted for s in again.signers] == [True, False]
-    assert sealedckpt.load(path, key=key, trusted_signers=[auditor.public])["w"].shape == (4,)
+    # the auditor's counter-signature vouches for the release; it is not one
+    with pytest.raises(sealedckpt.SignatureError, match="no trusted key signed a release statement"):
+        sealedckpt.load(path, key=key, trusted_signers=[auditor.public])
+    assert sealedckpt.load(path, key=key, trusted_signers=[publisher.public, auditor.public])["w"].shape == (4,)
     with pytest.raises(sealedckpt.SignatureError, match="already signed"):
         sealedckpt.sign(path, auditor)
     # an auditor does not sign what fails verification
@@ -138,8 +142,9 @@ def test_signing_an_unsigned_file_later(
     tmp_path: Path, key: sealedckpt.SymmetricKey, publisher: sealedckpt.SigningKey
 ) -> None:
     path = _sealed(tmp_path / "m.sealed", key, None, "1")
-    sealedckpt.sign(path, publisher)
+    sealedckpt.sign(path, publisher, statement="release")
     assert sealedckpt.load(path, key=key, trusted_signers=[publisher.public])["w"].shape == (4,)
+    assert [s.statement.type for s in sealedckpt.verify(path).signers] == ["release"]
 
 
 def test_sign_cli(

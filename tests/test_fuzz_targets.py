@@ -72,7 +72,7 @@ def test_store_and_directory_seeds_parse(tmp_path: Path) -> None:
         assert audit.verify(tmp_path / "log").records == 3
     for raw in T.seeds("trust"):
         T._write(w.trust_home / "trust.json", raw)
-        assert len(TrustStore(w.trust_home).publishers()) == len(json.loads(raw)["publishers"])
+        assert len(TrustStore(w.trust_home).publishers()) == len(json.loads(raw)["keys"])
     with T.isolated_env(w.home):
         T._write(w.plain_dir / T.MANIFEST, T.seeds("manifest")[0], 0o644)
         assert sorted(sealedckpt.load_dir(w.plain_dir, key=w.sym)) == ["a", "b"]
@@ -159,7 +159,18 @@ def test_trust_store_that_is_not_an_object(doc: bytes) -> None:
 
 
 def test_trust_store_publisher_with_non_string_key() -> None:
-    _expect_refusal(T.fuzz_trust, b'{"version": 1, "publishers": [{"name": "a", "public": 1, "added": "t"}]}')
+    _expect_refusal(T.fuzz_trust, b'{"version": 1, "keys": [{"name": "a", "public": 1, "added": "t"}], "rules": [], '
+                                  b'"clock_skew": 300}')  # fmt: skip
+
+
+@pytest.mark.parametrize("doc", [
+    b'{"version": 1, "keys": [], "rules": [{"models": "*", "require": {"publisher": 99}}], "clock_skew": 300}',
+    b'{"version": 1, "keys": [], "rules": [{"models": "*", "require": {"publisher": true}}], "clock_skew": 300}',
+    b'{"version": 1, "keys": [], "rules": [], "clock_skew": -1}',
+    b'{"version": 1, "keys": [], "rules": []}',
+])  # fmt: skip
+def test_trust_store_bad_policy(doc: bytes) -> None:
+    _expect_refusal(T.fuzz_trust, doc)
 
 
 def test_trust_store_deep_json() -> None:

@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "attacks"))
 
 from make_sig_corpus import ED25519_IDENTITY, Forger, sealed_bytes, state
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import last_signature
+
 P = 2**255 - 19
 ORDER8 = [
     bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
@@ -136,9 +139,9 @@ def test_verify_key_accepts_real_keys() -> None:
 
 def test_identity_signer_in_trailer_refused(key: SymmetricKey, publisher: SigningKey) -> None:
     data = bytearray(sealed_bytes({"x": torch.ones(3)}, [key], [publisher]))
-    at = len(data) - 105
-    data[at + 1 : at + 33] = ED25519_IDENTITY
-    data[at + 41 :] = ED25519_IDENTITY + bytes(32)
+    at = last_signature(data)
+    data[at["pk"] : at["pk"] + 32] = ED25519_IDENTITY
+    data[at["sig"] :] = ED25519_IDENTITY + bytes(32)
     with pytest.raises(sealedckpt.SignatureError, match="small-order"):
         container.open_sealed(io.BytesIO(bytes(data)), [key])
     info = container.read_public_info(io.BytesIO(bytes(data)))  # inspect still lists it, unverified

@@ -13,7 +13,15 @@ import pytest
 from helpers import MemorySecrets
 
 import sealedckpt
-from sealedckpt.crypto import Passphrase, RecipientKey, SigningKey, SymmetricKey, textkeys
+from sealedckpt.crypto import (
+    CompositeSigningKey,
+    Passphrase,
+    PQRecipientKey,
+    RecipientKey,
+    SigningKey,
+    SymmetricKey,
+    textkeys,
+)
 from sealedckpt.stores import backends
 from sealedckpt.stores import keystore as keys
 
@@ -78,7 +86,9 @@ def test_keystore_over_each_backend(backend: backends.SecretBackend, tmp_path: P
     assert rec.default and rec.backend == backend.name and ks.find(f"k-{kind}") == rec
     key = ks.secret(rec)
     assert key.key_id == rec.id
-    assert type(key) is {"symmetric": SymmetricKey, "recipient": RecipientKey, "signing": SigningKey}[kind]
+    classes = {"symmetric": SymmetricKey, "recipient": RecipientKey, "signing": SigningKey,
+               "pq-recipient": PQRecipientKey, "pq-signing": CompositeSigningKey}  # fmt: skip
+    assert type(key) is classes[kind]
     if kind != "symmetric":
         assert rec.public is not None and ks.public(rec) == key.public  # type: ignore[union-attr]
     second = ks.generate(kind, f"k2-{kind}", default=True)

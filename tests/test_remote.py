@@ -306,7 +306,7 @@ def test_sealed_directory_on_s3(
     assert all(torch.equal(loaded[n], sd[n]) for n in sd) and sorted(loaded) == sorted(sd)
     auditor = sealedckpt.SigningKey.generate()
     sealedckpt.sign_dir(url, auditor, trusted_signers=[signer.public])
-    assert len(sealedckpt.verify_dir(url, trusted_signers=[auditor.public]).signers) == 2
+    assert len(sealedckpt.verify_dir(url, trusted_signers=[signer.public, auditor.public]).signers) == 2
     out = tmp_path / "plain"
     assert sorted(sealedckpt.unseal_dir(url, out, key=key, trusted_signers=[signer.public])) == [
         "config.json", "model.safetensors"]  # fmt: skip

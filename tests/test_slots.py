@@ -16,7 +16,7 @@ from sealedckpt.container.slots import (
     open_slots,
     parse_slot,
 )
-from sealedckpt.crypto import Passphrase, RecipientKey, SymmetricKey
+from sealedckpt.crypto import Passphrase, PQRecipientKey, RecipientKey, SymmetricKey
 from sealedckpt.errors import DecryptionError, FormatError, IntegrityError
 
 _SALT = bytes(32)
@@ -55,6 +55,7 @@ def test_each_kind_exposes_kind_key_id_label_and_description() -> None:
 def test_parse_round_trips_every_kind() -> None:
     slots = make_slots(_DEK, _SALT, [SymmetricKey.generate(), RecipientKey.generate().public])
     slots += make_slots(_DEK, _SALT, [Passphrase("pw", log2n=2)])
+    slots += make_slots(_DEK, _SALT, [PQRecipientKey.generate().public])
     assert {type(s) for s in slots} == set(KINDS)
     for s in slots:
         assert parse_slot(s.type, s.body) == s

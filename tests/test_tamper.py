@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,9 @@ from hypothesis import strategies as st
 
 import sealedckpt
 from sealedckpt.container import format as fmt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import last_signature
 
 FAILS = (sealedckpt.IntegrityError, sealedckpt.FormatError, sealedckpt.SignatureError)
 
@@ -125,11 +130,12 @@ def test_truncation_at_chunk_boundaries_and_trailing_data_fail(
 def _chunks(blob: bytes) -> tuple[int, list[tuple[int, int]]]:
     """Where chunk 0 starts, and each chunk's (file offset, length with tag): the head run of
     chunks covers the payload header, the body run the rest (docs/FORMAT.md §7)."""
+    from sealedckpt.container.header import read_header
+    from sealedckpt.container.stream import Source
+
     info = sealedckpt.inspect(io.BytesIO(blob))
     n, cs, head = info.chunks, info.chunk_size, info.head_len
-    sigs = len(info.signatures)
-    trailer = 2 + (32 * n + 105 * sigs if sigs else 0)
-    start = len(blob) - trailer - (info.payload_len + 16 * n)
+    start = read_header(Source(io.BytesIO(blob))).size
     plain = [min(cs, head - a) for a in range(0, head, cs)]
     plain += [min(cs, info.payload_len - a) for a in range(head, info.payload_len, cs)]
     assert len(plain) == n
@@ -196,8 +202,8 @@ def test_signature_claiming_a_trusted_key_but_made_by_another_fails(
 ) -> None:
     mallory = sealedckpt.SigningKey.generate()
     data = bytearray(_seal({"x": 1}, key, sign_with=mallory))
-    entry = len(data) - fmt.SIG_ENTRY_SIZE
-    data[entry + 1 : entry + 33] = signer.public.to_bytes()  # the hint names the trusted key
+    at = last_signature(data)
+    data[at["pk"] : at["pk"] + 32] = signer.public.to_bytes()  # the hint names the trusted key
     with pytest.raises(sealedckpt.SignatureError, match="does not verify"):
         _load(bytes(data), key, trusted_signers=[signer.public])
 
@@ -206,7 +212,7 @@ def test_stripping_the_signature_is_caught_by_policy(
     key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey
 ) -> None:
     data = _seal({"x": 1}, key, sign_with=signer)
-    stripped = data[: len(data) - (2 + 32 + 105)] + b"\x00\x00"
+    stripped = data[: last_signature(data)["block"] - 32 - 2] + b"\x00\x00"  # one chunk: 32-byte table
     assert _load(stripped, key) == {"x": 1}  # a key holder may always publish unsigned content
     with pytest.raises(sealedckpt.SignatureError):
         _load(stripped, key, trusted_signers=[signer.public])

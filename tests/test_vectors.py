@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 import sealedckpt
-from sealedckpt import Passphrase, RecipientKey, SymmetricKey, VerifyKey, container
+from sealedckpt import (
+    CompositeVerifyKey,
+    Passphrase,
+    PQRecipientKey,
+    RecipientKey,
+    SymmetricKey,
+    VerifyKey,
+    container,
+)
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
@@ -50,8 +58,8 @@ def _key(entry: str | dict[str, Any]) -> OpenKey:
     kind = entry["kind"]
     if kind == "symmetric":
         return SymmetricKey(bytes.fromhex(entry["key"]))
-    if kind == "recipient":
-        key = RecipientKey(bytes.fromhex(entry["secret"]))
+    if kind in ("recipient", "pq-recipient"):
+        key = (RecipientKey if kind == "recipient" else PQRecipientKey)(bytes.fromhex(entry["secret"]))
         assert key.public.to_bytes().hex() == entry["public"]
         return key
     if kind == "passphrase":
@@ -65,7 +73,9 @@ def _keys(case: dict[str, Any]) -> list[OpenKey]:
 
 def _trusted(case: dict[str, Any]) -> list[VerifyKey] | None:
     t = case["trusted_signers"]
-    return None if t is None else [VerifyKey(bytes.fromhex(h)) for h in t]
+    if t is None:
+        return None
+    return [VerifyKey(bytes.fromhex(h)) if len(h) == 64 else CompositeVerifyKey(bytes.fromhex(h)) for h in t]
 
 
 def _maybe_xfail(case: dict[str, Any], request: pytest.FixtureRequest) -> None:

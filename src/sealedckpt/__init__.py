@@ -22,8 +22,19 @@ from .api import (
     verify,
     verify_dir,
 )
-from .container import PublicInfo, Signer, VerifyResult
-from .crypto import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
+from .container import PublicInfo, Signer, VerifyResult, allow_classical_recipients
+from .crypto import (
+    CompositeSigningKey,
+    CompositeVerifyKey,
+    Passphrase,
+    PQRecipientKey,
+    PQRecipientPublicKey,
+    RecipientKey,
+    RecipientPublicKey,
+    SigningKey,
+    SymmetricKey,
+    VerifyKey,
+)
 from .errors import (
     ArgumentTypeError,
     AuditError,
@@ -59,6 +70,8 @@ __all__ = [
     "AuditLog",
     "CheckpointManager",
     "CliError",
+    "CompositeSigningKey",
+    "CompositeVerifyKey",
     "DecryptionError",
     "DeviceError",
     "FormatError",
@@ -68,6 +81,8 @@ __all__ = [
     "KeystoreError",
     "NoCheckpointError",
     "NoKeyError",
+    "PQRecipientKey",
+    "PQRecipientPublicKey",
     "Passphrase",
     "PublicInfo",
     "RecipientKey",
@@ -85,6 +100,7 @@ __all__ = [
     "UnsupportedTypeError",
     "VerifyKey",
     "VerifyResult",
+    "allow_classical_recipients",
     "audit",
     "inspect",
     "load",

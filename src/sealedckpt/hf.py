@@ -30,6 +30,7 @@ from ._json import strict_loads
 from .api import _keys
 from .api._common import audit_log, audited, gc_paused
 from .api._keys import LoadKey, SaveKey, Trusted
+from .api._trust import keys_of, policy_check
 from .crypto import SigningKey
 from .errors import FormatError, IntegrityError, InvalidArgumentError
 from .release.builder import Item, blob_item, seal_items
@@ -254,7 +255,10 @@ def from_pretrained(
         keys = _keys.load_keys(key, keystore)
         with gc_paused():
             check = DirReleaseCheck(min_version, expect_model)
-            rel = read_release(directory, keys, trusted_signers=trusted, release=check)
+            rel = read_release(directory, keys, trusted_signers=keys_of(trusted), release=check,
+                               on_verified=policy_check(trusted))  # fmt: skip
+            if trusted is not None:
+                trusted.remember(rel.manifest.metadata)
         info.update(
             digest=f"sha256:{rel.manifest.manifest_sha256}", signer_ids=[s.key_id for s in rel.manifest.signers]
         )
@@ -295,8 +299,9 @@ def tokenizer_from_pretrained(
         raise InvalidArgumentError("trust_remote_code is not accepted: a sealed directory holds no code")
     trusted = _keys.trusted(trusted_signers)
     keys = _keys.load_keys(key, keystore)
-    rel = read_release(directory, keys, trusted_signers=trusted, release=DirReleaseCheck(min_version, expect_model),
-                       weights=False)  # fmt: skip
+    rel = read_release(directory, keys, trusted_signers=keys_of(trusted),
+                       release=DirReleaseCheck(min_version, expect_model), weights=False,
+                       on_verified=policy_check(trusted))  # fmt: skip
     if not any(n in rel.files for n in _TOKENIZER_FILES):
         raise FormatError(f"{os.fspath(directory)} holds no tokenizer files ({', '.join(_TOKENIZER_FILES)})")
     cls = tokenizer_class or transformers.AutoTokenizer

@@ -120,9 +120,9 @@ def _forged_last_chunk(key: SymmetricKey, publisher: SigningKey) -> bytes:
 
 def _identity_trailer(key: SymmetricKey, publisher: SigningKey) -> bytes:
     data = bytearray(sealed_bytes({"x": torch.ones(3)}, [key], [publisher]))
-    entry_at = len(data) - 105  # the one signature entry: type, public key, signed_at, signature
-    data[entry_at + 1 : entry_at + 33] = ED25519_IDENTITY
-    data[entry_at + 41 :] = ED25519_IDENTITY + bytes(32)  # R = identity, S = 0
+    stmt = bytes(data).rfind(b'{"_type"')  # the one entry: alg, pk_len, pk, st_len, statement, sig_len, sig
+    data[stmt - 34 : stmt - 2] = ED25519_IDENTITY
+    data[len(data) - 64 :] = ED25519_IDENTITY + bytes(32)  # R = identity, S = 0
     return bytes(data)
 
 

@@ -27,11 +27,10 @@ import torch
 
 import sealedckpt
 from sealedckpt import container
-from sealedckpt.crypto import textkeys
 from sealedckpt.release import directory as distdir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers import run_cli
+from helpers import last_signature, run_cli
 
 MANIFEST, SIG = "sealedckpt-manifest.json", "sealedckpt-manifest.sig"
 OPS = ("verify", "load", "unseal")
@@ -54,17 +53,28 @@ def _write_sig(c: Ctx, doc: object, raw: str | None = None) -> None:
     (c.out / SIG).write_text(raw if raw is not None else json.dumps(doc))
 
 
-def _manifest_message(pub: bytes, signed_at: int, manifest: bytes) -> bytes:
-    """What a manifest signature signs (FORMAT.md section 13), built here independently."""
-    return b"sealedckpt/v1 manifest\x00" + pub + struct.pack("<Q", signed_at) + hashlib.sha256(manifest).digest()
+def _statement(subject: str, meta: dict[str, str], signed_at: int) -> bytes:
+    """A release statement (FORMAT.md section 8.1), encoded here independently."""
+    doc = {"_type": "sealedckpt/statement/v1", "type": "release", "subject": subject, "signed_at": signed_at,
+           **{k: meta[k] for k in ("model", "version") if k in meta}}  # fmt: skip
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _pae(body: bytes) -> bytes:
+    t = b"application/vnd.sealedckpt.statement+json"
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(body), body)
 
 
 def _signed_at(value: int) -> Callable[[Ctx], None]:
     def build(c: Ctx) -> None:
         manifest = (c.out / MANIFEST).read_bytes()
-        sig = c.publisher.sign(_manifest_message(c.publisher.public.to_bytes(), value % (1 << 64), manifest))
-        entry = {"public_key": textkeys.verify_key_to_text(c.publisher.public), "signed_at": value,
-                 "signature": base64.b64encode(sig).decode()}  # fmt: skip
+        body = _statement("sha256:" + hashlib.sha256(manifest).hexdigest(), json.loads(manifest)["metadata"], value)
+        b64 = {
+            "public_key": c.publisher.public.to_bytes(),
+            "statement": body,
+            "signature": c.publisher.sign(_pae(body)),
+        }
+        entry = {"alg": "ed25519", **{k: base64.b64encode(v).decode() for k, v in b64.items()}}
         _write_sig(c, {"version": 1, "signatures": [entry]})
 
     return build
@@ -131,7 +141,7 @@ def _resealed_shard(payload: bytes) -> Callable[[Ctx], None]:
                 e["digest"], e["size"] = "root:" + summary.root.hex(), len(payload)
         (c.out / MANIFEST).write_text(json.dumps(doc))
         (c.out / SIG).unlink()
-        distdir.add_dir_signatures(c.out, [c.publisher])
+        distdir.add_dir_signatures(c.out, [c.publisher], kind="release")
 
     return build
 
@@ -203,8 +213,8 @@ CASES: dict[str, tuple[Callable[[Ctx], None], type[sealedckpt.SealedCkptError], 
                 "signatures": [{**_sig_doc(c)["signatures"][0], "signature": base64.b64encode(b"x" * 32).decode()}],
             },
         ),
-        sealedckpt.FormatError,
-        r"64 bytes",
+        sealedckpt.SignatureError,
+        r"does not verify",
         False,
     ),
     "manifest_path_is_int": (
@@ -346,12 +356,14 @@ def _signed_file(tmp_path: Path, key: sealedckpt.SymmetricKey, signer: sealedckp
                  signed_at: int | None = None) -> Path:  # fmt: skip
     p = tmp_path / "f.sealed"
     sealedckpt.save({"w": torch.ones(2)}, p, key=key, metadata={"model": "tiny", "version": version})
-    if signed_at is not None:
-        out = tmp_path / "f2.sealed"
-        with open(p, "rb") as f, open(out, "wb") as o:
-            container.add_signatures(f, o, [signer], now=lambda: signed_at)
-        return out
-    sealedckpt.sign(p, signer)
+    sealedckpt.sign(p, signer, statement="release")
+    if signed_at is not None:  # re-sign a statement dated out of range (no signer API makes one)
+        data = p.read_bytes()
+        at = last_signature(data)
+        body = _statement(json.loads(data[at["stmt"] : at["stmt_end"]])["subject"],
+                          {"model": "tiny", "version": version}, signed_at)  # fmt: skip
+        entry = container.format.SignatureEntry("ed25519", signer.public.to_bytes(), body, signer.sign(_pae(body)))
+        p.write_bytes(data[: at["block"]] + struct.pack("<I", len(entry.build())) + entry.build())
     return p
 
 
@@ -368,9 +380,14 @@ def test_version_is_ascii_digits_only(tmp_path: Path, key: sealedckpt.SymmetricK
 def test_api_verify_and_inspect_survive_u64_signed_at(
     tmp_path: Path, key: sealedckpt.SymmetricKey, signer: sealedckpt.SigningKey
 ) -> None:
+    with pytest.raises(sealedckpt.InvalidArgumentError, match="out of range"):
+        sealedckpt.sign(_signed_file(tmp_path, key, signer, "1"), sealedckpt.SigningKey.generate(),
+                        expires_at=(1 << 64) - 1)  # fmt: skip
     p = _signed_file(tmp_path, key, signer, "1", signed_at=(1 << 64) - 1)
-    assert sealedckpt.verify(p, trusted_signers=[signer.public]).signers[0].signed_at == (1 << 64) - 1
-    assert sealedckpt.inspect(p).signatures
+    with pytest.raises(sealedckpt.FormatError, match=r"signed_at .* out of range"):
+        sealedckpt.verify(p, trusted_signers=[signer.public])
+    (sig,) = sealedckpt.inspect(p).signatures  # listed, unverified, without the unreadable statement
+    assert sig["key_id"] == signer.key_id and "signed_at" not in sig
 
 
 @pytest.mark.parametrize("command", ["verify", "inspect"])
@@ -383,5 +400,7 @@ def test_cli_verify_and_inspect_survive_u64_signed_at(
         code, out, err = run_cli(capsys, command, str(p))
     except (OverflowError, ValueError, OSError) as exc:
         pytest.fail(f"raw {type(exc).__name__} escaped: {exc}")
-    assert code == 0, err
-    assert "18446744073709551615" in out or "out of range" in out
+    if command == "verify":
+        assert code == 3 and "out of range" in err and err.startswith("sealedckpt: error:"), err
+    else:
+        assert code == 0 and "unreadable statement" in out, err

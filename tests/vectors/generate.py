@@ -5,7 +5,8 @@ Usage: ``python tests/vectors/generate.py [OUT_DIR]`` (default: this folder). It
 the file's SHA-256, the (test-only!) symmetric keys and trusted signer public keys to load it
 with, and what loading must do: succeed with a described value, or raise a named error.
 
-Everything is fixed: randomness comes from a SHA-256 counter-mode DRBG seeded per case (it
+Everything is fixed (except two post-quantum draws frozen in kat/pq-frozen.json, see the PQ
+section): randomness comes from a SHA-256 counter-mode DRBG seeded per case (it
 also drives the X25519 ephemeral keys), the clock is ``NOW``, and every key is derived from
 ``SEED``. Running the generator twice gives byte-identical output; ``tests/test_vectors.py``
 checks that against the committed files.
@@ -13,7 +14,8 @@ checks that against the committed files.
 A case's ``keys`` are what to open it with. When they are all symmetric keys the manifest lists
 them as hex strings (the original form); otherwise every entry is an object with a ``kind``:
 ``{"kind": "symmetric", "key": hex}``, ``{"kind": "recipient", "secret": hex, "public": hex}``
-(an X25519 identity; ``public`` is informative) or ``{"kind": "passphrase", "passphrase": text,
+(an X25519 identity; ``public`` is informative), ``{"kind": "pq-recipient", ...}`` (the same for an
+X-Wing seed) or ``{"kind": "passphrase", "passphrase": text,
 "max_log2n": n}`` (UTF-8 text; ``max_log2n`` is the reader's scrypt work-factor cap). An error
 case may also give ``expect.max_seconds``: opening must fail within that time.
 
@@ -49,12 +51,22 @@ import blake3
 import numpy as np
 import torch
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from sealedckpt import Passphrase, RecipientKey, SigningKey, SymmetricKey, container
+from sealedckpt import (
+    CompositeSigningKey,
+    Passphrase,
+    PQRecipientKey,
+    RecipientKey,
+    SigningKey,
+    SymmetricKey,
+    container,
+)
 from sealedckpt.payload.codec import plan_payload
 
 HERE = Path(__file__).resolve().parent
@@ -76,12 +88,12 @@ INFO_X25519 = b"sealedckpt/v1 x25519 wrap key"
 SLOT_SYMMETRIC, SLOT_X25519, SLOT_SCRYPT = 1, 2, 3
 ZERO_NONCE = bytes(12)
 ROOT_DOMAIN = b"sealedckpt/v1 root\x00"
-SIG_DOMAIN = b"sealedckpt/v1 signature\x00"
+PAYLOAD_TYPE = b"application/vnd.sealedckpt.statement+json"
+STATEMENT_TYPE = "sealedckpt/statement/v1"
 INFO_FILE_KEYS = b"sealedckpt/v1 file keys"
 INFO_WRAP = b"sealedckpt/v1 symmetric wrap key"
 SCRYPT_LABEL = b"sealedckpt/v1 scrypt salt\x00"
 CONTENT_FIXED = struct.Struct("<BBHQQ32s32sH")
-SIG_ENTRY = struct.Struct("<B32sQ64s")
 
 
 def u16(n: int) -> bytes:
@@ -263,11 +275,51 @@ def content_root(content: bytes, count: int, table: bytes) -> bytes:
     return b3(ROOT_DOMAIN + u32(len(content)) + content + u64(count) + table)
 
 
-def sig_entry(signer: SigningKey, root: bytes, *, claim: bytes | None = None, signed_at: int = NOW) -> bytes:
-    """A trailer signature entry; ``claim`` puts another public key in the entry."""
+def statement(root: bytes, meta: dict[str, str], *, kind: str = "release", signed_at: int = NOW,
+              expires_at: int | None = None) -> bytes:  # fmt: skip
+    """A signed statement about ``root`` (FORMAT.md §8.1), encoded here independently: JSON,
+    keys sorted, no whitespace, UTF-8, absent fields omitted."""
+    doc: dict[str, Any] = {"_type": STATEMENT_TYPE, "type": kind, "subject": "blake3:" + root.hex(),
+                           "signed_at": signed_at}  # fmt: skip
+    for k in ("model", "version"):
+        if k in meta:
+            doc[k] = meta[k]
+    if expires_at is not None:
+        doc["expires_at"] = expires_at
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def pae(body: bytes) -> bytes:
+    """DSSE's pre-authentication encoding."""
+    return (
+        b"DSSEv1 "
+        + str(len(PAYLOAD_TYPE)).encode()
+        + b" "
+        + PAYLOAD_TYPE
+        + b" "
+        + str(len(body)).encode()
+        + b" "
+        + body
+    )
+
+
+def raw_entry(alg: int, pub: bytes, stmt: bytes, sig: bytes) -> bytes:
+    return bytes([alg]) + u16(len(pub)) + pub + u16(len(stmt)) + stmt + u16(len(sig)) + sig
+
+
+def sig_entry(
+    signer: SigningKey, root: bytes, meta: dict[str, str] | None = None, *, claim: bytes | None = None,
+    stmt: bytes | None = None, **kw: Any,
+) -> bytes:  # fmt: skip
+    """A trailer signature entry over a statement about ``root``; ``claim`` puts another public key in it."""
     pub = claim if claim is not None else signer.public.to_bytes()
-    sig = signer.sign(SIG_DOMAIN + pub + u64(signed_at) + root)
-    return SIG_ENTRY.pack(1, pub, signed_at, sig)
+    body = stmt if stmt is not None else statement(root, meta or {}, **kw)
+    return raw_entry(1, pub, body, signer.sign(pae(body)))
+
+
+def trailer(table: bytes, entries: Sequence[bytes]) -> bytes:
+    block = b"".join(entries)
+    return u16(len(entries)) + table + u32(len(block)) + block
 
 
 @dataclass
@@ -393,10 +445,17 @@ class Sealed:
     def table(self) -> bytes:
         return b"".join(b3(ct) for ct in self.chunks)
 
-    def sign(self, *signers: SigningKey, table: bytes | None = None) -> None:
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.c.meta}
+
+    def root(self, table: bytes | None = None) -> bytes:
+        return content_root(self.content, len(self.chunks), self.table() if table is None else table)
+
+    def sign(self, *signers: SigningKey, table: bytes | None = None, **kw: Any) -> None:
         table = self.table() if table is None else table
-        root = content_root(self.content, len(self.chunks), table)
-        self.trailer = u16(len(signers)) + table + b"".join(sig_entry(s, root) for s in signers)
+        root = self.root(table)
+        self.trailer = trailer(table, [sig_entry(s, root, self.metadata, **kw) for s in signers])
 
 
 def seal(
@@ -1138,7 +1197,7 @@ def trailing_garbage() -> Case:
 @case
 def sig_count_without_signature() -> Case:
     s = small("sig_count_without_signature", signers=(SIGNER_1,))
-    s.trailer = s.trailer[: 2 + 32 * len(s.chunks)]
+    s.trailer = s.trailer[: 2 + 32 * len(s.chunks) + 4]  # the block length, not the block
     return bad(
         "sig_count_without_signature", s, "IntegrityError", "sig_count 1 and the chunk table, but no signature entry",
         trusted=(SIGNER_1,),
@@ -1159,7 +1218,7 @@ def signature_other_root() -> Case:
     s = small("signature_other_root", signers=(SIGNER_1,))
     table = s.table()
     other = content_root(s.content, len(s.chunks), flip(table, 0))
-    s.trailer = u16(1) + table + sig_entry(SIGNER_1, other)
+    s.trailer = trailer(table, [sig_entry(SIGNER_1, other)])
     return bad(
         "signature_other_root",
         s,
@@ -1195,8 +1254,7 @@ def chunk_table_altered_resigned() -> Case:
 @case
 def signature_wrong_pubkey() -> Case:
     s = small("signature_wrong_pubkey", signers=(SIGNER_1,))
-    root = content_root(s.content, len(s.chunks), s.table())
-    s.trailer = u16(1) + s.table() + sig_entry(SIGNER_EVIL, root, claim=SIGNER_1.public.to_bytes())
+    s.trailer = trailer(s.table(), [sig_entry(SIGNER_EVIL, s.root(), claim=SIGNER_1.public.to_bytes())])
     return bad(
         "signature_wrong_pubkey", s, "SignatureError", "entry names the trusted public key but another key signed it",
         trusted=(SIGNER_1,),
@@ -1226,6 +1284,58 @@ def untrusted_signer() -> Case:
     )
 
 
+RELEASE_META = {"model": "llama-tiny", "version": "7"}
+
+
+@case
+def countersignature_only_trusted() -> Case:
+    s = small("countersignature_only_trusted", signers=(SIGNER_EVIL,), metadata=RELEASE_META)
+    root = s.root()
+    s.trailer = trailer(s.table(), [sig_entry(SIGNER_EVIL, root, RELEASE_META),
+                                    sig_entry(SIGNER_1, root, RELEASE_META, kind="counter-signature")])  # fmt: skip
+    return bad(
+        "countersignature_only_trusted", s, "SignatureError",
+        "an untrusted key's release, counter-signed by the trusted key: no trusted release statement",
+        trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def statement_other_version() -> Case:
+    s = small("statement_other_version", signers=(SIGNER_1,), metadata=RELEASE_META)
+    s.sign(SIGNER_1, stmt=statement(s.root(), {"model": "llama-tiny", "version": "999"}))
+    return bad(
+        "statement_other_version", s, "SignatureError",
+        "the trusted key's statement names version 999, the file's metadata says 7", trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def statement_noncanonical() -> Case:
+    s = small("statement_noncanonical", signers=(SIGNER_1,))
+    body = json.dumps(json.loads(statement(s.root(), {})), sort_keys=True).encode()  # ", " and ": " separators
+    s.sign(SIGNER_1, stmt=body)
+    return bad("statement_noncanonical", s, "FormatError", "statement JSON not in canonical form", trusted=(SIGNER_1,))
+
+
+@case
+def statement_expired() -> Case:
+    s = small("statement_expired", signers=(SIGNER_1,))
+    s.sign(SIGNER_1, expires_at=NOW + 3600)
+    return bad(
+        "statement_expired", s, "SignatureError", "the trusted key's release statement expired (NOW + 1 h)",
+        trusted=(SIGNER_1,),
+    )  # fmt: skip
+
+
+@case
+def signature_unknown_alg() -> Case:
+    s = small("signature_unknown_alg", signers=(SIGNER_1,))
+    body = statement(s.root(), {})
+    s.trailer = trailer(s.table(), [raw_entry(9, SIGNER_1.public.to_bytes(), body, SIGNER_1.sign(pae(body)))])
+    return bad("signature_unknown_alg", s, "FormatError", "signature algorithm code 9", trusted=(SIGNER_1,))
+
+
 #: Ed25519 encodings of the identity point: canonical (y = 1) and non-canonical (y = p + 1).
 #: Under the identity key, the signature R = identity, S = 0 verifies for every message in
 #: cofactorless verifiers (OpenSSL's included); readers must refuse such keys (FORMAT.md §8).
@@ -1235,7 +1345,7 @@ ED25519_IDENTITY_NONCANONICAL = (2**255 - 19 + 1).to_bytes(32, "little")
 
 def _small_order_signer(name: str, pub: bytes, why: str) -> Case:
     s = small(name, signers=(SIGNER_1,))
-    s.trailer = u16(1) + s.table() + SIG_ENTRY.pack(1, pub, NOW, ED25519_IDENTITY + bytes(32))
+    s.trailer = trailer(s.table(), [raw_entry(1, pub, statement(s.root(), {}), ED25519_IDENTITY + bytes(32))])
     return bad(name, s, "SignatureError", why)
 
 
@@ -1663,6 +1773,216 @@ def passphrase_header_mac_flipped() -> Case:
     )  # fmt: skip
 
 
+# --- post-quantum: ML-KEM-768 + X25519 slots (type 4), composite signatures (alg 2) --------------
+#
+# ML-KEM encapsulation and ML-DSA signing draw randomness inside ``cryptography`` (it takes no
+# seed), so those two draws are frozen in kat/pq-frozen.json: an ML-KEM-768 ciphertext per case
+# (made once by an honest encapsulation; the generator decapsulates it with the recipient's key to
+# get ss_M) and an ML-DSA-65 signature per signed message representative (checked before use).
+# A missing entry is made fresh and recorded; with the file committed, output is byte-identical.
+
+PQ_FROZEN = HERE / "kat" / "pq-frozen.json"
+SLOT_PQ = 4
+PQ_AAD = b"sealedckpt/v1 mlkem768x25519 slot\x00"
+INFO_PQ = b"sealedckpt/v1 mlkem768x25519 wrap key"
+XWING_LABEL = b"\\.//^\\"
+COMPOSITE_EXPAND = b"sealedckpt/v1 composite seed ed25519+mldsa65\x00"
+COMPOSITE_PREFIX = b"CompositeAlgorithmSignatures2025"
+COMPOSITE_LABEL = b"sealedckpt/v1 ed25519+mldsa65"
+PQ_RECIPIENT_1 = PQRecipientKey(_secret("xwing recipient 1"))
+PQ_RECIPIENT_WRONG = PQRecipientKey(_secret("xwing recipient wrong"))
+COMPOSITE_1 = CompositeSigningKey(_secret("composite signer 1"))
+
+
+def _frozen() -> dict[str, dict[str, str]]:
+    if PQ_FROZEN.exists():
+        doc: dict[str, dict[str, str]] = json.loads(PQ_FROZEN.read_text(encoding="utf-8"))
+        return doc
+    return {"mlkem768_ct": {}, "mldsa65_sig": {}}
+
+
+def _freeze(doc: dict[str, dict[str, str]]) -> None:
+    PQ_FROZEN.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def xwing_keys(seed: bytes) -> tuple[MLKEM768PrivateKey, X25519PrivateKey, bytes]:
+    """X-Wing expandDecapsulationKey (draft-connolly-cfrg-xwing-kem): SHAKE256(seed, 96)."""
+    x = hashlib.shake_256(seed).digest(96)
+    sk_m, sk_x = MLKEM768PrivateKey.from_seed_bytes(x[:64]), X25519PrivateKey.from_private_bytes(x[64:])
+    return sk_m, sk_x, sk_m.public_key().public_bytes_raw() + sk_x.public_key().public_bytes_raw()
+
+
+def pq_body(name: str, ident: PQRecipientKey, dek: bytes, salt: bytes) -> bytes:
+    """A type-4 slot body ``ct_M || ct_X || wrapped`` with the frozen ct_M and a DRBG ephemeral."""
+    sk_m, _, pk = xwing_keys(ident.to_bytes())
+    doc = _frozen()
+    if name not in doc["mlkem768_ct"]:
+        doc["mlkem768_ct"][name] = MLKEM768PublicKey.from_public_bytes(pk[:1184]).encapsulate()[1].hex()
+        _freeze(doc)
+    ct_m = bytes.fromhex(doc["mlkem768_ct"][name])
+    eph = X25519PrivateKey.from_private_bytes(Drbg(name + "/xwing")(32))
+    ct_x, pk_x = eph.public_key().public_bytes_raw(), pk[1184:]
+    ss_x = eph.exchange(X25519PublicKey.from_public_bytes(pk_x))
+    ss = hashlib.sha3_256(sk_m.decapsulate(ct_m) + ss_x + ct_x + pk_x + XWING_LABEL).digest()
+    ct = ct_m + ct_x
+    wk = HKDF(algorithm=hashes.SHA256(), length=32, salt=ct + pk, info=INFO_PQ).derive(ss)
+    return ct + AESGCM(wk).encrypt(ZERO_NONCE, dek, PQ_AAD + salt)
+
+
+def composite_halves(key: CompositeSigningKey) -> tuple[SigningKey, MLDSA65PrivateKey]:
+    x = hashlib.shake_256(COMPOSITE_EXPAND + key.to_bytes()).digest(64)
+    return SigningKey(x[:32]), MLDSA65PrivateKey.from_seed_bytes(x[32:])
+
+
+def composite_sign(key: CompositeSigningKey, message: bytes) -> bytes:
+    """ed25519(M') || ML-DSA-65(M', ctx = label), M' = prefix || label || 0x00 || SHA-512(M)."""
+    ed, ml = composite_halves(key)
+    rep = COMPOSITE_PREFIX + COMPOSITE_LABEL + b"\x00" + hashlib.sha512(message).digest()
+    doc, digest = _frozen(), sha256(rep).hex()
+    if digest not in doc["mldsa65_sig"]:
+        doc["mldsa65_sig"][digest] = ml.sign(rep, COMPOSITE_LABEL).hex()
+        _freeze(doc)
+    sig = bytes.fromhex(doc["mldsa65_sig"][digest])
+    ml.public_key().verify(sig, rep, COMPOSITE_LABEL)
+    return ed.sign(rep) + sig
+
+
+def composite_entry(key: CompositeSigningKey, root: bytes) -> bytes:
+    """An alg-2 trailer entry: both halves sign PAE(statement), as every algorithm does (§8.1, §8.2)."""
+    body = statement(root, {})
+    return raw_entry(2, key.public.to_bytes(), body, composite_sign(key, pae(body)))
+
+
+def pq_sealed(name: str, ident: PQRecipientKey = PQ_RECIPIENT_1) -> Sealed:
+    """A small file sealed with KEY_A by the library, its slot replaced by a type-4 slot."""
+    s = small(name)
+    s.slots = [(SLOT_PQ, pq_body(name, ident, s.dek, s.c.salt))]
+    s.remac()
+    return s
+
+
+def composite_signed(name: str, *entries: Callable[[bytes], bytes]) -> Sealed:
+    s = small(name)
+    table = s.table()
+    root = content_root(s.content, len(s.chunks), table)
+    s.trailer = trailer(table, [e(root) for e in entries])
+    return s
+
+
+@case
+def valid_pq_recipient() -> Case:
+    s = pq_sealed("valid_pq_recipient")
+    return valid(
+        "valid_pq_recipient", s, "one ML-KEM-768 + X25519 (X-Wing) recipient slot", small_obj(),
+        keys=(PQ_RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def pq_wrong_identity() -> Case:
+    s = pq_sealed("pq_wrong_identity")
+    return bad(
+        "pq_wrong_identity", s, "DecryptionError", "sealed to PQ recipient 1, opened with another PQ identity",
+        keys=(PQ_RECIPIENT_WRONG,),
+    )  # fmt: skip
+
+
+@case
+def pq_classical_identity() -> Case:
+    s = pq_sealed("pq_classical_identity")
+    return bad(
+        "pq_classical_identity", s, "DecryptionError", "PQ slot only, opened with a classical X25519 identity",
+        keys=(RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def pq_wrapped_flipped() -> Case:
+    s = pq_sealed("pq_wrapped_flipped")
+    t, body = s.slots[0]
+    s.slots[0] = (t, flip(body, 1120))
+    s.remac()
+    return bad(
+        "pq_wrapped_flipped", s, "DecryptionError", "one bit of the wrapped DEK flipped; header re-MACed",
+        keys=(PQ_RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def pq_mlkem_ciphertext_flipped() -> Case:
+    s = pq_sealed("pq_mlkem_ciphertext_flipped")
+    t, body = s.slots[0]
+    s.slots[0] = (t, flip(body, 0))
+    s.remac()
+    return bad(
+        "pq_mlkem_ciphertext_flipped", s, "DecryptionError",
+        "one bit of the ML-KEM ciphertext flipped: implicit rejection gives another secret, the wrap fails",
+        keys=(PQ_RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def pq_low_order_share() -> Case:
+    s = pq_sealed("pq_low_order_share")
+    t, body = s.slots[0]
+    s.slots[0] = (t, body[:1088] + bytes(32) + body[1120:])
+    s.remac()
+    return bad(
+        "pq_low_order_share", s, "FormatError", "X25519 share of the X-Wing ciphertext zeroed (low order)",
+        keys=(PQ_RECIPIENT_1,),
+    )  # fmt: skip
+
+
+@case
+def pq_slot_1167() -> Case:
+    s = pq_sealed("pq_slot_1167")
+    t, body = s.slots[0]
+    s.slots[0] = (t, body[:-1])
+    s.remac()
+    return bad("pq_slot_1167", s, "FormatError", "type-4 slot body one byte short (1167)", keys=(PQ_RECIPIENT_1,))
+
+
+@case
+def valid_composite_signed() -> Case:
+    s = composite_signed("valid_composite_signed", lambda r: composite_entry(COMPOSITE_1, r))
+    return valid(
+        "valid_composite_signed", s, "one Ed25519 + ML-DSA-65 composite signature (alg 2), trusted", small_obj(),
+        trusted=(COMPOSITE_1,), signers=((COMPOSITE_1, True),),
+    )  # fmt: skip
+
+
+@case
+def composite_ed25519_half_flipped() -> Case:
+    s = composite_signed("composite_ed25519_half_flipped", lambda r: composite_entry(COMPOSITE_1, r))
+    s.trailer = flip(s.trailer, len(s.trailer) - 3309 - 1)
+    return bad(
+        "composite_ed25519_half_flipped", s, "SignatureError", "last bit of the Ed25519 half flipped",
+        trusted=(COMPOSITE_1,),
+    )  # fmt: skip
+
+
+@case
+def composite_mldsa_half_flipped() -> Case:
+    s = composite_signed("composite_mldsa_half_flipped", lambda r: composite_entry(COMPOSITE_1, r))
+    s.trailer = flip(s.trailer, len(s.trailer) - 100)
+    return bad(
+        "composite_mldsa_half_flipped", s, "SignatureError", "one bit of the ML-DSA-65 half flipped",
+        trusted=(COMPOSITE_1,),
+    )  # fmt: skip
+
+
+@case
+def composite_classical_half_only() -> Case:
+    ed, _ = composite_halves(COMPOSITE_1)
+    s = composite_signed("composite_classical_half_only", lambda r: sig_entry(ed, r))
+    return bad(
+        "composite_classical_half_only", s, "SignatureError",
+        "a valid classical Ed25519 signature by the composite key's own Ed25519 half, loaded trusting the "
+        "composite key: not a signature by that key",
+        trusted=(COMPOSITE_1,),
+    )  # fmt: skip
+
+
 # --- writing -------------------------------------------------------------------------------
 
 #: Cases where the library does not (yet) behave as the format says: name -> reason.
@@ -1672,6 +1992,8 @@ XFAIL: dict[str, str] = {}
 def key_entry(k: Key) -> dict[str, Any]:
     if isinstance(k, SymmetricKey):
         return {"kind": "symmetric", "key": k.to_bytes().hex()}
+    if isinstance(k, PQRecipientKey):
+        return {"kind": "pq-recipient", "secret": k.to_bytes().hex(), "public": k.public.to_bytes().hex()}
     if isinstance(k, RecipientKey):
         return {"kind": "recipient", "secret": k.to_bytes().hex(), "public": k.public.to_bytes().hex()}
     return {"kind": "passphrase", "passphrase": k.text, "max_log2n": k.max_log2n}

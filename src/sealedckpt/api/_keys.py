@@ -12,11 +12,12 @@ from ..errors import ArgumentTypeError, InvalidArgumentError, NoKeyError
 from ..stores import keystore as keys_mod
 from ..stores.keystore import Keystore
 from ..stores.trust import TrustStore, signature_required
+from ._trust import Trust
 
 RawKey = bytes | bytearray | memoryview
 SaveKey = SymmetricKey | RecipientPublicKey | RecipientKey | Passphrase | RawKey
 LoadKey = SymmetricKey | RecipientKey | Passphrase | RawKey
-Trusted = VerifyKey | Sequence[VerifyKey] | Literal["store"] | None
+Trusted = VerifyKey | Sequence[VerifyKey] | Literal["store"] | TrustStore | None
 
 
 def _one(k: object, for_save: bool) -> container.SealKey | container.OpenKey:
@@ -114,23 +115,27 @@ def signers(sign_with: SigningKey | Sequence[SigningKey] | None) -> list[Signing
     return out
 
 
-def trusted(trusted_signers: Trusted, *, policy: bool = True) -> list[VerifyKey] | None:
-    """The verify keys a signature must come from, or None for no requirement.
+def trusted(trusted_signers: Trusted, *, policy: bool = True) -> Trust | None:
+    """The keys a signature must come from and the checks once signers are known, or None for no
+    requirement.
 
-    ``"store"`` means the trust store; with ``policy``, ``None`` means the trust store when
-    ``SEALEDCKPT_REQUIRE_SIGNATURE`` is set (the one place that default is applied).
+    ``"store"`` (or a :class:`TrustStore`, e.g. with an injected clock) means the trust store and
+    its policy; with ``policy``, ``None`` means the trust store when ``SEALEDCKPT_REQUIRE_SIGNATURE``
+    is set (the one place that default is applied).
     """
     if trusted_signers is None:
         if not (policy and signature_required()):
             return None
         trusted_signers = "store"
+    if isinstance(trusted_signers, TrustStore):
+        return Trust.of_store(trusted_signers)
     if isinstance(trusted_signers, str):
         if trusted_signers != "store":
             raise ArgumentTypeError('trusted_signers must be VerifyKey objects or "store"')
-        return TrustStore().keys()
+        return Trust.of_store(TrustStore())
     if isinstance(trusted_signers, VerifyKey):
-        return [trusted_signers]
+        return Trust([trusted_signers])
     out = list(trusted_signers)
     if not all(isinstance(v, VerifyKey) for v in out):
         raise ArgumentTypeError("trusted_signers must be VerifyKey objects (use SigningKey.public)")
-    return out
+    return Trust(list(out))

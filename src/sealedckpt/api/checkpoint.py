@@ -16,6 +16,7 @@ from ..stores.keystore import Keystore
 from . import _keys
 from ._common import PathOrFile, StorageOptions, audit_log, audited, gc_paused, open_path, reading, writing
 from ._keys import LoadKey, SaveKey, Trusted
+from ._trust import keys_of
 
 if TYPE_CHECKING:
     from ..payload.codec import MapLocation
@@ -31,13 +32,15 @@ def save(
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
     storage_options: StorageOptions = None,
+    expires_at: int | None = None,
 ) -> None:
     """Seal ``obj`` (a whole training checkpoint) into ``f``, like ``torch.save``.
 
     A path is replaced atomically and durably (temp file, fsync, rename, fsync of the
     directory); a ``scheme://`` URL (fsspec; ``storage_options`` for its file system) is written
     so that the object appears only whole (see docs/TRAINING.md, "Object storage").
-    ``metadata`` stays public (readable by :func:`inspect`) and authenticated.
+    ``metadata`` stays public (readable by :func:`inspect`) and authenticated. ``sign_with`` signs
+    a release statement (docs/FORMAT.md §8.1), expiring at ``expires_at`` (Unix seconds) when given.
     ``key=None`` uses :func:`default_key` (from ``keystore``, default ``Keystore()``).
     """
     from ..payload.codec import plan_payload
@@ -52,11 +55,23 @@ def save(
         if isinstance(f, (str, os.PathLike)):
             with writing(f, storage_options) as out:
                 summary = container.seal(
-                    out, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+                    out,
+                    plan.payload_len,
+                    plan.segments(),
+                    keys=keys,
+                    signers=signers,
+                    metadata=metadata,
+                    expires_at=expires_at,
                 )
         else:
             summary = container.seal(
-                f, plan.payload_len, plan.segments(), keys=keys, signers=signers, metadata=metadata
+                f,
+                plan.payload_len,
+                plan.segments(),
+                keys=keys,
+                signers=signers,
+                metadata=metadata,
+                expires_at=expires_at,
             )
             flush = getattr(f, "flush", None)
             if flush is not None:
@@ -76,6 +91,7 @@ def load(
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
     storage_options: StorageOptions = None,
+    allow_rollback: bool = False,
     weights_only: bool | None = None,
     mmap: bool | None = None,
     pickle_module: Any = None,
@@ -92,7 +108,9 @@ def load(
 
     Every chunk is authenticated (and, in a signed file, checked against the signed
     digests) before any object is returned. ``trusted_signers="store"`` uses the trust
-    store; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes that the default. ``min_version`` and
+    store and its policy (roles, scopes, thresholds, expiry, revocation, remembered versions:
+    a model older than one loaded before is refused unless ``allow_rollback``);
+    ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes that the default. ``min_version`` and
     ``expect_model`` check the public ``version`` / ``model`` metadata (rollback protection).
     """
     from ..payload.codec import decode_payload
@@ -107,11 +125,15 @@ def load(
         raise ArgumentTypeError("trusted_signers given with require_signature=False")
     info: dict[str, Any] = {}
     with audited(log, "load", f, info), reading(f, storage_options, whole=True) as fh, gc_paused():
-        reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        reader = container.open_sealed(fh, keys, trusted_signers=keys_of(trusted), require_signature=require_signature)
         info.update(reader_fields(reader))
         check_release(reader.content.metadata, min_version, expect_model)
+        if trusted is not None:
+            trusted.check(reader.unverified_signers, reader.content.metadata, allow_rollback)
         obj = decode_payload(reader, map_location)
         info.update(reader_fields(reader))  # now every chunk was checked: the signed root and signers
+        if trusted is not None:
+            trusted.remember(reader.content.metadata)
         return obj
 
 
@@ -166,6 +188,7 @@ def verify(
     progress: Callable[[int], None] | None = None,
     audit: AuditLog | None = None,
     storage_options: StorageOptions = None,
+    allow_rollback: bool = False,
 ) -> VerifyResult:
     """Check every signature and every chunk digest without a decryption key.
 
@@ -184,10 +207,12 @@ def verify(
     info: dict[str, Any] = {}
     with audited(log, "verify", f, info):
         with reading(f, storage_options, whole=True) as fh:
-            res = container.verify_file(fh, trusted, progress)
+            res = container.verify_file(fh, keys_of(trusted), progress)
         info["digest"] = container.root_label(res.root)
         info["signer_ids"] = [s.key_id for s in res.signers]
         check_release(res.metadata, min_version, expect_model)
+        if trusted is not None:
+            trusted.check(res.signers, res.metadata, allow_rollback)
     return res
 
 
@@ -197,18 +222,23 @@ def sign(
     *,
     trusted_signers: Trusted = None,
     audit: AuditLog | None = None,
+    statement: str = "counter-signature",
+    expires_at: int | None = None,
 ) -> VerifyResult:
-    """Add (counter-)signatures to a sealed file in place, without a decryption key.
+    """Add signatures to a sealed file in place, without a decryption key: a ``statement`` of
+    type ``counter-signature`` (default), ``audit`` or ``release``, optionally expiring at
+    ``expires_at`` (Unix seconds).
 
-    Existing signatures and every chunk are verified first (and, with ``trusted_signers``, at
-    least one existing signature must be trusted): an auditor signs only what checked out.
+    Existing signatures and every chunk are verified first (and, with ``trusted_signers``, a
+    trusted release signature must be there): an auditor signs only what checked out.
     """
     log = audit_log(audit, None)
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
     with audited(log, "sign", path, info), open_path(path, whole=True) as fh, writing(path) as out:
-        res = container.add_signatures(fh, out, signers, trusted_signers=trusted)
+        res = container.add_signatures(fh, out, signers, trusted_signers=keys_of(trusted), kind=statement,
+                                       expires_at=expires_at)  # fmt: skip
         info["digest"] = container.root_label(res.root)
         return res
 
@@ -247,6 +277,7 @@ def open(
     expect_model: str | None = None,
     keystore: Keystore | None = None,
     storage_options: StorageOptions = None,
+    allow_rollback: bool = False,
 ) -> Any:
     """Open a sealed checkpoint for lazy per-tensor reads (a context manager, like
     ``safetensors.safe_open``): ``.keys()``, ``.metadata()``, ``.get_tensor(name)``,
@@ -262,8 +293,10 @@ def open(
     owned = isinstance(f, (str, os.PathLike))
     fh: BinaryIO = open_path(f, storage_options) if isinstance(f, (str, os.PathLike)) else f
     try:
-        reader = container.open_sealed(fh, keys, trusted_signers=trusted, require_signature=require_signature)
+        reader = container.open_sealed(fh, keys, trusted_signers=keys_of(trusted), require_signature=require_signature)
         check_release(reader.content.metadata, min_version, expect_model)
+        if trusted is not None:
+            trusted.check(reader.unverified_signers, reader.content.metadata, allow_rollback)
         return SealedFile(reader, device, fh if owned else None)
     except BaseException:
         if owned:

@@ -23,6 +23,7 @@ from ..stores.keystore import Keystore
 from . import _keys, _staging
 from ._common import audit_log, audited, gc_paused
 from ._keys import LoadKey, SaveKey, Trusted
+from ._trust import keys_of
 
 if TYPE_CHECKING:
     from ..payload.codec import MapLocation
@@ -55,6 +56,7 @@ def seal_dir(
     metadata: dict[str, str] | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    expires_at: int | None = None,
 ) -> list[DirEntry]:
     """Seal every ``*.safetensors`` shard of the directory ``src`` (and every other file, unless
     ``keep_public``) into the new directory ``dst``, with a manifest signed by ``sign_with``."""
@@ -68,7 +70,7 @@ def seal_dir(
             if _remote.is_url(dst):
                 out = stack.enter_context(_staging.scratch()) / "sealed"
             entries = distdir.seal_dir(src, out, keys=keys, signers=signers, keep_public=keep_public,
-                                       metadata=metadata)  # fmt: skip
+                                       metadata=metadata, expires_at=expires_at)  # fmt: skip
             manifest = distdir.manifest_sha256(out)
             if out is not dst:
                 _staging.publish(Path(out), str(dst))
@@ -86,6 +88,7 @@ def verify_dir(
     expect_model: str | None = None,
     require_signed: bool = False,
     audit: AuditLog | None = None,
+    allow_rollback: bool = False,
 ) -> DirVerifyResult:
     """Check a sealed directory without a key: the manifest's signatures (at least one by
     ``trusted_signers`` when given; ``SEALEDCKPT_REQUIRE_SIGNATURE=1`` makes the trust store the
@@ -97,9 +100,11 @@ def verify_dir(
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "verify-dir", d, info), _local(d) as local:
-        res = distdir.verify_dir(local, trusted_signers=trusted)
+        res = distdir.verify_dir(local, trusted_signers=keys_of(trusted))
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers])
         DirReleaseCheck(min_version, expect_model).manifest(res.signers, res.metadata, key_holder=False)
+        if trusted is not None:
+            trusted.check(res.signers, res.metadata, allow_rollback)
         if require_signed and not res.signers:
             raise SignatureError("the manifest is not signed: nothing proves who published it",
                                  hint="sign it with `sealedckpt sign-dir DIR --key NAME`")  # fmt: skip
@@ -112,16 +117,19 @@ def sign_dir(
     *,
     trusted_signers: Trusted = None,
     audit: AuditLog | None = None,
+    statement: str = "counter-signature",
+    expires_at: int | None = None,
 ) -> DirVerifyResult:
-    """Add (counter-)signatures to a sealed directory's manifest, after verifying the directory
-    (and, with ``trusted_signers``, that an existing signature is trusted). Returns what was verified."""
+    """Add signatures (a ``statement`` of type ``counter-signature``, ``audit`` or ``release``)
+    to a sealed directory's manifest, after verifying the directory (and, with
+    ``trusted_signers``, that a trusted release signature is there). Returns what was verified."""
     log = audit_log(audit, None)
     signers = _keys.signers(sign_with)
     trusted = _keys.trusted(trusted_signers, policy=False)
     info: dict[str, Any] = {"signer_ids": [s.key_id for s in signers]}
     with audited(log, "sign-dir", d, info), _local(d) as local:
-        res = distdir.verify_dir(local, trusted_signers=trusted)
-        distdir.add_dir_signatures(local, signers)
+        res = distdir.verify_dir(local, trusted_signers=keys_of(trusted))
+        distdir.add_dir_signatures(local, signers, kind=statement, expires_at=expires_at)
         if local is not d:
             _staging.upload(Path(local), str(d), [SIGNATURES])
         info["digest"] = f"sha256:{res.manifest_sha256}"
@@ -138,6 +146,7 @@ def unseal_dir(
     expect_model: str | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    allow_rollback: bool = False,
 ) -> list[str]:
     """Verify a sealed directory, then write its original files into the new directory ``dst``
     (shards as plain safetensors, decrypted files 0600). Returns the files written.
@@ -149,11 +158,16 @@ def unseal_dir(
     trusted = _keys.trusted(trusted_signers)
     info: dict[str, Any] = {}
     with audited(log, "open-dir", d, info), _local(d) as local:
-        res = distdir.verify_dir(local, trusted_signers=trusted, check_files=False)
+        res = distdir.verify_dir(local, trusted_signers=keys_of(trusted), check_files=False)
         info.update(digest=f"sha256:{res.manifest_sha256}", signer_ids=[s.key_id for s in res.signers],
                     detail={"output": os.path.abspath(dst)})  # fmt: skip
+        if trusted is not None:
+            trusted.check(res.signers, res.metadata, allow_rollback)
         release = DirReleaseCheck(min_version, expect_model)
-        return distdir.unseal_dir(local, dst, keys, trusted_signers=trusted, release=release)
+        written = distdir.unseal_dir(local, dst, keys, trusted_signers=keys_of(trusted), release=release)
+        if trusted is not None:
+            trusted.remember(res.metadata)
+        return written
 
 
 def load_dir(
@@ -165,6 +179,7 @@ def load_dir(
     min_version: int | None = None,
     expect_model: str | None = None,
     keystore: Keystore | None = None,
+    allow_rollback: bool = False,
 ) -> dict[str, Any]:
     """Load a sealed model directory (``sealedckpt seal-dir``) into one state_dict.
 
@@ -181,4 +196,16 @@ def load_dir(
     keys = _keys.load_keys(key, keystore)
     with gc_paused(), _local(path) as local:
         release = DirReleaseCheck(min_version, expect_model)
-        return load_state(local, keys, trusted_signers=trusted, map_location=map_location, release=release)
+
+        seen: list[DirVerifyResult] = []
+
+        def check(res: DirVerifyResult) -> None:
+            seen.append(res)
+            if trusted is not None:
+                trusted.check(res.signers, res.metadata, allow_rollback)
+
+        state = load_state(local, keys, trusted_signers=keys_of(trusted), map_location=map_location, release=release,
+                           on_verified=check)  # fmt: skip
+        if trusted is not None:
+            trusted.remember(seen[0].metadata)
+        return state

@@ -19,6 +19,7 @@ from ..stores.keystore import Keystore
 from . import _keys
 from ._common import audit_log, audited, open_path, writing
 from ._keys import LoadKey, SaveKey, Trusted
+from ._trust import keys_of
 from .checkpoint import reader_fields
 
 StrPath = str | os.PathLike[str]
@@ -35,6 +36,7 @@ def seal_file(
     progress: ProgressStart | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    expires_at: int | None = None,
 ) -> SealSummary:
     """Seal a plain safetensors file ``src`` into ``dst`` (streamed; torch is not imported).
 
@@ -58,7 +60,8 @@ def seal_file(
             convert = release_files.seal_legacy
         else:
             convert = release_files.seal_safetensors
-        summary = convert(src, dst, keys=keys, signers=signers, metadata=metadata, progress=progress)
+        summary = convert(src, dst, keys=keys, signers=signers, metadata=metadata, progress=progress,
+                          expires_at=expires_at)  # fmt: skip
         info.update(path=dst, digest=summary.digest, key_ids=summary.key_ids, signer_ids=summary.signer_ids,
                     detail={"input": os.path.abspath(src)})  # fmt: skip
     return summary
@@ -75,6 +78,7 @@ def unseal_file(
     progress: ProgressStart | None = None,
     keystore: Keystore | None = None,
     audit: AuditLog | None = None,
+    allow_rollback: bool = False,
 ) -> int:
     """Decrypt the sealed file ``src`` into ``dst`` as a plain safetensors file; returns its size.
 
@@ -91,8 +95,10 @@ def unseal_file(
     info: dict[str, Any] = {}
     with audited(log, "open", src, info), open_path(src, whole=True) as f:
         mode = 0o600 if _remote.is_url(src) else 0o600 & os.fstat(f.fileno()).st_mode
-        reader = container.open_sealed(f, keys, trusted_signers=trusted)
+        reader = container.open_sealed(f, keys, trusted_signers=keys_of(trusted))
         check_release(reader.content.metadata, min_version, expect_model)
+        if trusted is not None:
+            trusted.check(reader.unverified_signers, reader.content.metadata, allow_rollback)
         read_index(reader)  # before a byte is written: a safetensors payload with a valid structure
         shown = _remote.redact(str(dst)) if _remote.is_url(dst) else os.path.abspath(dst)
         info.update(reader_fields(reader), detail={"output": shown})
@@ -100,6 +106,8 @@ def unseal_file(
         with writing(dst, mode=mode) as out:
             n = reader.write_plaintext(out, tick)
         info.update(reader_fields(reader))  # every chunk checked: the signed root and signers count
+        if trusted is not None:
+            trusted.remember(reader.content.metadata)
         return n
 
 

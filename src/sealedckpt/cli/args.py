@@ -51,6 +51,15 @@ def _trust_options(sp: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     sp.add_argument("--min-version", type=int, metavar="N", help="refuse a public 'version' below N (rollback)")
     sp.add_argument("--model", metavar="NAME", help="require the public 'model' metadata to be NAME")
+    sp.add_argument("--allow-rollback", action="store_true",
+                    help="accept a version older than one already loaded under --trust store")  # fmt: skip
+
+
+def _statement_options(sp: argparse.ArgumentParser, default: str | None) -> None:
+    if default is not None:
+        sp.add_argument("--as", dest="statement", choices=("counter-signature", "audit", "release"), default=default,
+                        help=f"the type of statement signed (default {default})")  # fmt: skip
+    sp.add_argument("--expires", metavar="DATE", help="the signed statement expires at DATE (YYYY-MM-DD[THH:MM:SSZ])")
 
 
 def _key_parsers(sub: Sub) -> None:
@@ -105,6 +114,13 @@ def _key_parsers(sub: Sub) -> None:
     sp.set_defaults(func=keys.cmd_key_default)
 
 
+def _allow_classical(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--allow-classical", action="store_true",
+        help="allow classical X25519 recipients next to post-quantum ones (undoes the PQ protection)",
+    )  # fmt: skip
+
+
 def _seal_parsers(sub: Sub) -> None:
     sp = sub.add_parser("seal", help="seal a safetensors file (or, with --allow-pickle, a trusted torch.save file)")
     sp.add_argument("input")
@@ -114,11 +130,13 @@ def _seal_parsers(sub: Sub) -> None:
         "--to", action="append", metavar="PUBKEY", help="recipient public key, file or key name; repeatable"
     )
     sp.add_argument("--passphrase", action="store_true", help="seal with a passphrase (alone)")
+    _allow_classical(sp)
     sp.add_argument("--work-factor", type=int, metavar="LOG2N", help="scrypt work factor for --passphrase (default 18)")
     sp.add_argument("--sign", action="append", metavar="NAME", help="signing key from the keystore")
     sp.add_argument("--meta", action="append", metavar="K=V", help="public, authenticated metadata")
     sp.add_argument("--allow-pickle", action="store_true", help="convert a TRUSTED torch.save file (unpickles it)")
     sp.add_argument("--json", action="store_true")
+    _statement_options(sp, None)
     _passphrase_source(sp)
     sp.set_defaults(func=files.cmd_seal)
 
@@ -142,6 +160,7 @@ def _seal_parsers(sub: Sub) -> None:
     sp.add_argument("--key", action="append", metavar="NAME", help="new symmetric key slot")
     sp.add_argument("--to", action="append", metavar="PUBKEY", help="new recipient slot")
     sp.add_argument("--passphrase", action="store_true", help="new passphrase slot (alone)")
+    _allow_classical(sp)
     sp.add_argument("--work-factor", type=int, metavar="LOG2N")
     sp.add_argument("--keep", action="store_true", help="keep the existing slots (default: replace them)")
     sp.add_argument("--remove-slot", action="append", metavar="ID", help="with --keep: drop this slot (see inspect)")
@@ -177,24 +196,62 @@ def _check_parsers(sub: Sub) -> None:
     sp.add_argument(
         "--trust", action="append", metavar="PUBKEY", help="require an existing signature by this key first"
     )
+    _statement_options(sp, "counter-signature")
     _passphrase_source(sp)
     sp.set_defaults(func=files.cmd_sign)
 
 
 def _trust_parsers(sub: Sub) -> None:
-    cmds = sub.add_parser("trust", help="manage trusted publishers").add_subparsers(
+    cmds = sub.add_parser("trust", help="trusted keys, their roles and scopes, the policy").add_subparsers(
         dest="trust_command", required=True, metavar="ACTION"
     )
-    sp = cmds.add_parser("add", help="trust a publisher's verify key")
+    sp = cmds.add_parser("add", help="trust a verify key with roles and a model-name scope")
     sp.add_argument("name")
     sp.add_argument("pubkey", help="sckpt-vk1..., a file holding it, or a keystore signing key name")
+    sp.add_argument("--role", action="append", metavar="ROLE", help="publisher (default), auditor, ...; repeatable")
+    sp.add_argument("--scope", action="append", metavar="GLOB", help="model names it may sign for (default '*')")
+    sp.add_argument("--expires", metavar="DATE", help="stop counting its signatures after DATE")
     sp.set_defaults(func=trust.cmd_trust_add)
-    sp = cmds.add_parser("list", help="list trusted publishers")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=trust.cmd_trust_list)
-    sp = cmds.add_parser("rm", help="stop trusting a publisher")
+    shows = (("list", "list trusted keys"), ("show", "show trusted keys, the policy and remembered versions"))
+    for name, what in shows:
+        sp = cmds.add_parser(name, help=what)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=trust.cmd_trust_show)
+    sp = cmds.add_parser("rm", help="stop trusting a key")
     sp.add_argument("name")
     sp.set_defaults(func=trust.cmd_trust_rm)
+    sp = cmds.add_parser("revoke", help="revoke a trusted key: everything it signed is refused")
+    sp.add_argument("name")
+    sp.set_defaults(func=trust.cmd_trust_revoke)
+    sp = cmds.add_parser("sign-revocation", help="(publisher) sign a revocation of a key, to hand to customers")
+    sp.add_argument("pubkey", help="the key to revoke: sckpt-vk1..., a file, or a key or trust-store name")
+    sp.add_argument("--key", required=True, metavar="NAME", help="your signing key from the keystore")
+    sp.add_argument("-o", "--output", required=True)
+    _passphrase_source(sp)
+    sp.set_defaults(func=trust.cmd_trust_sign_revocation)
+    sp = cmds.add_parser("import-revocation", help="apply a publisher's signed revocation")
+    sp.add_argument("file")
+    sp.set_defaults(func=trust.cmd_trust_import_revocation)
+    pol = cmds.add_parser("policy", help="what a load requires").add_subparsers(
+        dest="policy_command", required=True, metavar="ACTION"
+    )
+    sp = pol.add_parser("set", help="require ROLE=N distinct keys per role for models matching GLOB")
+    sp.add_argument("models", metavar="GLOB")
+    sp.add_argument("require", nargs="+", metavar="ROLE=N")
+    sp.add_argument("--require-alg", action="append", metavar="ALG", dest="algs",
+                    help="count only signatures made with ALG (ed25519, ed25519+mldsa65); repeatable")  # fmt: skip
+    sp.set_defaults(func=trust.cmd_policy_set)
+    sp = pol.add_parser("rm", help="remove the rule for GLOB")
+    sp.add_argument("models", metavar="GLOB")
+    sp.set_defaults(func=trust.cmd_policy_rm)
+    sp = pol.add_parser("clock-skew", help="seconds of clock difference allowed for dates (default 300)")
+    sp.add_argument("seconds", type=int)
+    sp.set_defaults(func=trust.cmd_policy_skew)
+    ver = cmds.add_parser("versions", help="the highest version of each model loaded under the policy")
+    ver.add_argument("--json", action="store_true")
+    ver.add_argument("--reset", metavar="MODEL", help="forget MODEL's remembered version")
+    ver.add_argument("--reset-all", action="store_true", help="forget every remembered version")
+    ver.set_defaults(func=trust.cmd_trust_versions)
 
 
 def _dir_parsers(sub: Sub) -> None:
@@ -203,12 +260,14 @@ def _dir_parsers(sub: Sub) -> None:
     sp.add_argument("-o", "--output", required=True)
     sp.add_argument("--key", action="append", metavar="NAME")
     sp.add_argument("--to", action="append", metavar="PUBKEY")
+    _allow_classical(sp)
     sp.add_argument("--sign", action="append", metavar="NAME")
     sp.add_argument("--meta", action="append", metavar="K=V", help="public metadata, e.g. model=NAME version=N")
     sp.add_argument(
         "--keep-public", action="store_true", help="copy non-safetensors files (config, tokenizer) as they are"
     )
     sp.add_argument("--json", action="store_true")
+    _statement_options(sp, None)
     _passphrase_source(sp)
     sp.set_defaults(func=dirs.cmd_seal_dir)
 
@@ -222,6 +281,7 @@ def _dir_parsers(sub: Sub) -> None:
     sp.add_argument("dir")
     sp.add_argument("--key", action="append", required=True, metavar="NAME")
     sp.add_argument("--trust", action="append", metavar="PUBKEY", help="require an existing trusted signature first")
+    _statement_options(sp, "counter-signature")
     _passphrase_source(sp)
     sp.set_defaults(func=dirs.cmd_sign_dir)
 

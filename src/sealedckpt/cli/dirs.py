@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from .. import api
-from .output import EXIT_OK, print_json, print_verified, safe, signer_rows
-from .parse import Session, parse_meta
+from ..errors import CliError
+from .output import EXIT_OK, EXIT_USAGE, print_json, print_verified, safe, signer_rows
+from .parse import Session, parse_date, parse_meta
 
 
 def cmd_seal_dir(args: argparse.Namespace) -> int:
@@ -16,8 +17,11 @@ def cmd_seal_dir(args: argparse.Namespace) -> int:
         keys = s.seal_keys(args) or None
         signers = s.signing_keys(args.sign or [], "--sign ")
         meta = parse_meta(args.meta or [])
+        expires = parse_date(args.expires)
+        if expires is not None and not signers:
+            raise CliError("--expires dates a signed statement; it needs --sign", EXIT_USAGE)
     entries = api.seal_dir(args.input, args.output, key=keys, sign_with=signers, keep_public=args.keep_public,
-                           metadata=meta, keystore=s.keystore, audit=s.audit)  # fmt: skip
+                           metadata=meta, keystore=s.keystore, audit=s.audit, expires_at=expires)  # fmt: skip
     if args.json:
         print_json({"output": args.output, "files": [e.__dict__ for e in entries], "signed": bool(signers)})
         return EXIT_OK
@@ -34,7 +38,7 @@ def cmd_verify_dir(args: argparse.Namespace) -> int:
     with s.recording("verify-dir", args.dir, success=False):
         trusted = s.trusted(args.trust)
     res = api.verify_dir(args.dir, trusted_signers=trusted, min_version=args.min_version, expect_model=args.model,
-                         require_signed=True, audit=s.audit)  # fmt: skip
+                         require_signed=True, audit=s.audit, allow_rollback=args.allow_rollback)  # fmt: skip
     signers = signer_rows(res.signers)
     trust_checked = any(r.trusted for r in res.signers)  # with a trust list, at least one signer is trusted
     if args.json:
@@ -54,7 +58,9 @@ def cmd_sign_dir(args: argparse.Namespace) -> int:
     with s.recording("sign-dir", args.dir, success=False):
         signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
-    api.sign_dir(args.dir, signers, trusted_signers=trusted, audit=s.audit)
+        expires = parse_date(args.expires)
+    api.sign_dir(args.dir, signers, trusted_signers=trusted, audit=s.audit, statement=args.statement,
+                 expires_at=expires)  # fmt: skip
     print(safe(f"signed the manifest of {args.dir} with {', '.join(signer.key_id for signer in signers)}"))
     return EXIT_OK
 
@@ -65,6 +71,7 @@ def cmd_unseal_dir(args: argparse.Namespace) -> int:
         keys = s.open_keys(args, args.key or [])
         trusted = s.trusted(args.trust)
     written = api.unseal_dir(args.dir, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
-                             expect_model=args.model, keystore=s.keystore, audit=s.audit)  # fmt: skip
+                             expect_model=args.model, keystore=s.keystore, audit=s.audit,
+                             allow_rollback=args.allow_rollback)  # fmt: skip
     print(safe(f"unsealed {len(written)} file(s) into {args.output}"))
     return EXIT_OK

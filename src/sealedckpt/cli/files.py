@@ -25,7 +25,7 @@ from .output import (
     signer_rows,
     when,
 )
-from .parse import Session, parse_meta
+from .parse import Session, parse_date, parse_meta
 from .walk import sealed_files
 
 
@@ -35,10 +35,13 @@ def cmd_seal(args: argparse.Namespace) -> int:
         keys = s.seal_keys(args) or None
         signers = s.signing_keys(args.sign or [], "--sign ")
         meta = parse_meta(args.meta or [])
+        expires = parse_date(args.expires)
+        if expires is not None and not signers:
+            raise CliError("--expires dates a signed statement; it needs --sign", EXIT_USAGE)
     with bars("seal") as progress:
         summary = api.seal_file(args.input, args.output, key=keys, sign_with=signers, metadata=meta,
                                 allow_pickle=args.allow_pickle, progress=progress, keystore=s.keystore,
-                                audit=s.audit)  # fmt: skip
+                                audit=s.audit, expires_at=expires)  # fmt: skip
     if args.json:
         print_json({"output": args.output, "key_slots": summary.key_ids, "signers": summary.signer_ids,
                     "content_digest": None if summary.root is None else api.root_label(summary.root),
@@ -59,7 +62,8 @@ def cmd_unseal(args: argparse.Namespace) -> int:
         trusted = s.trusted(args.trust)
     with bars("unseal") as progress:
         n = api.unseal_file(args.input, args.output, key=keys, trusted_signers=trusted, min_version=args.min_version,
-                            expect_model=args.model, progress=progress, keystore=s.keystore, audit=s.audit)  # fmt: skip
+                            expect_model=args.model, progress=progress, keystore=s.keystore, audit=s.audit,
+                            allow_rollback=args.allow_rollback)  # fmt: skip
     print(safe(f"unsealed {args.input} -> {args.output} ({n:,} bytes, plain safetensors)"))
     return EXIT_OK
 
@@ -126,7 +130,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for slot in info.key_slots:
         lines.append(f"  key slot    {slot['type']}" + (f" (key id {slot['key_id']})" if "key_id" in slot else ""))
     for sig in info.signatures:
-        lines.append(f"  signature   key id {sig['key_id']} at {when(int(str(sig['signed_at'])))} (not verified)")
+        at = f" at {when(int(str(sig['signed_at'])))}" if "signed_at" in sig else ""
+        kind = f" ({sig['type']})" if "type" in sig else " (unreadable statement)"
+        lines.append(f"  signature   {sig['alg']}{kind} key id {sig['key_id']}{at} (not verified)")
     lines.extend(f"  metadata    {k} = {v}" for k, v in info.metadata.items())
     for line in lines:
         print(safe(line))  # public metadata is anyone's text: no terminal escapes
@@ -142,7 +148,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         size = _remote.size(args.file) if _remote.is_url(args.file) else os.path.getsize(args.file)
     with bars("verify") as progress:
         res = api.verify(args.file, trusted_signers=trusted, progress=progress(size), min_version=args.min_version,
-                         expect_model=args.model, audit=s.audit)  # fmt: skip
+                         expect_model=args.model, audit=s.audit, allow_rollback=args.allow_rollback)  # fmt: skip
     signers = signer_rows(res.signers)
     trust_checked = any(r.trusted for r in res.signers)  # with a trust list, at least one signer is trusted
     digest = api.root_label(res.root)
@@ -160,7 +166,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     with s.recording("sign", args.file, success=False):
         signers = s.signing_keys(args.key, "--key ")
         trusted = s.trusted(args.trust)
-    res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit)
+        expires = parse_date(args.expires)
+    res = api.sign(args.file, signers, trusted_signers=trusted, audit=s.audit, statement=args.statement,
+                   expires_at=expires)  # fmt: skip
     ids = ", ".join(signer.key_id for signer in res.signers)
     print(safe(f"signed {args.file}: content digest {api.root_label(res.root)}; signers now {ids}"))
     return EXIT_OK

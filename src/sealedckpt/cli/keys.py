@@ -101,7 +101,7 @@ def cmd_key_export(args: argparse.Namespace) -> int:
 def _key_from_text(text: str) -> Any:
     low = text.lower()
     try:
-        if low.startswith("sckpt1") or low.startswith(textkeys.HRP_VERIFY + "1"):
+        if low.startswith(("sckpt1", textkeys.HRP_VERIFY + "1", textkeys.HRP_PQ_VERIFY + "1")):
             return textkeys.public_from_text(text)
         return textkeys.secret_from_text(text)
     except InvalidArgumentError as exc:
@@ -150,9 +150,9 @@ def cmd_key_rm(args: argparse.Namespace) -> int:
 
 def _check_unused(s: Session, r: KeyRecord, paths: list[str], force: bool) -> None:
     """Refuse (unless ``force``) while sealed files under ``paths`` have a slot for key ``r``."""
-    if not paths or r.kind == "signing":
+    if not paths or r.kind in ("signing", "pq-signing"):
         return
-    secret = s.keystore.secret(r) if r.kind == "recipient" and r.has_secret else None
+    secret = s.keystore.secret(r) if r.kind in ("recipient", "pq-recipient") and r.has_secret else None
     naming, unreadable = files_naming(r.id, paths, secret)
     where = ", ".join(paths)
     for path in naming:

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 
 from .. import api
+from ..container import allow_classical_recipients
 from ..stores.backends import KeystoreNotice
 from .args import build_parser
 from .output import fail, show_warning
@@ -65,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         warnings.showwarning = show_warning
         try:
             as_json = bool(getattr(args, "json", False))
-            return int(args.func(args))
+            with allow_classical_recipients(bool(getattr(args, "allow_classical", False))):
+                return int(args.func(args))
         except (Exception, KeyboardInterrupt) as exc:  # every failure: a message, never a traceback
             fail(exc, as_json)
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TextIO
 
 from .. import Signer, api
 from ..api import ProgressStart
-from ..crypto import textkeys
+from ..crypto import VerifyKey, textkeys
 from ..errors import (
     AuditError,
     CliError,
@@ -75,8 +75,10 @@ def print_json(obj: Any, *, ensure_ascii: bool = True) -> None:
 def signer_rows(signers: Sequence[Signer]) -> list[dict[str, Any]]:
     """Verified signers (:class:`sealedckpt.Signer`) as report rows."""
     return [
-        {"key_id": s.key_id, "public_key": textkeys.public_to_text(s.public_key), "signed_at": when(s.signed_at),
-         "trusted": s.trusted}
+        {"key_id": s.key_id, "alg": s.alg, "statement": s.statement.type, "signed_at": when(s.signed_at),
+         "expires_at": None if s.statement.expires_at is None else when(s.statement.expires_at),
+         "public_key": textkeys.public_to_text(s.public_key) if isinstance(s.public_key, VerifyKey)
+         else f"{s.alg}:{s.public_key.to_bytes().hex()}", "trusted": s.trusted}
         for s in signers
     ]  # fmt: skip
 
@@ -89,7 +91,10 @@ def print_verified(
     lines = []
     for s in rows:
         mark = "trusted" if s["trusted"] else "not in --trust" if trust_checked else "no --trust given"
-        lines.append(f"{what} by {s['public_key']} (key id {s['key_id']}) at {s['signed_at']} [{mark}]")
+        until = f", expires {s['expires_at']}" if s["expires_at"] else ""
+        key = s["public_key"] if len(s["public_key"]) <= 100 else s["public_key"][:24] + "…"  # a composite key
+        lines.append(f"{what} ({s['statement']}) by {key} (key id {s['key_id']}) at {s['signed_at']}"
+                     f"{until} [{mark}]")  # fmt: skip
     lines.append(digest)
     lines.extend(f"metadata {k} = {v}" for k, v in metadata.items())
     lines.append(f"OK: {ok}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as _dt
 import getpass
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from .. import Passphrase, RecipientKey, RecipientPublicKey, SigningKey, SymmetricKey, VerifyKey
 from ..crypto import textkeys
@@ -98,7 +99,11 @@ class Session:
     def public(self, ref: str, option: str = "") -> RecipientPublicKey | VerifyKey:
         """A public key given as text (``sckpt1...``, ``sckpt-vk1...``), as a path holding the text
         (it must contain a ``/``: ``./NAME``), or as a keystore name (a bare word, never a file)."""
-        if ref.strip().lower().startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1")):
+        if (
+            ref.strip()
+            .lower()
+            .startswith((textkeys.HRP_RECIPIENT + "1", textkeys.HRP_VERIFY + "1", textkeys.HRP_PQ_VERIFY + "1"))
+        ):
             try:
                 return textkeys.public_from_text(ref)
             except InvalidArgumentError as exc:
@@ -154,20 +159,28 @@ class Session:
                            hint=f"verify keys look like {textkeys.HRP_VERIFY}1...")  # fmt: skip
         return pub
 
-    def trusted(self, refs: Sequence[str] | None) -> list[VerifyKey] | None:
-        """--trust values: a key (text, path, keystore or trust-store name) or ``store`` (all
-        trusted); None without --trust (the API then applies its default policy)."""
+    def trusted(self, refs: Sequence[str] | None) -> list[VerifyKey] | Literal["store"] | None:
+        """--trust values: keys (text, path, keystore or trust-store name), or ``store`` alone (the
+        trust store and its policy); None without --trust (the API then applies its default)."""
         if not refs:
             return None
+        if "store" in refs:
+            if len(refs) > 1:
+                raise CliError("--trust store applies the stored policy; it cannot be mixed with other --trust keys",
+                               EXIT_USAGE, hint="give either --trust store or a list of keys")  # fmt: skip
+            TrustStore().policy()  # an empty or damaged store fails here, before any work
+            return "store"
         out: list[VerifyKey] = []
         for ref in refs:
-            if ref == "store":
-                out.extend(TrustStore().keys())
-                continue
             named = None if is_path(ref) else next((p for p in TrustStore().publishers() if p.name == ref), None)
             if named is not None and os.path.isfile(ref):
                 self._bare_file(ref, "--trust ", known=True)
-            out.append(named.key if named is not None else self.verify_key(ref, "--trust "))
+            if named is not None and named.revoked:
+                raise CliError(f"--trust {ref}: that key is revoked", EXIT_USAGE, hint="see `sealedckpt trust show`")
+            key = named.key if named is not None else self.verify_key(ref, "--trust ")
+            if not isinstance(key, VerifyKey):
+                raise CliError(f"--trust {ref}: a {named.kind if named else '?'} key; use --trust store", EXIT_USAGE)
+            out.append(key)
         return out
 
     def signing_keys(self, refs: Sequence[str], option: str = "") -> list[SigningKey]:
@@ -247,3 +260,20 @@ def record_json(r: KeyRecord) -> dict[str, Any]:
         "public": r.public, "default": r.default, "retired": r.retired, "replaced_by": r.replaced_by,
         "protected": r.protected,
     }  # fmt: skip
+
+
+def parse_date(text: str | None, option: str = "--expires") -> int | None:
+    """A date (``YYYY-MM-DD``, or ``YYYY-MM-DDTHH:MM:SSZ``; UTC) as Unix seconds; None when not given."""
+    if text is None:
+        return None
+    try:
+        when = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{option} {text!r}: not a date", EXIT_USAGE,
+                       hint="write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)") from None  # fmt: skip
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    t = int(when.timestamp())
+    if not 0 < t <= 253_402_300_799:
+        raise CliError(f"{option} {text!r}: out of range", EXIT_USAGE)
+    return t

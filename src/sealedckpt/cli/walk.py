@@ -47,7 +47,7 @@ def files_naming(key_id: str, paths: Sequence[str], secret: object = None) -> tu
             slots = api.inspect(path).key_slots
             if any(slot.get("key_id") == key_id for slot in slots) or (
                 secret is not None
-                and any(slot.get("type") == "recipient" and "key_id" not in slot for slot in slots)
+                and any(slot.get("type") in ("recipient", "pq-recipient") and "key_id" not in slot for slot in slots)
                 and opens_with(path, secret)  # type: ignore[arg-type]
             ):
                 naming.append(path)

@@ -4,8 +4,8 @@ from . import format, sniff
 from .header import Header, slot_ids
 from .ops import PublicInfo, VerifyResult, add_signatures, compute_root, read_public_info, rewrap, verify_file
 from .reader import KeySource, SealedReader, SignatureStatus, open_sealed
-from .signatures import Signer, content_digest, root_label
-from .slots import KeySlot, OpenKey, SealKey
+from .signatures import Signer, Verifier, content_digest, root_label
+from .slots import KeySlot, OpenKey, SealKey, allow_classical_recipients
 from .stream import default_workers
 from .writer import SealSummary, seal
 
@@ -20,8 +20,10 @@ __all__ = [
     "SealedReader",
     "SignatureStatus",
     "Signer",
+    "Verifier",
     "VerifyResult",
     "add_signatures",
+    "allow_classical_recipients",
     "compute_root",
     "content_digest",
     "default_workers",

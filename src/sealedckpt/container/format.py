@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..crypto import DIGEST_SIZE, ED25519_PUB_SIZE, ED25519_SIG_SIZE, TAG_SIZE
+from ..crypto import COMPOSITE_ALG, DIGEST_SIZE, TAG_SIZE
 from ..errors import ArgumentTypeError, FormatError, IntegrityError, InvalidArgumentError
-from .slots import KeySlot, parse_slot
+from .slots import KeySlot, check_pq_mix, parse_slot
 
 MAGIC = b"\x89SCKPT\r\n"
 VERSION = 1
@@ -36,8 +36,11 @@ MAX_SIGNATURES = 16
 
 MAC_SIZE = 32
 
-SIG_ED25519 = 1
-SIG_ENTRY_SIZE = 1 + ED25519_PUB_SIZE + 8 + ED25519_SIG_SIZE  # type, public key, signed_at, signature
+#: Signature algorithm codes of trailer entries (docs/FORMAT.md §8); names as in manifests.
+SIG_ALGS = {1: "ed25519", 2: COMPOSITE_ALG}  # 2: Ed25519 + ML-DSA-65 composite (crypto/pq.py)
+MAX_SIG_PUBLIC = 4096
+MAX_SIG_BYTES = 8192
+MAX_SIG_BLOCK = 1 << 19
 
 _CONTENT_FIXED = struct.Struct("<BBHQQ32s32sH")  # type chunk_log2 reserved payload_len head_len salt commit n_meta
 
@@ -130,13 +133,22 @@ class Content:
 
 @dataclass(frozen=True)
 class SignatureEntry:
-    type: int
+    """One trailer signature: algorithm name, public key, the exact statement bytes, signature."""
+
+    alg: str
     public_key: bytes
-    signed_at: int
+    statement: bytes
     signature: bytes
 
     def build(self) -> bytes:
-        return bytes([self.type]) + self.public_key + struct.pack("<Q", self.signed_at) + self.signature
+        code = next((c for c, name in SIG_ALGS.items() if name == self.alg), None)
+        if code is None:
+            raise InvalidArgumentError(f"unknown signature algorithm {self.alg!r}")
+        if len(self.public_key) > MAX_SIG_PUBLIC or len(self.signature) > MAX_SIG_BYTES or len(self.statement) > 4096:
+            raise InvalidArgumentError("signature entry field over its cap")
+        return (bytes([code]) + struct.pack("<H", len(self.public_key)) + self.public_key
+                + struct.pack("<H", len(self.statement)) + self.statement
+                + struct.pack("<H", len(self.signature)) + self.signature)  # fmt: skip
 
 
 def max_payload_len(chunk_log2: int) -> int:
@@ -202,6 +214,7 @@ def build_slots(slots: Sequence[KeySlot]) -> bytes:
     for s in slots:
         if s.alone and len(slots) != 1:
             raise InvalidArgumentError(f"a {s.kind} must be the only key of a file (like age)")
+    check_pq_mix(slots)
     body = struct.pack("<H", len(slots)) + b"".join(
         bytes([s.type]) + struct.pack("<H", len(s.body)) + s.body for s in slots
     )
@@ -216,7 +229,10 @@ def build_trailer(table: bytes, signatures: list[SignatureEntry]) -> bytes:
     head = struct.pack("<H", len(signatures))
     if not signatures:
         return head
-    return head + table + b"".join(s.build() for s in signatures)
+    block = b"".join(s.build() for s in signatures)
+    if len(block) > MAX_SIG_BLOCK:
+        raise InvalidArgumentError(f"signature block over {MAX_SIG_BLOCK} bytes")
+    return head + table + struct.pack("<I", len(block)) + block
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -306,27 +322,37 @@ def parse_slots(data: bytes) -> list[KeySlot]:
 
 
 def parse_signature_entries(data: bytes, count: int) -> list[SignatureEntry]:
-    if len(data) != count * SIG_ENTRY_SIZE:
-        raise FormatError("signature block has the wrong length")
+    """Exactly ``count`` entries filling ``data``: known algorithms, fields within their caps,
+    no public key twice. Statements and signatures are checked by the caller."""
     out: list[SignatureEntry] = []
     seen: set[bytes] = set()
-    for i in range(count):
-        e = data[i * SIG_ENTRY_SIZE : (i + 1) * SIG_ENTRY_SIZE]
-        if e[0] != SIG_ED25519:
-            raise FormatError(f"unknown signature type {e[0]}")
-        pub = e[1:33]
-        if pub in seen:
+    pos = 0
+    for _ in range(count):
+        code = _take(data, pos, 1, "signature entry")[0]
+        if code not in SIG_ALGS:
+            raise FormatError(f"unknown signature algorithm {code}")
+        fields = []
+        pos += 1
+        for what, cap in (("public key", MAX_SIG_PUBLIC), ("statement", 4096), ("signature", MAX_SIG_BYTES)):
+            n = _u16(data, pos, f"signature {what} length")
+            if n > cap:
+                raise FormatError(f"signature {what} of {n} bytes (cap {cap})")
+            fields.append(_take(data, pos + 2, n, f"signature {what}"))
+            pos += 2 + n
+        if fields[0] in seen:
             raise FormatError("two signatures by the same key")
-        seen.add(pub)
-        (signed_at,) = struct.unpack_from("<Q", e, 33)
-        out.append(SignatureEntry(e[0], pub, int(signed_at), e[41:105]))
+        seen.add(fields[0])
+        out.append(SignatureEntry(SIG_ALGS[code], fields[0], fields[1], fields[2]))
+    if pos != len(data):
+        raise FormatError("signature block has the wrong length")
     return out
 
 
-def trailer_len(n_signatures: int, n_chunks: int) -> int:
+def trailer_len(n_signatures: int, n_chunks: int, block_len: int = 0) -> int:
+    """The trailer's length: the count, and when signed the digest table, u32 block length, block."""
     if n_signatures == 0:
         return 2
-    return 2 + n_chunks * DIGEST_SIZE + n_signatures * SIG_ENTRY_SIZE
+    return 2 + n_chunks * DIGEST_SIZE + 4 + block_len
 
 
 def _take(data: bytes, pos: int, n: int, what: str) -> bytes:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import struct
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .. import crypto
-from ..crypto import DIGEST_SIZE, SigningKey, VerifyKey
-from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
+from ..crypto import DIGEST_SIZE, SigningKey
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, SealedCkptError, SignatureError
 from . import format as fmt
 from .header import Header, read_header, slot_ids
 from .reader import KeySource, Progress, unlock
-from .signatures import Signer, apply_policy, content_root, read_trailer, sign
+from .signatures import Signer, Verifier, apply_policy, content_root, load_verifier, read_trailer, sign, trailer_count
 from .slots import KeySlot, SealKey, make_slots
+from .statement import COUNTER
+from .statement import parse as parse_statement
 from .stream import ChunkStream, Source
 
 
@@ -97,13 +99,16 @@ def add_signatures(
     out: BinaryIO,
     signers: Sequence[SigningKey],
     *,
-    trusted_signers: Sequence[VerifyKey] | None = None,
+    trusted_signers: Sequence[Verifier] | None = None,
     now: Callable[[], float] = time.time,
     progress: Progress | None = None,
+    kind: str = COUNTER,
+    expires_at: int | None = None,
 ) -> VerifyResult:
-    """Counter-sign a file without any decryption key: every existing signature and every chunk
-    digest is checked first (for an unsigned file the digest table is computed), then the new
-    signatures are appended. Earlier signatures stay valid: all sign the same root."""
+    """Sign a file without any decryption key (a ``kind`` statement, by default a
+    counter-signature): every existing signature and every chunk digest is checked first (for an
+    unsigned file the digest table is computed), then the new signatures are appended. Earlier
+    signatures stay valid: all sign statements about the same root."""
     if not signers:
         raise InvalidArgumentError("no signing key given")
     src = Source(src_file)
@@ -127,11 +132,11 @@ def add_signatures(
             progress(len(ct))
     table = b"".join(digests)
     root = content_root(header.content_bytes, c.n_chunks, table)
-    new = sign(signers, root, now)
+    new = sign(signers, root, c.metadata, now, kind, expires_at)
     out.write(fmt.build_trailer(table, [*trailer.entries, *new]))
     trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
-    everyone = [(s.public_key, s.signed_at) for s in trailer.signers]
-    everyone += [(s.public, e.signed_at) for s, e in zip(signers, new, strict=True)]
+    everyone = [(s.public_key, s.statement) for s in trailer.signers]
+    everyone += [(s.public, parse_statement(e.statement)) for s, e in zip(signers, new, strict=True)]
     return VerifyResult([Signer(k, t, k.to_bytes() in trusted_raw) for k, t in everyone], root, dict(c.metadata))
 
 
@@ -150,7 +155,7 @@ def compute_root(
 
 def verify_file(
     f: BinaryIO,
-    trusted_signers: Sequence[VerifyKey] | None,
+    trusted_signers: Sequence[Verifier] | None,
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> VerifyResult:
@@ -168,6 +173,16 @@ def verify_file(
     return VerifyResult(trailer.signers, trailer.root, dict(c.metadata))
 
 
+def _key_id(alg: str, public_key: bytes) -> str:
+    """A key id as shown by ``inspect``, computed without accepting the key."""
+    if alg == "ed25519" and len(public_key) == crypto.ED25519_PUB_SIZE:
+        return crypto.ed25519_key_id(public_key)
+    try:
+        return load_verifier(alg, public_key).key_id
+    except SignatureError:
+        return "invalid"
+
+
 def read_public_info(f: BinaryIO) -> PublicInfo:
     """The public view of a file (``inspect``); a malformed trailer just shows no signatures."""
     src = Source(f)
@@ -175,12 +190,15 @@ def read_public_info(f: BinaryIO) -> PublicInfo:
     c = header.content
     sigs: list[dict[str, object]] = []
     off = header.trailer_offset
-    if src.size >= off + 2:
-        (count,) = struct.unpack("<H", src.read(off, 2))
-        if count <= fmt.MAX_SIGNATURES and src.size == off + fmt.trailer_len(count, c.n_chunks):
-            base = off + 2 + (c.n_chunks * DIGEST_SIZE if count else 0)
-            for e in fmt.parse_signature_entries(src.read(base, count * fmt.SIG_ENTRY_SIZE), count):
-                sigs.append({"key_id": crypto.ed25519_key_id(e.public_key), "signed_at": e.signed_at})
+    with contextlib.suppress(SealedCkptError):
+        count, block = trailer_count(src, header)
+        base = off + 2 + c.n_chunks * DIGEST_SIZE + 4
+        for e in fmt.parse_signature_entries(src.read(base, block), count) if count else []:
+            row: dict[str, object] = {"key_id": _key_id(e.alg, e.public_key), "alg": e.alg}
+            with contextlib.suppress(SealedCkptError):  # shown unverified; a bad statement shows less
+                stmt = parse_statement(e.statement)
+                row.update(type=stmt.type, signed_at=stmt.signed_at, expires_at=stmt.expires_at)
+            sigs.append(row)
     slots = [s.describe() for s in header.slots]
     meta = dict(c.metadata)
     return PublicInfo(

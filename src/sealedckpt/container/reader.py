@@ -10,10 +10,10 @@ from typing import BinaryIO, Literal
 
 from .. import crypto
 from .._pool import run_all
-from ..crypto import TAG_SIZE, ChunkCipher, VerifyKey
+from ..crypto import TAG_SIZE, ChunkCipher
 from ..errors import DecryptionError, FormatError, IntegrityError, InvalidArgumentError
 from .header import Header, read_header
-from .signatures import Signer, Trailer, apply_policy, content_root, read_trailer
+from .signatures import Signer, Trailer, Verifier, apply_policy, content_root, read_trailer
 from .slots import OpenKey, open_slots
 from .slots.scrypt import WRONG_PASSPHRASE, ScryptSlot
 from .stream import GROUP_BYTES, ChunkStream, Source, default_workers
@@ -50,7 +50,7 @@ def open_sealed(
     f: BinaryIO,
     keys: KeySource,
     *,
-    trusted_signers: Sequence[VerifyKey] | None = None,
+    trusted_signers: Sequence[Verifier] | None = None,
     require_signature: bool | None = None,
 ) -> SealedReader:
     """Authenticate header, key slot, key commitment, header MAC and signature policy.

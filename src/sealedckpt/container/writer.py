@@ -48,6 +48,7 @@ def seal(
     workers: int | None = None,
     progress: Progress | None = None,
     want_root: bool = False,
+    expires_at: int | None = None,
 ) -> SealSummary:
     """Encrypt ``segments`` (exactly ``payload_len`` bytes in total) into ``out``.
 
@@ -70,7 +71,14 @@ def seal(
     pipeline = _Pipeline(out, content, ChunkCipher(fk.payload_key), hashing, workers, progress)
     written += pipeline.run(segments)
     root = content_root(content_bytes, content.n_chunks, b"".join(pipeline.digests)) if hashing else None
-    written += _write_trailer(out, pipeline.digests, signers, root, now)
+    if signers:
+        assert root is not None
+        trailer = fmt.build_trailer(b"".join(pipeline.digests), sign(signers, root, content.metadata, now,
+                                                                     expires_at=expires_at))  # fmt: skip
+    else:
+        trailer = fmt.build_trailer(b"", [])
+    out.write(trailer)
+    written += len(trailer)
     return SealSummary(written, [seal_label(k) for k in keys], [s.key_id for s in signers], root, fk.commitment)
 
 
@@ -97,23 +105,6 @@ def _write_header(out: BinaryIO, content_bytes: bytes, slots: Sequence[KeySlot],
     out.write(authenticated)
     out.write(crypto.header_mac(fk.header_mac_key, authenticated))
     return len(authenticated) + fmt.MAC_SIZE
-
-
-def _write_trailer(
-    out: BinaryIO,
-    digests: list[bytes],
-    signers: Sequence[SigningKey],
-    root: bytes | None,
-    now: Callable[[], float],
-) -> int:
-    """The digest table and one signature per signer (only a count of 0 when unsigned)."""
-    if signers:
-        assert root is not None
-        trailer = fmt.build_trailer(b"".join(digests), sign(signers, root, now))
-    else:
-        trailer = fmt.build_trailer(b"", [])
-    out.write(trailer)
-    return len(trailer)
 
 
 class _Pipeline:

@@ -1,5 +1,14 @@
 """Keys and primitives: the only package that imports ``cryptography``."""
 
+from .pq import (
+    COMPOSITE_ALG,
+    CompositeSigningKey,
+    CompositeVerifyKey,
+    PQRecipientKey,
+    PQRecipientPublicKey,
+    xwing_unwrap,
+    xwing_wrap,
+)
 from .primitives import (
     DIGEST_SIZE,
     ED25519_PUB_SIZE,
@@ -42,6 +51,7 @@ from .primitives import (
 )
 
 __all__ = [
+    "COMPOSITE_ALG",
     "DIGEST_SIZE",
     "ED25519_PUB_SIZE",
     "ED25519_SIG_SIZE",
@@ -58,7 +68,11 @@ __all__ = [
     "TAG_SIZE",
     "X25519_SIZE",
     "ChunkCipher",
+    "CompositeSigningKey",
+    "CompositeVerifyKey",
     "FileKeys",
+    "PQRecipientKey",
+    "PQRecipientPublicKey",
     "Passphrase",
     "RandomBytes",
     "RecipientKey",
@@ -80,4 +94,6 @@ __all__ = [
     "wrap_dek",
     "x25519_unwrap",
     "x25519_wrap",
+    "xwing_unwrap",
+    "xwing_wrap",
 ]

@@ -14,7 +14,7 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import ClassVar, NoReturn, TypeVar
 
 import blake3
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -177,6 +177,8 @@ class VerifyKey(_Key):
     refused with :class:`SignatureError` (docs/FORMAT.md §8)."""
 
     __slots__ = ("_key_id", "_pub", "_raw")
+    #: The signature algorithm id of signature entries (docs/FORMAT.md §8).
+    alg: ClassVar[str] = "ed25519"
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         raw = bytes(data)
@@ -208,6 +210,7 @@ class SigningKey(_SecretKey):
     """An Ed25519 private key (stored as its 32-byte seed)."""
 
     __slots__ = ("_priv", "_public", "_raw")
+    alg: ClassVar[str] = "ed25519"
 
     def __init__(self, seed: bytes | bytearray | memoryview) -> None:
         self._raw = _coerce_key_bytes(seed, "a SigningKey seed")

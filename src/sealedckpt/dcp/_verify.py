@@ -15,6 +15,7 @@ from typing import Any
 from .. import container
 from ..api import _keys
 from ..api._keys import Trusted
+from ..api._trust import keys_of
 from ..container import PublicInfo, Signer
 from ..errors import FormatError, IntegrityError, SealedCkptError
 from . import _io, _listing
@@ -66,7 +67,9 @@ def verify(
     directory = _io.checkpoint_dir(path, storage_options)
     trusted = _keys.trusted(trusted_signers)
     with _io.open_read(directory, _io.METADATA_NAME, _io.MAX_METADATA_FILE, whole=True) as f:
-        res = container.verify_file(f, trusted, progress)
+        res = container.verify_file(f, keys_of(trusted), progress)
+    if trusted is not None:
+        trusted.check(res.signers, res.metadata)
     files = _listing.decode(res.metadata)
     _listing.check_present(directory, files)
     out = []

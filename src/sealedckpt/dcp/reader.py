@@ -26,6 +26,7 @@ from torch.futures import Future
 from .. import container
 from ..api import _keys
 from ..api._keys import LoadKey, Trusted
+from ..api._trust import keys_of
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, SealedCkptError
 from ..payload.decode import decode_payload
 from ..payload.lazy import SealedFile
@@ -94,7 +95,9 @@ class SealedStorageReader(StorageReader):
 
     def _read_metadata(self) -> Metadata:
         with _io.open_read(self.path, _io.METADATA_NAME, _io.MAX_METADATA_FILE, whole=True) as f:
-            reader = container.open_sealed(f, self._keys, trusted_signers=self._trusted)
+            reader = container.open_sealed(f, self._keys, trusted_signers=keys_of(self._trusted))
+            if self._trusted is not None:
+                self._trusted.check(reader.unverified_signers, reader.content.metadata)
             files = _listing.decode(reader.content.metadata)
             doc = decode_payload(reader)
         if (
@@ -155,7 +158,7 @@ class SealedStorageReader(StorageReader):
             raise FormatError(f"{name}: not a data file of this checkpoint")
         if _io.opened_size(f) != facts.size:
             raise IntegrityError(f"{self.path.show(name)}: size differs from the checkpoint metadata's (changed since)")
-        reader = container.open_sealed(f, self._keys, trusted_signers=self._trusted)
+        reader = container.open_sealed(f, self._keys, trusted_signers=keys_of(self._trusted))
         facts.check_commitment(reader.content.commitment)
         if reader.trailer.root is not None:
             facts.check_root(reader.trailer.root)  # every chunk read is then checked against it

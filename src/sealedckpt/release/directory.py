@@ -19,7 +19,7 @@ import shutil
 import stat
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ from typing import Any
 from .. import container
 from .._fs import atomic_write
 from .._pool import run_all
-from ..crypto import SigningKey, VerifyKey
+from ..container import signatures as csig
+from ..container import statement
+from ..crypto import SigningKey
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, SignatureError
 from ..payload import safetensors as payload
 from . import signatures as sigfile
@@ -151,6 +153,7 @@ def seal_dir(
     signers: Sequence[SigningKey] = (),
     keep_public: bool = False,
     metadata: dict[str, str] | None = None,
+    expires_at: int | None = None,
 ) -> list[DirEntry]:
     """Seal every ``*.safetensors`` shard of ``src_dir`` (and every other file, unless
     ``keep_public``) into ``out_dir``, and write the (signed) manifest."""
@@ -173,14 +176,20 @@ def seal_dir(
         else:
             root, size = _seal_file(src / rel, out / (rel + ".sealed"), kind, keys, meta)
             entries.append(DirEntry(rel + ".sealed", rel, kind, "root:" + root.hex(), size))
-    write_manifest(out, entries, meta, signers)
+    write_manifest(out, entries, meta, signers, expires_at=expires_at)
     return entries
 
 
 def write_manifest(
-    out: Path, entries: Sequence[DirEntry], metadata: dict[str, str], signers: Sequence[SigningKey] = ()
+    out: Path,
+    entries: Sequence[DirEntry],
+    metadata: dict[str, str],
+    signers: Sequence[SigningKey] = (),
+    *,
+    expires_at: int | None = None,
 ) -> None:
-    """Write the manifest listing ``entries`` (and its signatures) into the sealed directory ``out``."""
+    """Write the manifest listing ``entries`` (and its release signatures, expiring at
+    ``expires_at``) into the sealed directory ``out``."""
     doc = {
         "version": MANIFEST_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -190,7 +199,7 @@ def write_manifest(
     with atomic_write(out / MANIFEST) as f:
         f.write(_canonical(doc))
     if signers:
-        add_dir_signatures(out, signers)
+        add_dir_signatures(out, signers, kind=statement.RELEASE, expires_at=expires_at)
 
 
 def manifest_sha256(d: str | os.PathLike[str]) -> str:
@@ -198,18 +207,27 @@ def manifest_sha256(d: str | os.PathLike[str]) -> str:
     return _sha256_file(Path(d) / MANIFEST)
 
 
-def add_dir_signatures(d: str | os.PathLike[str], signers: Sequence[SigningKey]) -> None:
-    """Sign (or counter-sign) a sealed directory's manifest bytes."""
+def add_dir_signatures(
+    d: str | os.PathLike[str],
+    signers: Sequence[SigningKey],
+    *,
+    kind: str = statement.COUNTER,
+    expires_at: int | None = None,
+    now: Callable[[], float] = time.time,
+) -> None:
+    """Sign a statement of ``kind`` about a sealed directory's manifest bytes (docs/FORMAT.md §13)."""
     d = Path(d)
     manifest = read_manifest(d)
+    _, meta = _parse_manifest(manifest)
     sigs = sigfile.read_signatures(d)
-    have = {s.key.to_bytes() for s in sigs}
-    signed_at = int(time.time())
+    have = {s.public_key for s in sigs}
+    subject = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    stmt = csig.make_statement(kind, subject, meta, now, expires_at)
     for s in signers:
         if s.public.to_bytes() in have:
             raise InvalidArgumentError(f"key {s.key_id} has already signed this manifest")
-        sig = s.sign(sigfile.sig_message(s.public.to_bytes(), signed_at, manifest))
-        sigs.append(sigfile.ManifestSignature(s.public, signed_at, sig))
+        raw, sig = csig.sign_statement(s, stmt)
+        sigs.append(sigfile.ManifestSignature(s.alg, s.public.to_bytes(), raw, sig))
     if len(sigs) > sigfile.MAX_SIGNATURES:
         raise InvalidArgumentError(f"a manifest carries at most {sigfile.MAX_SIGNATURES} signatures")
     with atomic_write(d / SIGNATURES) as f:
@@ -268,7 +286,7 @@ def read_manifest(d: Path) -> bytes:
 
 
 def verify_dir(
-    d: str | os.PathLike[str], *, trusted_signers: Sequence[VerifyKey] | None = None, check_files: bool = True
+    d: str | os.PathLike[str], *, trusted_signers: Sequence[csig.Verifier] | None = None, check_files: bool = True
 ) -> DirVerifyResult:
     """Check the manifest's signatures and that the directory holds exactly the files it lists,
     each with its listed digest. No decryption key needed."""
@@ -276,21 +294,16 @@ def verify_dir(
     manifest = read_manifest(d)
     entries, meta = _parse_manifest(manifest)
     signers: list[container.Signer] = []
-    trusted_raw = {k.to_bytes() for k in trusted_signers or ()}
-    for s in sigfile.read_signatures(d):
-        vk, signed_at, sig = s.key, s.signed_at, s.signature
-        try:
-            vk.verify(sig, sigfile.sig_message(vk.to_bytes(), signed_at, manifest))
-        except SignatureError:
-            raise SignatureError(
-                f"manifest signature by {vk.key_id} does not verify: manifest or signature altered"
-            ) from None
-        signers.append(container.Signer(vk, signed_at, vk.to_bytes() in trusted_raw))
+    trusted_raw = {(k.alg, k.to_bytes()) for k in trusted_signers or ()}
+    subject = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    for i, s in enumerate(sigfile.read_signatures(d)):
+        vk, stmt = csig.verify_statement(i, s.alg, s.public_key, s.statement, s.signature)
+        csig.check_subject(vk, stmt, subject, meta)
+        signers.append(container.Signer(vk, stmt, (s.alg, s.public_key) in trusted_raw))
     if trusted_signers is not None:
         if not signers:
             raise SignatureError("the manifest is not signed, but a trusted signature is required")
-        if not any(s.trusted for s in signers):
-            raise SignatureError(f"manifest signed only by untrusted keys ({', '.join(s.key_id for s in signers)})")
+        csig.require_trusted_release(signers)
     present = set(_walk(d)) - {MANIFEST, SIGNATURES}
     listed = {e.path for e in entries}
     if present - listed:
@@ -338,7 +351,7 @@ def unseal_dir(
     out_dir: str | os.PathLike[str],
     keys: container.KeySource,
     *,
-    trusted_signers: Sequence[VerifyKey] | None = None,
+    trusted_signers: Sequence[csig.Verifier] | None = None,
     release: DirReleaseCheck | None = None,
 ) -> list[str]:
     """Verify, then write the original files (shards as plain safetensors) into ``out_dir``.

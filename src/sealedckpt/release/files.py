@@ -39,6 +39,7 @@ def seal_layout(
     metadata: dict[str, str] | None = None,
     progress: ProgressStart | None = None,
     want_root: bool = False,
+    expires_at: int | None = None,
 ) -> container.SealSummary:
     """Seal ``layout``'s header followed by ``f``'s bytes from ``data_start`` (mapped, not copied) into ``dst``."""
     size = os.fstat(f.fileno()).st_size
@@ -49,7 +50,8 @@ def seal_layout(
         with writer(dst) as out:  # a path (temp, fsync, rename) or a URL (see sealedckpt._remote)
             segments = [memoryview(layout.header), view]
             return container.seal(out, layout.payload_len, segments, keys=keys, signers=signers,
-                                  metadata=metadata, progress=tick, want_root=want_root)  # fmt: skip
+                                  metadata=metadata, progress=tick, want_root=want_root,
+                                  expires_at=expires_at)  # fmt: skip
     finally:
         # After a failure, slices of the map may live on in the traceback: then the map is closed
         # when they are collected, and the original error (not a BufferError) is raised.
@@ -93,6 +95,7 @@ def seal_safetensors(
     signers: Sequence[SigningKey],
     metadata: dict[str, str] | None,
     progress: ProgressStart | None = None,
+    expires_at: int | None = None,
 ) -> container.SealSummary:
     """Stream a plain safetensors file into a sealed one; no torch, no copy of the tensor data."""
     with open(src, "rb") as f:
@@ -100,7 +103,7 @@ def seal_safetensors(
         hlen = payload.header_len(f.read(8), size)
         layout = payload.reframe(f.read(hlen), size - 8 - hlen)
         return seal_layout(f, layout, 8 + hlen, dst, keys=keys, signers=signers, metadata=metadata,
-                           progress=progress)  # fmt: skip
+                           progress=progress, expires_at=expires_at)  # fmt: skip
 
 
 def seal_legacy(
@@ -111,6 +114,7 @@ def seal_legacy(
     signers: Sequence[SigningKey],
     metadata: dict[str, str] | None,
     progress: ProgressStart | None = None,
+    expires_at: int | None = None,
 ) -> container.SealSummary:
     """The explicit, opt-in legacy converter: unpickles (weights_only=True) a file the caller trusts."""
     import pickle  # pickle-ok: only its UnpicklingError, in the opt-in converter (never on the load path)
@@ -132,4 +136,4 @@ def seal_legacy(
     tick = progress(plan.payload_len) if progress is not None else None
     with writer(dst) as out:
         return container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers,
-                              metadata=metadata, progress=tick)  # fmt: skip
+                              metadata=metadata, progress=tick, expires_at=expires_at)  # fmt: skip

@@ -5,19 +5,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import container
 from .._json import strict_loads
+from ..container.signatures import Verifier
 from ..errors import FormatError, IntegrityError
 from . import directory as distdir
 from ._safeio import open_regular, read_regular
 from .policy import DirReleaseCheck
 
 if TYPE_CHECKING:
-    from ..crypto import VerifyKey
     from ..payload.codec import MapLocation
 
 
@@ -66,14 +67,17 @@ def load_state(
     d: str | os.PathLike[str],
     keys: container.KeySource,
     *,
-    trusted_signers: list[VerifyKey] | None,
+    trusted_signers: Sequence[Verifier] | None,
     map_location: MapLocation = None,
     release: DirReleaseCheck | None = None,
+    on_verified: Callable[[distdir.DirVerifyResult], None] | None = None,
 ) -> dict[str, Any]:
     """Verify the manifest (and the release's model/version, see :class:`DirReleaseCheck`), then
     merge every shard into one state_dict, checked against the index."""
     root = Path(d)
     res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
+    if on_verified is not None:
+        on_verified(res)  # the trust policy, before anything is decrypted
     rc = release or DirReleaseCheck()
     rc.manifest(res.signers, res.metadata, key_holder=True)
     state: dict[str, Any] = {}
@@ -132,16 +136,19 @@ def read_release(
     d: str | os.PathLike[str],
     keys: container.KeySource,
     *,
-    trusted_signers: list[VerifyKey] | None,
+    trusted_signers: Sequence[Verifier] | None,
     map_location: MapLocation = None,
     release: DirReleaseCheck | None = None,
     weights: bool = True,
+    on_verified: Callable[[distdir.DirVerifyResult], None] | None = None,
 ) -> Release:
     """Verify the manifest, then read every file into memory: shards merged into one state_dict
     (checked against the index) when ``weights``, every other file as bytes (at most
     ``MAX_FILE_BYTES`` each). With ``weights=False`` the shards are neither read nor hashed."""
     root = Path(d)
     res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
+    if on_verified is not None:
+        on_verified(res)  # the trust policy, before anything is decrypted
     rc = release or DirReleaseCheck()
     rc.manifest(res.signers, res.metadata, key_holder=True)
     state: dict[str, Any] = {}

@@ -1,49 +1,45 @@
-"""The manifest signature file (``sealedckpt-manifest.sig``): parsed strictly, written canonically."""
+"""The manifest signature file (``sealedckpt-manifest.sig``): parsed strictly, written canonically.
+
+Each entry is a DSSE-style signature over a signed statement (docs/FORMAT.md §8.1, §13): the
+algorithm, the raw public key, the exact statement bytes and the signature, all base64.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._json import strict_loads
-from ..crypto import VerifyKey, textkeys
-from ..errors import FormatError, InvalidArgumentError
+from ..container import format as fmt
+from ..errors import FormatError
 from ._safeio import read_regular
 
 SIGNATURES = "sealedckpt-manifest.sig"
 VERSION = 1
 MAX_SIG_FILE = 1 << 20
 MAX_SIGNATURES = 16
-#: ``signed_at`` bound: 9999-12-31T23:59:59Z, the last second every date formatter can show.
-MAX_SIGNED_AT = 253_402_300_799
-_DOMAIN = b"sealedckpt/v1 manifest\x00"
 _FILE_FIELDS = frozenset(("version", "signatures"))
-_SIG_FIELDS = frozenset(("public_key", "signed_at", "signature"))
+_SIG_FIELDS = frozenset(("alg", "public_key", "statement", "signature"))
+_CAPS = {"public_key": fmt.MAX_SIG_PUBLIC, "statement": 4096, "signature": fmt.MAX_SIG_BYTES}
 
 
 @dataclass(frozen=True)
 class ManifestSignature:
-    """One parsed signature entry: verify key, signing time (Unix seconds), signature bytes."""
+    """One parsed entry: algorithm, raw public key, exact statement bytes, signature bytes."""
 
-    key: VerifyKey
-    signed_at: int
+    alg: str
+    public_key: bytes
+    statement: bytes
     signature: bytes
 
     def as_json(self) -> dict[str, Any]:
         """The entry as the signature file stores it."""
-        return {"public_key": textkeys.verify_key_to_text(self.key), "signed_at": self.signed_at,
-                "signature": base64.b64encode(self.signature).decode()}  # fmt: skip
-
-
-def sig_message(pub: bytes, signed_at: int, manifest: bytes) -> bytes:
-    """What a manifest signature signs: domain, public key, time, SHA-256 of the manifest bytes."""
-    return _DOMAIN + pub + struct.pack("<Q", signed_at) + hashlib.sha256(manifest).digest()
+        b64 = {k: base64.b64encode(getattr(self, k)).decode() for k in ("public_key", "statement", "signature")}
+        return {"alg": self.alg, **b64}
 
 
 def _malformed(why: str) -> FormatError:
@@ -53,22 +49,21 @@ def _malformed(why: str) -> FormatError:
 def _parse_entry(s: object) -> ManifestSignature:
     if not isinstance(s, dict) or set(s) != _SIG_FIELDS:
         raise _malformed(f"an entry must have exactly the fields {sorted(_SIG_FIELDS)}")
-    public_key, signed_at, sig = s["public_key"], s["signed_at"], s["signature"]
-    if not isinstance(public_key, str) or type(signed_at) is not int or not isinstance(sig, str):
+    if not all(isinstance(v, str) for v in s.values()):
         raise _malformed("wrong field type")
-    if not 0 <= signed_at <= MAX_SIGNED_AT:
-        raise _malformed(f"signed_at {signed_at} out of range (0..{MAX_SIGNED_AT})")
-    try:
-        vk = textkeys.verify_key_from_text(public_key)
-    except InvalidArgumentError:
-        raise _malformed("bad public_key") from None
-    try:
-        raw = base64.b64decode(sig, validate=True)
-    except binascii.Error:
-        raise _malformed("signature is not base64") from None
-    if len(raw) != 64:
-        raise _malformed("signature is not 64 bytes")
-    return ManifestSignature(vk, signed_at, raw)
+    if s["alg"] not in fmt.SIG_ALGS.values():
+        raise _malformed(f"unknown signature algorithm {s['alg'][:40]!r}")
+    raw: dict[str, bytes] = {}
+    for k, cap in _CAPS.items():
+        if len(s[k]) > 2 * cap:
+            raise _malformed(f"{k} too long")
+        try:
+            raw[k] = base64.b64decode(s[k], validate=True)
+        except binascii.Error:
+            raise _malformed(f"{k} is not base64") from None
+        if len(raw[k]) > cap or base64.b64encode(raw[k]).decode() != s[k]:
+            raise _malformed(f"{k} is over its cap or not canonical base64")
+    return ManifestSignature(s["alg"], raw["public_key"], raw["statement"], raw["signature"])
 
 
 def parse_signatures(raw: bytes) -> list[ManifestSignature]:
@@ -82,7 +77,7 @@ def parse_signatures(raw: bytes) -> list[ManifestSignature]:
     if not isinstance(sigs, list) or len(sigs) > MAX_SIGNATURES:
         raise _malformed(f"signatures must be a list of at most {MAX_SIGNATURES}")
     out = [_parse_entry(s) for s in sigs]
-    if len({s.key.to_bytes() for s in out}) != len(out):
+    if len({s.public_key for s in out}) != len(out):
         raise _malformed("a key signs twice")
     return out
 
@@ -99,3 +94,15 @@ def dumps(sigs: list[ManifestSignature]) -> bytes:
     """The canonical bytes of a signature file."""
     doc = {"version": VERSION, "signatures": [s.as_json() for s in sigs]}
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def parse_envelope(raw: bytes) -> ManifestSignature:
+    """A standalone signed statement (a revocation file): one entry object, as in a signature file."""
+    if len(raw) > MAX_SIG_FILE:
+        raise _malformed(f"larger than {MAX_SIG_FILE} bytes")
+    return _parse_entry(strict_loads(raw, "signed statement file"))
+
+
+def dump_envelope(sig: ManifestSignature) -> bytes:
+    """The canonical bytes of a standalone signed statement."""
+    return (json.dumps(sig.as_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")

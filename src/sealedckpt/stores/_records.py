@@ -22,6 +22,12 @@ def _fits(value: object, hint: Any) -> bool:
         return any(_fits(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is dict:
+        kt, vt = typing.get_args(hint)
+        return type(value) is dict and all(_fits(k, kt) and _fits(v, vt) for k, v in value.items())
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return type(value) is list and all(_fits(v, item) for v in value)
     return type(value) is hint  # exact: a bool is not an int, an int is not a str
 
 
@@ -41,6 +47,20 @@ def _record(cls: type[T], obj: object, where: str) -> T:
         elif not _fits(obj[name], hints[name]):
             raise KeystoreError(f"{where}: field {name!r} has the wrong type")
     return cls(**obj)
+
+
+def record(cls: type[T], obj: object, where: str) -> T:
+    """One entry checked against ``cls``'s fields and types."""
+    return _record(cls, obj, where)
+
+
+def read_doc(path: Path, what: str) -> Any:
+    """A store file's JSON, bounded and strict."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_FILE + 1)
+    if len(raw) > MAX_FILE:
+        raise KeystoreError(f"{what} {path} is damaged: larger than {MAX_FILE} bytes")
+    return strict_loads(raw, f"{what} {path}", KeystoreError)
 
 
 def read_records(path: Path, what: str, version: int, list_field: str, cls: type[T]) -> list[T]:

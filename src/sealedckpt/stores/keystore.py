@@ -19,7 +19,11 @@ from typing import Literal, Protocol
 
 from .._fs import atomic_write
 from ..crypto import (
+    CompositeSigningKey,
+    CompositeVerifyKey,
     Passphrase,
+    PQRecipientKey,
+    PQRecipientPublicKey,
     RecipientKey,
     RecipientPublicKey,
     SigningKey,
@@ -42,8 +46,16 @@ from .backends import (
     private_dir,
 )
 
-Kind = Literal["symmetric", "recipient", "signing"]
-KINDS: tuple[Kind, ...] = ("symmetric", "recipient", "signing")
+Kind = Literal["symmetric", "recipient", "signing", "pq-recipient", "pq-signing"]
+KINDS: tuple[Kind, ...] = ("symmetric", "recipient", "signing", "pq-recipient", "pq-signing")
+#: The key class each kind generates (the PQ kinds: crypto/pq.py).
+_GENERATE: dict[str, type[SymmetricKey] | type[RecipientKey] | type[SigningKey]] = {
+    "symmetric": SymmetricKey,
+    "recipient": RecipientKey,
+    "signing": SigningKey,
+    "pq-recipient": PQRecipientKey,
+    "pq-signing": CompositeSigningKey,
+}
 ENV_KEY = "SEALEDCKPT_KEY"
 ENV_PASSPHRASE_FILE = "SEALEDCKPT_KEYSTORE_PASSPHRASE_FILE"
 _PROTECTED_PREFIX = "sealedckpt-protected-v1:"
@@ -84,6 +96,10 @@ def _now() -> str:
 def _kind_of(k: SecretKey | PublicKey) -> Kind:
     if isinstance(k, SymmetricKey):
         return "symmetric"
+    if isinstance(k, (PQRecipientKey, PQRecipientPublicKey)):
+        return "pq-recipient"
+    if isinstance(k, (CompositeSigningKey, CompositeVerifyKey)):
+        return "pq-signing"
     if isinstance(k, (RecipientKey, RecipientPublicKey)):
         return "recipient"
     return "signing"
@@ -276,16 +292,10 @@ class Keystore:
         default: bool = False,
         protect: Passphrase | None = None,
     ) -> KeyRecord:
-        key: SecretKey
-        if kind == "symmetric":
-            key = SymmetricKey.generate()
-        elif kind == "recipient":
-            key = RecipientKey.generate()
-        elif kind == "signing":
-            key = SigningKey.generate()
-        else:
+        cls = _GENERATE.get(kind)
+        if cls is None:
             raise InvalidArgumentError(f"unknown key kind {kind!r}")
-        return self.add(key, name, default=default, protect=protect)
+        return self.add(cls.generate(), name, default=default, protect=protect)
 
     def set_default(self, ref: str) -> KeyRecord:
         with self._locked():
@@ -338,8 +348,9 @@ class Keystore:
             rec = by_id.get(slot.key_id) if slot.kind == "symmetric" and slot.key_id is not None else None
             if rec is not None and rec.kind == "symmetric" and rec not in wanted:
                 wanted.append(rec)
-        if any(slot.kind == "recipient" for slot in slots):
-            wanted.extend(r for r in by_id.values() if r.kind == "recipient")
+        for kind in ("recipient", "pq-recipient"):
+            if any(slot.kind == kind for slot in slots):
+                wanted.extend(r for r in by_id.values() if r.kind == kind)
         return [self.secret(r) for r in wanted]
 
 

@@ -6,11 +6,14 @@ order of ``KINDS`` is the order in which kinds are tried when opening a file.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 
 from ...errors import ArgumentTypeError, DecryptionError, FormatError, IntegrityError, InvalidArgumentError
 from .base import KeySlot, KnownSlot, OpenKey, SealKey, SlotKindName, UnknownSlot
+from .mlkem768x25519 import MLKEM768X25519Slot
 from .scrypt import ScryptSlot
 from .symmetric import SymmetricSlot
 from .x25519 import X25519Slot
@@ -19,6 +22,7 @@ __all__ = [
     "KINDS",
     "KeySlot",
     "KnownSlot",
+    "MLKEM768X25519Slot",
     "OpenKey",
     "ScryptSlot",
     "SealKey",
@@ -26,13 +30,43 @@ __all__ = [
     "SymmetricSlot",
     "UnknownSlot",
     "X25519Slot",
+    "allow_classical_recipients",
+    "check_pq_mix",
     "make_slots",
     "open_slots",
     "parse_slot",
     "seal_label",
 ]
 
-KINDS: tuple[type[KnownSlot], ...] = (SymmetricSlot, X25519Slot, ScryptSlot)
+#: The PQ kind comes before X25519: its keys are RecipientKey subclasses, matched in this order.
+KINDS: tuple[type[KnownSlot], ...] = (SymmetricSlot, MLKEM768X25519Slot, X25519Slot, ScryptSlot)
+
+_ALLOW_MIXED_PQ: ContextVar[bool] = ContextVar("sealedckpt_allow_mixed_pq", default=False)
+
+
+@contextlib.contextmanager
+def allow_classical_recipients(allow: bool = True) -> Iterator[None]:
+    """Within the block, a file may be sealed (or rewrapped) for post-quantum and classical
+    X25519 recipients at once; outside it that mix is refused (docs/FORMAT.md §5.1)."""
+    token = _ALLOW_MIXED_PQ.set(allow)
+    try:
+        yield
+    finally:
+        _ALLOW_MIXED_PQ.reset(token)
+
+
+def check_pq_mix(slots: Sequence[KeySlot]) -> None:
+    """Refuse, like age, a post-quantum recipient slot next to a classical X25519 one: whoever
+    records the file today and breaks X25519 later opens it through the classical slot."""
+    if _ALLOW_MIXED_PQ.get():
+        return
+    if any(isinstance(s, MLKEM768X25519Slot) for s in slots) and any(isinstance(s, X25519Slot) for s in slots):
+        raise InvalidArgumentError(
+            "refusing to mix post-quantum (ML-KEM-768 + X25519) and classical X25519 recipients in one file: "
+            "the classical slot would open it to a future quantum attacker and undo the post-quantum protection",
+            hint="seal for post-quantum recipients only, or ask for the mix "
+            "(--allow-classical; `with sealedckpt.allow_classical_recipients():` in Python)",
+        )
 
 
 def parse_slot(slot_type: int, body: bytes) -> KeySlot:

@@ -13,7 +13,7 @@ from ...crypto import Passphrase, RecipientKey, RecipientPublicKey, SymmetricKey
 OpenKey = SymmetricKey | RecipientKey | Passphrase
 SealKey = SymmetricKey | RecipientPublicKey | Passphrase
 
-SlotKindName = Literal["symmetric", "recipient", "passphrase", "unknown"]
+SlotKindName = Literal["symmetric", "recipient", "pq-recipient", "passphrase", "unknown"]
 
 
 class KeySlot(ABC):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ... import crypto
-from ...crypto import KEY_SIZE, TAG_SIZE, X25519_SIZE, RecipientKey, RecipientPublicKey
+from ...crypto import KEY_SIZE, TAG_SIZE, X25519_SIZE, PQRecipientKey, RecipientKey, RecipientPublicKey
 from ...errors import FormatError
 from .base import KnownSlot, OpenKey, SealKey
 
@@ -43,6 +43,8 @@ class X25519Slot(KnownSlot):
     def unwrap(self, key: OpenKey, salt: bytes) -> bytes | None:
         """FormatError for a low-order share (docs/FORMAT.md §5)."""
         assert isinstance(key, RecipientKey)
+        if isinstance(key, PQRecipientKey):  # a subclass, but never a classical identity
+            return None
         return crypto.x25519_unwrap(key, self.share, self.wrapped, _AAD + salt)
 
     @classmethod
