@@ -467,7 +467,7 @@ def test_seal_to_errors(capsys: Capsys, st: Path, tmp_path: Path) -> None:
     assert code == cli.EXIT_USAGE and out == ""
     assert error_lines(err) == [
         "sealedckpt: error: not a public key, a file or a key name: 'nobody'",
-        "hint: public keys look like sckpt1... or sckpt-vk1...",
+        "hint: public keys look like sckpt1..., sckpt1pq1... (recipients), sckpt-vk1... or sckpt-pqvk1... (signers)",
     ]
     assert not Path(o).exists()
 

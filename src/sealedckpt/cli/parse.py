@@ -148,7 +148,8 @@ class Session:
         raise CliError(
             f"not a public key, a file or a key name: {ref!r}",
             EXIT_USAGE,
-            hint=f"public keys look like {textkeys.HRP_RECIPIENT}1... or {textkeys.HRP_VERIFY}1...",
+            hint=f"public keys look like {textkeys.HRP_RECIPIENT}1..., {textkeys.HRP_PQ_RECIPIENT}1... (recipients), "
+            f"{textkeys.HRP_VERIFY}1... or {textkeys.HRP_PQ_VERIFY}1... (signers)",
         )
 
     def verify_key(self, ref: str, option: str = "") -> VerifyKey:
