@@ -97,19 +97,18 @@ def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Bi
     directory = os.path.dirname(target)
     fd = -1
     named: str | None = None
-    if tmpfile_supported(directory):
-        try:
-            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
-        except OSError:
-            fd = -1
-    if fd < 0:
-        named = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as exc:  # name the file the caller asked for, not the temp file
-            raise type(exc)(exc.errno, exc.strerror, os.fspath(path)) from None
     link_name: str | None = None
-    try:
+    try:  # every name is set before its file exists, so Ctrl-C at any point leaves nothing
+        if tmpfile_supported(directory):
+            with contextlib.suppress(OSError):
+                fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
+        if fd < 0:
+            named = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            except OSError as exc:  # name the file the caller asked for, not the temp file
+                named = None
+                raise type(exc)(exc.errno, exc.strerror, os.fspath(path)) from None
         with os.fdopen(fd, "wb", closefd=False) as f:
             yield f
         os.fsync(fd)
@@ -124,7 +123,8 @@ def atomic_write(path: str | os.PathLike[str], mode: int = 0o666) -> Iterator[Bi
             named = None
         fsync_dir(directory)
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         for leftover in (named, link_name):
             if leftover is not None:
                 with contextlib.suppress(OSError):
