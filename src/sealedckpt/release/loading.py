@@ -73,27 +73,10 @@ def load_state(
     on_verified: Callable[[distdir.DirVerifyResult], None] | None = None,
 ) -> dict[str, Any]:
     """Verify the manifest (and the release's model/version, see :class:`DirReleaseCheck`), then
-    merge every shard into one state_dict, checked against the index."""
-    root = Path(d)
-    res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
-    if on_verified is not None:
-        on_verified(res)  # the trust policy, before anything is decrypted
-    rc = release or DirReleaseCheck()
-    rc.manifest(res.signers, res.metadata, key_holder=True)
-    state: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    index: bytes | None = None
-    for e in res.entries:
-        if e.kind == "safetensors":
-            _read_shard(root, e, keys, rc, map_location, state, origin)
-        elif e.source.endswith(".index.json"):
-            index = file_bytes(root, e, keys, rc, distdir.MAX_MANIFEST)
-        else:
-            distdir.check_entry(root, e)  # not loaded, but part of the signed set
-    rc.done()
-    if index is not None:
-        _check_index(index, origin)
-    return state
+    merge every shard into one state_dict, checked against the index; other files are checked
+    against the manifest, not decrypted."""
+    return read_release(d, keys, trusted_signers=trusted_signers, map_location=map_location, release=release,
+                        other_files=False, on_verified=on_verified).state  # fmt: skip
 
 
 def _read_shard(
@@ -140,11 +123,13 @@ def read_release(
     map_location: MapLocation = None,
     release: DirReleaseCheck | None = None,
     weights: bool = True,
+    other_files: bool = True,
     on_verified: Callable[[distdir.DirVerifyResult], None] | None = None,
 ) -> Release:
     """Verify the manifest, then read every file into memory: shards merged into one state_dict
     (checked against the index) when ``weights``, every other file as bytes (at most
-    ``MAX_FILE_BYTES`` each). With ``weights=False`` the shards are neither read nor hashed."""
+    ``MAX_FILE_BYTES`` each). With ``weights=False`` the shards are neither read nor hashed; with
+    ``other_files=False`` only the index is decrypted, every other file only checked."""
     root = Path(d)
     res = distdir.verify_dir(root, trusted_signers=trusted_signers, check_files=False)
     if on_verified is not None:
@@ -158,9 +143,12 @@ def read_release(
         if e.kind == "safetensors":
             if weights:
                 _read_shard(root, e, keys, rc, map_location, state, origin)
+        elif e.source.endswith(".index.json"):
+            files[e.source] = file_bytes(root, e, keys, rc, distdir.MAX_MANIFEST)
+        elif other_files:
+            files[e.source] = file_bytes(root, e, keys, rc, MAX_FILE_BYTES)
         else:
-            limit = distdir.MAX_MANIFEST if e.source.endswith(".index.json") else MAX_FILE_BYTES
-            files[e.source] = file_bytes(root, e, keys, rc, limit)
+            distdir.check_entry(root, e)  # not loaded, but part of the signed set
     rc.done()
     if weights:
         for name, raw in files.items():
