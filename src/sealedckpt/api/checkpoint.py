@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -52,30 +53,14 @@ def save(
         plan = plan_payload(obj)
     info: dict[str, Any] = {"key_ids": [_keys.key_label(k) for k in keys], "signer_ids": [s.key_id for s in signers]}
     with audited(log, "save", f, info):
-        if isinstance(f, (str, os.PathLike)):
-            with writing(f, storage_options) as out:
-                summary = container.seal(
-                    out,
-                    plan.payload_len,
-                    plan.segments(),
-                    keys=keys,
-                    signers=signers,
-                    metadata=metadata,
-                    expires_at=expires_at,
-                )
-        else:
-            summary = container.seal(
-                f,
-                plan.payload_len,
-                plan.segments(),
-                keys=keys,
-                signers=signers,
-                metadata=metadata,
-                expires_at=expires_at,
-            )
-            flush = getattr(f, "flush", None)
-            if flush is not None:
-                flush()
+        to_path = isinstance(f, (str, os.PathLike))
+        target = writing(f, storage_options) if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f)
+        with target as out:
+            summary = container.seal(out, plan.payload_len, plan.segments(), keys=keys, signers=signers,
+                                     metadata=metadata, expires_at=expires_at)  # fmt: skip
+        flush = None if to_path else getattr(f, "flush", None)
+        if flush is not None:
+            flush()
         info["digest"] = summary.digest
 
 
