@@ -250,3 +250,24 @@ def test_refusals_and_atomicity(tmp_path: Path, key: SymmetricKey, monkeypatch: 
     with pytest.raises(RuntimeError):
         hf.save_pretrained(_llama(), tmp_path / "half", key=key)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # complete or absent: no partial directory
+
+
+def test_version_is_remembered_only_once_the_model_is_built(tmp_path: Path, key: SymmetricKey) -> None:
+    from sealedckpt.stores.trust import TrustStore
+    from sealedckpt.stores.versions import VersionMemory
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    acme = SigningKey.generate()
+    store = TrustStore(home)
+    store.add("acme", acme.public, roles=["publisher"], scope=["llama-*"])
+    bad = _llama()
+    bad.config.intermediate_size = 80  # verified and signed, but its weights do not fit its config
+    hf.save_pretrained(bad, tmp_path / "bad", key=key, sign_with=acme, metadata={"model": "llama-tiny", "version": "9"})
+    with pytest.raises(IntegrityError, match="do not fit"):
+        hf.from_pretrained(AutoModelForCausalLM, tmp_path / "bad", key=key, trusted_signers=store)
+    assert VersionMemory(home).all() == {}
+    hf.save_pretrained(_llama(), tmp_path / "good", key=key, sign_with=acme,
+                       metadata={"model": "llama-tiny", "version": "7"})  # fmt: skip
+    hf.from_pretrained(AutoModelForCausalLM, tmp_path / "good", key=key, trusted_signers=store)
+    assert VersionMemory(home).all() == {"llama-tiny": 7}

@@ -257,8 +257,6 @@ def from_pretrained(
             check = DirReleaseCheck(min_version, expect_model)
             rel = read_release(directory, keys, trusted_signers=keys_of(trusted), release=check,
                                on_verified=policy_check(trusted))  # fmt: skip
-            if trusted is not None:
-                trusted.remember(rel.manifest.metadata)
         info.update(
             digest=f"sha256:{rel.manifest.manifest_sha256}", signer_ids=[s.key_id for s in rel.manifest.signers]
         )
@@ -276,6 +274,8 @@ def from_pretrained(
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise IntegrityError(f"the sealed weights do not fit the model of its config.json: {first}") from exc
         _check_loading(report)
+        if trusted is not None:  # remembered only once the model is built and every weight filled
+            trusted.remember(rel.manifest.metadata)
         model.name_or_path = os.fspath(directory)  # transformers records where a model came from
     return (model, report) if want_info else model
 
