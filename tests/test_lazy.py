@@ -177,6 +177,30 @@ def test_lazy_reads_authenticate_what_they_read(big: tuple[Any, Any, dict[str, t
         sealedckpt.open(io.BytesIO(data), key=key, trusted_signers=[sealedckpt.SigningKey.generate().public])
 
 
+@pytest.mark.parametrize("tampered", [("first",), ("last",), ("first", "last")])
+def test_a_lazy_read_in_two_halves_raises_the_first_failing_chunk(
+    big: tuple[Any, Any, dict[str, torch.Tensor], bytes], tampered: tuple[str, ...]
+) -> None:
+    """A 5-chunk read runs its first half on the calling thread and its second on one more
+    thread: a failure in either half raises, the lower chunk's first, and nothing is returned."""
+    key, _signer, sd, data = big
+    info = sealedckpt.inspect(io.BytesIO(data))
+    first_chunk = last_signature(data)["block"] - 32 * info.chunks - 2 - (info.payload_len + 16 * info.chunks)
+    cs, head = info.chunk_size, info.head_len
+    begin = 5 * ((4 << 20) + 4096) + 4096  # layers.5.weight in the data section (1 head chunk)
+    chunks = {"first": 1 + begin // cs, "last": 1 + (begin + (4 << 20) - 1) // cs}
+    assert chunks["last"] - chunks["first"] == 4  # five chunks: split 3 + 2
+    bad = bytearray(data)
+    for which in tampered:
+        bad[first_chunk + head + 16 + (chunks[which] - 1) * (cs + 16) + 100] ^= 1
+    with sealedckpt.open(io.BytesIO(bytes(bad)), key=key) as sf:
+        with pytest.raises(sealedckpt.IntegrityError, match=f"chunk {chunks[tampered[0]]} "):
+            sf.get_tensor("layers.5.weight")
+        assert torch.equal(sf.get_tensor("layers.0.weight"), sd["layers.0.weight"])  # still usable
+    with sealedckpt.open(io.BytesIO(data), key=key) as sf:
+        assert torch.equal(sf.get_tensor("layers.5.weight"), sd["layers.5.weight"])
+
+
 def test_open_a_path_and_close(tmp_path: Any, key: sealedckpt.SymmetricKey) -> None:
     p = tmp_path / "x.sealed"
     sealedckpt.save({"a": torch.arange(5)}, p, key=key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -24,3 +25,24 @@ def run_all(job: Callable[[T], object], items: Sequence[T], workers: int, name: 
         finally:
             for fut in futures:
                 fut.cancel()
+
+
+def run_two(job: Callable[[T], object], first: T, second: T, name: str) -> None:
+    """``job(first)`` on this thread while ``job(second)`` runs on one new thread (cheaper than a
+    pool for two items); waits for both, then re-raises ``first``'s failure, else ``second``'s."""
+    failed: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            job(second)
+        except BaseException as exc:  # re-raised on the calling thread below
+            failed.append(exc)
+
+    t = threading.Thread(target=other, name=name, daemon=True)
+    t.start()
+    try:
+        job(first)
+    finally:
+        t.join()
+    if failed:
+        raise failed[0]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, Literal
 
 from .. import crypto
-from .._pool import run_all
+from .._pool import run_all, run_two
 from ..crypto import TAG_SIZE, ChunkCipher
 from ..errors import DecryptionError, FormatError, IntegrityError, InvalidArgumentError
 from .header import Header, read_header
@@ -22,6 +22,7 @@ Region = tuple[int, memoryview]  # (payload offset, destination buffer)
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 KeySource = Sequence[OpenKey] | Callable[[Header], Sequence[OpenKey]]
 
+_SPLIT_MIN = 3  # chunks in a small read worth a second thread
 _MAX_SPARE = 4  # scratch buffers a reader keeps for reuse: one per worker at most
 
 #: ``unsigned``: no signature; ``signed, not verified``: every signature verifies over the signed
@@ -231,9 +232,18 @@ class SealedReader:
 
 def _run(job: Callable[[list[int]], None], todo: list[list[int]], workers: int | None) -> None:
     """Run ``job`` over the groups ``todo``, in threads when there is enough work; raise the first
-    failure."""
-    # a thread and its fresh scratch buffer cost more than decrypting one more group of chunks
-    run_all(job, todo, max(1, min(workers or default_workers(), len(todo) // 2)), "sealedckpt-open")
+    failure. A read of ``_SPLIT_MIN`` or more chunks but under four groups (a lazy read of one
+    tensor) is cut in two halves: one for this thread, one for a single extra thread."""
+    most = len(todo) // 2
+    if most > 1:
+        run_all(job, todo, min(workers or default_workers(), most), "sealedckpt-open")
+        return
+    chunks = [i for group in todo for i in group]
+    if len(chunks) < _SPLIT_MIN or (workers or default_workers()) < 2:
+        run_all(job, todo, 1, "sealedckpt-open")  # a thread costs more than a chunk or two
+        return
+    half = (len(chunks) + 1) // 2
+    run_two(job, chunks[:half], chunks[half:], "sealedckpt-open")
 
 
 class _RegionIndex:

@@ -7,6 +7,7 @@ copied on the way.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -23,6 +24,7 @@ from .format import Content
 GROUP_BYTES = 4 << 20  # plaintext bytes of consecutive chunks one pool job handles
 
 
+@functools.cache
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 

@@ -64,7 +64,9 @@ class PayloadIndex:
         return e
 
     def _check_tensor(self, node: dict[str, Any]) -> None:
-        e = self._entry(node["e"])
+        e = self.entries.get(node["e"])
+        if e is None:
+            raise FormatError(f"structure refers to a missing payload entry {node['e']!r}")
         dtype, shape, stride, offset = node["dtype"], node["shape"], node["stride"], node["offset"]
         itemsize = pl.ITEMSIZE.get(dtype)
         if itemsize is None:
@@ -81,7 +83,7 @@ class PayloadIndex:
             last += (d - 1) * s
         if numel >= 1 << 63:
             raise st.invalid("tensor shape/stride/offset")
-        if 0 not in shape and (last + 1) * itemsize > e.nbytes:
+        if (last + 1) * itemsize > e.end - e.begin and 0 not in shape:
             raise st.invalid("tensor view within its storage")
 
 

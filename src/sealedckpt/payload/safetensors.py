@@ -9,6 +9,7 @@ are contiguous from 0 with no gap or overlap and cover the data section exactly,
 from __future__ import annotations
 
 import json
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -113,13 +114,13 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
             nonzero *= d or 1
         if nonzero >= _U63:
             raise FormatError(f"payload entry {name!r} has a shape too large to represent")
-        valid_offsets = type(offs) is list and len(offs) == 2 and _is_uint(offs[0]) and _is_uint(offs[1])
-        if not (valid_offsets and offs[0] <= offs[1]):
+        begin, end = offs if type(offs) is list and len(offs) == 2 else (None, None)
+        if not (type(begin) is int and type(end) is int and 0 <= begin <= end < _U63):
             raise FormatError(f"payload entry {name!r} has invalid data_offsets")
-        if offs[1] - offs[0] != numel * itemsize:
+        if end - begin != numel * itemsize:
             raise FormatError(f"payload entry {name!r}: byte length does not match shape and dtype")
-        entries.append(Entry(name, dtype, tuple(shape), offs[0], offs[1]))
-    entries.sort(key=lambda e: (e.begin, e.end))
+        entries.append(Entry(name, dtype, tuple(shape), begin, end))
+    entries.sort(key=_BY_OFFSETS)
     pos = 0
     for e in entries:
         if e.begin != pos:
@@ -134,10 +135,7 @@ def parse_header(raw: bytes, data_len: int) -> tuple[dict[str, str], list[Entry]
 
 _U63 = 1 << 63
 _ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
-
-
-def _is_uint(x: object) -> bool:
-    return type(x) is int and 0 <= x < _U63
+_BY_OFFSETS = operator.attrgetter("begin", "end")
 
 
 def structure_metadata(structure: Any) -> dict[str, str]:

@@ -141,10 +141,15 @@ def _check_fields(node: object) -> str:
     keys = node.keys()
     if not (keys <= allowed and required <= keys):
         raise FormatError(f"structure node {tag!r} has unexpected fields")
+    get = node.get
     for name, typ in typed:
-        if name in node and type(node[name]) is not typ:
+        v = get(name, _ABSENT)
+        if type(v) is not typ and v is not _ABSENT:
             raise invalid(f"{tag} {name}")
     return tag
+
+
+_ABSENT = object()  # a field a node does not have
 
 
 def _child(path: str | None, key: object) -> str | None:
@@ -205,12 +210,13 @@ def walk(node: Any, visitor: Visitor, path: str | None = "", depth: int = 0) -> 
     if tag in NAMED_TAGS:
         return visitor.composite(node, [_field(kv, visitor, path, depth) for kv in node["v"]])
     pairs = []
+    inner = depth + 1
     for kv in node["v"]:
         if type(kv) is not list or len(kv) != 2:
             raise invalid("dict item")
         k, v = kv
         plain = k is None or type(k) in (bool, str, int, float)
-        key = walk(k, visitor, None, depth + 1)
-        pairs.append((key, walk(v, visitor, _child(path, k) if plain else None, depth + 1)))
+        key = k if plain and inner <= MAX_DEPTH else walk(k, visitor, None, inner)  # what walk(k) returns
+        pairs.append((key, walk(v, visitor, _child(path, k) if plain else None, inner)))
     meta = walk(node["meta"], visitor, None, depth + 1) if "meta" in node else None
     return visitor.mapping(pairs, node, meta)
