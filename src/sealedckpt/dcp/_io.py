@@ -155,3 +155,22 @@ def has_metadata(directory: CheckpointDir) -> bool:
         return stat.S_ISREG(os.lstat(directory._path(METADATA_NAME)).st_mode)
     except OSError:
         return False
+
+
+class AtCheckpointDir:
+    """What DCP asks of a storage reader and writer about where the checkpoint is (``self.path``)."""
+
+    path: CheckpointDir
+
+    @property
+    def checkpoint_id(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        return isinstance(os.fspath(checkpoint_id), str)  # a local path or a scheme:// URL (fsspec)
+
+    def _move_to(self, checkpoint_id: str | os.PathLike[str] | None) -> None:
+        """``reset(checkpoint_id)``: a new directory, with the same ``storage_options``."""
+        if checkpoint_id:
+            self.path = checkpoint_dir(checkpoint_id, self.path.storage_options)

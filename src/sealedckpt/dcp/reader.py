@@ -36,7 +36,7 @@ from ._listing import DataFile
 from ._schema import Location
 
 
-class SealedStorageReader(StorageReader):
+class SealedStorageReader(_io.AtCheckpointDir, StorageReader):
     """A ``torch.distributed.checkpoint`` storage reader for checkpoints written by
     :class:`SealedStorageWriter`: ``dcp.load(state_dict, storage_reader=SealedStorageReader(path, key=...))``.
 
@@ -71,8 +71,7 @@ class SealedStorageReader(StorageReader):
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         self._storage, self._files = {}, {}
-        if checkpoint_id:
-            self.path = _io.checkpoint_dir(checkpoint_id, self.path.storage_options)
+        self._move_to(checkpoint_id)
         self.load_id = uuid.uuid4().hex
 
     def prime_metadata(self) -> None:
@@ -163,14 +162,6 @@ class SealedStorageReader(StorageReader):
         if reader.trailer.root is not None:
             facts.check_root(reader.trailer.root)  # every chunk read is then checked against it
         return SealedFile(reader)
-
-    @property
-    def checkpoint_id(self) -> str:
-        return str(self.path)
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        return isinstance(os.fspath(checkpoint_id), str)  # a local path or a scheme:// URL (fsspec)
 
 
 def _read_direct(

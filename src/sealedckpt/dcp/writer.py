@@ -51,7 +51,7 @@ class _Written:
     file: DataFile
 
 
-class SealedStorageWriter(StorageWriter):
+class SealedStorageWriter(_io.AtCheckpointDir, StorageWriter):
     """A ``torch.distributed.checkpoint`` storage writer whose files are all sealed.
 
     ``dcp.save(state_dict, storage_writer=SealedStorageWriter(path, key=..., sign_with=...))``;
@@ -85,8 +85,7 @@ class SealedStorageWriter(StorageWriter):
         return f"SealedStorageWriter({str(self.path)!r}, signed={bool(self._signers)})"
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
-        if checkpoint_id:
-            self.path = _io.checkpoint_dir(checkpoint_id, self.path.storage_options)
+        self._move_to(checkpoint_id)
         self.save_id = uuid.uuid4().hex
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
@@ -162,14 +161,6 @@ class SealedStorageWriter(StorageWriter):
 
     def storage_meta(self) -> StorageMeta | None:
         return StorageMeta(checkpoint_id=str(self.path), save_id=self.save_id)
-
-    @property
-    def checkpoint_id(self) -> str:
-        return str(self.path)
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        return isinstance(os.fspath(checkpoint_id), str)  # a local path or a scheme:// URL (fsspec)
 
 
 def _resolve(item: WriteItem, planner: SavePlanner) -> tuple[Any, str, int]:
