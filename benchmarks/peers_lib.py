@@ -18,6 +18,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from bench_save_load import write_secret
 
 import sealedckpt
 from sealedckpt.crypto import textkeys
@@ -29,13 +30,6 @@ SHARDS = 4  # an HF-style directory holds this many safetensors shards
 
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
-
-
-def write_secret(path: Path, data: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
 
 
 @dataclass
