@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 import pytest
@@ -52,6 +53,14 @@ def big() -> tuple[sealedckpt.SymmetricKey, sealedckpt.SigningKey, dict[str, tor
     return key, signer, sd, buf.getvalue()
 
 
+def tensor_chunks(data: bytes, key: Any, name: str) -> tuple[int, int]:
+    """The first and last chunk (0 is the head) holding tensor ``name``'s bytes."""
+    with sealedckpt.open(io.BytesIO(data), key=key) as sf:
+        e, c = sf._index.entries[name], sf._reader.content
+        start = sf._index.data_start + e.begin
+        return c.chunks_for(start, e.end - e.begin)[0], c.chunks_for(start, e.end - e.begin)[-1]
+
+
 class DecryptCounter:
     """Counts the plaintext bytes of every AES-GCM chunk decryption (wraps ChunkCipher.decrypt_into)."""
 
@@ -89,11 +98,35 @@ def test_get_tensor_reads_only_its_chunks(
     # chunk (the payload's own header, nothing more), and decrypts exactly the payload header
     assert opened == 1024 + not_chunks + head + 16
     assert decrypted == head
-    # the tensor: at most its own bytes plus one chunk, read and decrypted (it straddles chunks)
+    # the tensor: exactly its own chunks, read and decrypted. Its size is a whole number of chunks,
+    # so the writer put it on a chunk boundary, ahead of the 4 KiB norms (chunk_aligned_order)
     nbytes = 4 << 20
-    assert tensor_decrypted <= nbytes + cs and read <= nbytes + cs + 16 * (nbytes // cs + 1)
-    assert tensor_decrypted > nbytes  # this one does straddle: the bound above is not vacuous
-    assert counter.bytes <= nbytes + cs + head  # the whole lazy read (issue 10's bound)
+    assert tensor_decrypted == nbytes and read == nbytes + 16 * (nbytes // cs)
+    assert counter.bytes == nbytes + head  # the whole lazy read: the tensor and the payload header
+
+
+def test_writer_puts_whole_chunk_tensors_on_chunk_boundaries(
+    big: tuple[Any, Any, dict[str, torch.Tensor], bytes],
+) -> None:
+    """Data order is a writer's choice: whole-chunk entries first (each then starts on a chunk
+    boundary), then the rest, each group in checkpoint order; a load gives back the same dict."""
+    key, _, sd, data = big
+    with sealedckpt.open(io.BytesIO(data), key=key) as sf:
+        entries = list(sf._index.entries.values())  # in data order
+        cs = sf._reader.content.chunk_size
+    assert [e.name for e in entries] == [f"layers.{i}.weight" for i in range(12)] + [
+        f"layers.{i}.norm" for i in range(12)
+    ]
+    assert [e.begin % cs for e in entries[:12]] == [0] * 12
+    assert list(sealedckpt.load(io.BytesIO(data), key=key)) == list(sd)  # checkpoint order, not data order
+
+
+def test_chunk_aligned_order() -> None:
+    from sealedckpt.payload.encode import chunk_aligned_order
+
+    sizes = [5, 8, 0, 16, 3, 8, 24]
+    assert chunk_aligned_order(sizes, 8, lambda n: n) == [8, 16, 8, 24, 5, 0, 3]
+    assert chunk_aligned_order([], 8, lambda n: n) == []
 
 
 @pytest.mark.parametrize("chunk_log2", [16, 18, 20, 22])
@@ -164,9 +197,8 @@ def test_lazy_reads_authenticate_what_they_read(big: tuple[Any, Any, dict[str, t
     n_chunks = info.chunks
     first_chunk = last_signature(data)["block"] - 32 * n_chunks - 2 - (info.payload_len + 16 * n_chunks)
     cs, head = info.chunk_size, info.head_len
-    # a body chunk in the middle of layers.5.weight, whose data starts at 5 * (4 MiB + 4 KiB) + 4 KiB
-    mid = 5 * ((4 << 20) + 4096) + 4096 + (2 << 20)
-    k = 1 + mid // cs
+    # a body chunk in the middle of layers.5.weight (chunk 0 is the head: the payload header)
+    k = tensor_chunks(data, key, "layers.5.weight")[0] + 2
     bad = bytearray(data)
     bad[first_chunk + head + 16 + (k - 1) * (cs + 16) + 100] ^= 1  # inside chunk k
     with sealedckpt.open(io.BytesIO(bytes(bad)), key=key) as sf:
@@ -179,17 +211,28 @@ def test_lazy_reads_authenticate_what_they_read(big: tuple[Any, Any, dict[str, t
 
 @pytest.mark.parametrize("tampered", [("first",), ("last",), ("first", "last")])
 def test_a_lazy_read_in_two_halves_raises_the_first_failing_chunk(
-    big: tuple[Any, Any, dict[str, torch.Tensor], bytes], tampered: tuple[str, ...]
+    big: tuple[Any, Any, dict[str, torch.Tensor], bytes], tampered: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 5-chunk read runs its first half on the calling thread and its second on one more
+    """A read split in two runs its first half on the calling thread and its second on one more
     thread: a failure in either half raises, the lower chunk's first, and nothing is returned."""
+    from sealedckpt.container import reader
+
+    monkeypatch.setattr(reader, "_SPLIT_MIN", 4)  # split this 4-chunk read (2 + 2)
+    halves: list[tuple[list[int], list[int]]] = []
+    run_two = reader.run_two
+
+    def spy(job: Any, first: list[int], second: list[int], name: str) -> None:
+        halves.append((first, second))
+        run_two(job, first, second, name)
+
+    monkeypatch.setattr(reader, "run_two", spy)
     key, _signer, sd, data = big
     info = sealedckpt.inspect(io.BytesIO(data))
     first_chunk = last_signature(data)["block"] - 32 * info.chunks - 2 - (info.payload_len + 16 * info.chunks)
     cs, head = info.chunk_size, info.head_len
-    begin = 5 * ((4 << 20) + 4096) + 4096  # layers.5.weight in the data section (1 head chunk)
-    chunks = {"first": 1 + begin // cs, "last": 1 + (begin + (4 << 20) - 1) // cs}
-    assert chunks["last"] - chunks["first"] == 4  # five chunks: split 3 + 2
+    lo, hi = tensor_chunks(data, key, "layers.5.weight")
+    chunks = {"first": lo, "last": hi}
+    assert hi - lo == 3  # four chunks: split 2 + 2
     bad = bytearray(data)
     for which in tampered:
         bad[first_chunk + head + 16 + (chunks[which] - 1) * (cs + 16) + 100] ^= 1
@@ -199,6 +242,28 @@ def test_a_lazy_read_in_two_halves_raises_the_first_failing_chunk(
         assert torch.equal(sf.get_tensor("layers.0.weight"), sd["layers.0.weight"])  # still usable
     with sealedckpt.open(io.BytesIO(data), key=key) as sf:
         assert torch.equal(sf.get_tensor("layers.5.weight"), sd["layers.5.weight"])
+    assert halves[0] == ([lo, lo + 1], [lo + 2, hi])  # it was split
+
+
+def test_a_small_lazy_read_stays_on_the_calling_thread(
+    big: tuple[Any, Any, dict[str, torch.Tensor], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``_SPLIT_MIN`` chunks (4 MiB here) a second thread costs more than it saves."""
+    from sealedckpt.container import reader
+
+    key, _, sd, data = big
+    threads: set[str] = set()
+    decrypt = ChunkCipher.decrypt_into
+
+    def where(cipher: ChunkCipher, index: int, final: bool, ct: Any, out: Any) -> bool:
+        threads.add(threading.current_thread().name)
+        return decrypt(cipher, index, final, ct, out)
+
+    monkeypatch.setattr(ChunkCipher, "decrypt_into", where)
+    assert reader._SPLIT_MIN > 4
+    with sealedckpt.open(io.BytesIO(data), key=key) as sf:
+        assert torch.equal(sf.get_tensor("layers.5.weight"), sd["layers.5.weight"])
+    assert threads == {threading.current_thread().name}
 
 
 def test_open_a_path_and_close(tmp_path: Any, key: sealedckpt.SymmetricKey) -> None:

@@ -22,7 +22,7 @@ Region = tuple[int, memoryview]  # (payload offset, destination buffer)
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 KeySource = Sequence[OpenKey] | Callable[[Header], Sequence[OpenKey]]
 
-_SPLIT_MIN = 3  # chunks in a small read worth a second thread
+_SPLIT_MIN = 6  # chunks in a small read worth a second thread (measured: docs/PERFORMANCE.md, "Lazy reads")
 _MAX_SPARE = 4  # scratch buffers a reader keeps for reuse: one per worker at most
 
 #: ``unsigned``: no signature; ``signed, not verified``: every signature verifies over the signed

@@ -17,19 +17,21 @@ import math
 import types
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from ..container.format import default_chunk_log2
 from ..errors import UnsupportedTypeError
 from . import extra
 from . import safetensors as pl
 from . import structure as st
 from .views import TORCH_TO_ST, byte_view, numpy_st_dtype
 
+T = TypeVar("T")
 _COMPOSITES = (set, frozenset, argparse.Namespace, types.SimpleNamespace)
 _KEY_TYPES = (
     str, int, float, bool, bytes, tuple, frozenset, complex, datetime.datetime, datetime.date, datetime.time,
@@ -250,11 +252,23 @@ class _Encoder:
         return {"t": "npscalar", "dtype": le.dtype.str, "v": base64.b64encode(le.tobytes()).decode("ascii")}
 
     def finish(self) -> list[tuple[str, str, tuple[int, ...], int]]:
-        """Choose each storage's entry shape: a lone, whole, contiguous tensor keeps its own."""
+        """Choose each storage's entry shape (a lone, whole, contiguous tensor keeps its own) and
+        the data order (see :func:`chunk_aligned_order`)."""
         for rec in self.order:
             if isinstance(rec.source, torch.UntypedStorage):
                 _shape_entry(rec)
+        total = sum(rec.nbytes for rec in self.order)
+        self.order = chunk_aligned_order(self.order, 1 << default_chunk_log2(total), lambda rec: rec.nbytes)
         return [(rec.name, rec.dtype, rec.shape, rec.nbytes) for rec in self.order]
+
+
+def chunk_aligned_order(items: list[T], chunk: int, nbytes: Callable[[T], int]) -> list[T]:
+    """``items`` in data order: first those whose size is a whole number of chunks, then the rest,
+    each group in the order given. The data section's chunks start at its first byte (FORMAT.md
+    §6), so every item of the first group starts on a chunk boundary and a lazy read of it
+    decrypts exactly its own chunks. A layout choice of the writer; readers take any order."""
+    whole = [it for it in items if nbytes(it) and nbytes(it) % chunk == 0]
+    return whole + [it for it in items if not (nbytes(it) and nbytes(it) % chunk == 0)]
 
 
 def _shape_entry(rec: _Storage) -> None:

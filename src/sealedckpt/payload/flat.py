@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..container.format import default_chunk_log2
 from ..errors import UnsupportedTypeError
 from . import safetensors as pl
 from . import structure as st
+from .encode import chunk_aligned_order
 from .views import TORCH_TO_ST, byte_view, flat_bytes
 
 
@@ -39,8 +41,8 @@ class FlatPlan:
 
 
 def plan_flat(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> FlatPlan:
-    """Lay ``tensors`` out in the given order; ``metadata`` joins the safetensors ``__metadata__``
-    (its ``sealedckpt.`` keys are reserved)."""
+    """Lay ``tensors`` out (those of whole-chunk sizes first: ``chunk_aligned_order``);
+    ``metadata`` joins the safetensors ``__metadata__`` (its ``sealedckpt.`` keys are reserved)."""
     meta = dict(metadata or {})
     if any(k.startswith("sealedckpt.") for k in meta):
         raise UnsupportedTypeError("__metadata__", "the 'sealedckpt.' metadata keys are reserved")
@@ -59,5 +61,7 @@ def plan_flat(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] |
         specs.append((name, dtype, shape, c.numel() * c.element_size()))
         data.append(c)
     structure = st.state_dict([(n, d, s) for n, d, s, _ in specs])
-    layout = pl.build_layout(specs, {**meta, **pl.structure_metadata(structure)})
-    return FlatPlan(layout, data)
+    chunk = 1 << default_chunk_log2(sum(spec[3] for spec in specs))
+    order = chunk_aligned_order(list(range(len(specs))), chunk, lambda i: specs[i][3])
+    layout = pl.build_layout([specs[i] for i in order], {**meta, **pl.structure_metadata(structure)})
+    return FlatPlan(layout, [data[i] for i in order])
