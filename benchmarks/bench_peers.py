@@ -38,6 +38,7 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -366,7 +367,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
         return child_main(argv[1])
     args = parse_args(argv)
-    methods = [BY_NAME[n] for n in args.methods.split(",")] if args.methods else METHODS
+    names = re.split(r",(?![^()]*\))", args.methods) if args.methods else []  # a name may hold commas
+    methods = [BY_NAME[n] for n in names] if names else METHODS
     modes = [m for m in args.modes.split(",") if m]
     say = lambda s: print(s, flush=True)  # noqa: E731
     for k, v in versions().items():

@@ -118,6 +118,35 @@ def test_one_buffer_per_worker(signed: bytes, monkeypatch: pytest.MonkeyPatch) -
     assert 1 <= len(made) <= 3
 
 
+def test_compute_roots_of_several_files_match_one_at_a_time(
+    signed: bytes, sym: SymmetricKey, signing: SigningKey
+) -> None:
+    """One pool for several files (a directory's shards) gives each file's own root and content."""
+    small = sealed_bytes({"x": torch.arange(10)}, [sym], [signing])  # one chunk
+    unsigned = sealed_bytes(STATE, [sym])
+    datas = [signed, small, unsigned, signed]
+    want = [container.compute_root(io.BytesIO(d)) for d in datas]
+    for workers in (1, 2, 4):
+        got = container.compute_roots([io.BytesIO(d) for d in datas], workers=workers)
+        assert [(r, c.payload_len) for r, c in got] == [(r, c.payload_len) for r, c in want]
+    assert len({r for r, _ in want}) == 3  # signed twice: same root; the others differ
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_compute_roots_raises_the_first_failing_file(
+    signed: bytes, sym: SymmetricKey, signing: SigningKey, workers: int
+) -> None:
+    """Files tampered at different chunks: the error is the earlier file's, whichever thread
+    hashed which chunk first."""
+    late, early = Forger(signed, sym), Forger(signed, sym)
+    n = late.content.n_chunks
+    late.data[late.chunk_offset(n - 1) + 3] ^= 1  # last chunk of the second file
+    early.data[early.chunk_offset(n // 2) + 3] ^= 1  # middle chunk of the third file
+    files = [io.BytesIO(signed), io.BytesIO(late.bytes()), io.BytesIO(early.bytes())]
+    with pytest.raises(sealedckpt.IntegrityError, match=f"chunk {n - 1} does not match its signed digest"):
+        container.compute_roots(files, workers=workers)
+
+
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files that ``seal_dir`` writes get 64 KiB chunks."""

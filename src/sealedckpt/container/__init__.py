@@ -2,7 +2,16 @@
 
 from . import format, sniff
 from .header import Header, slot_ids
-from .ops import PublicInfo, VerifyResult, add_signatures, compute_root, read_public_info, rewrap, verify_file
+from .ops import (
+    PublicInfo,
+    VerifyResult,
+    add_signatures,
+    compute_root,
+    compute_roots,
+    read_public_info,
+    rewrap,
+    verify_file,
+)
 from .reader import KeySource, SealedReader, SignatureStatus, open_sealed
 from .signatures import Signer, Verifier, content_digest, root_label
 from .slots import KeySlot, OpenKey, SealKey, allow_classical_recipients
@@ -25,6 +34,7 @@ __all__ = [
     "add_signatures",
     "allow_classical_recipients",
     "compute_root",
+    "compute_roots",
     "content_digest",
     "default_workers",
     "format",

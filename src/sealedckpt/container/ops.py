@@ -18,7 +18,7 @@ from .signatures import Signer, Verifier, apply_policy, content_root, load_verif
 from .slots import KeySlot, SealKey, make_slots
 from .statement import COUNTER
 from .statement import parse as parse_statement
-from .stream import ChunkStream, Source
+from .stream import ChunkStream, Source, hash_streams
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,22 @@ def compute_root(
     c = header.content
     digests = ChunkStream(src, header.size, c, trailer.table).digests(trailer.root is not None, workers, progress)
     return content_root(header.content_bytes, c.n_chunks, b"".join(digests)), c
+
+
+def compute_roots(files: Sequence[BinaryIO], workers: int | None = None) -> list[tuple[bytes, fmt.Content]]:
+    """:func:`compute_root` of several files (a directory's shards), their chunks hashed on one
+    pool of ``workers`` threads, so that no core idles while another file finishes."""
+    heads = []
+    for f in files:
+        src = Source(f)
+        header = read_header(src)
+        trailer = read_trailer(src, header, ())
+        heads.append((header, ChunkStream(src, header.size, header.content, trailer.table), trailer.root is not None))
+    digests = hash_streams([(stream, check) for _, stream, check in heads], workers)
+    return [
+        (content_root(h.content_bytes, h.content.n_chunks, b"".join(d)), h.content)
+        for (h, _, _), d in zip(heads, digests, strict=True)
+    ]
 
 
 def verify_file(

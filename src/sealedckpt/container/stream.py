@@ -12,7 +12,7 @@ import io
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -143,50 +143,66 @@ class ChunkStream:
     def digests(
         self, check: bool, workers: int | None = None, progress: Callable[[int], None] | None = None
     ) -> list[bytes]:
-        """Every chunk's digest, in order (checked against the signed table with ``check``).
+        """Every chunk's digest, in order (checked against the signed table with ``check``); see
+        :func:`hash_streams`."""
+        return hash_streams([(self, check)], workers, progress)[0]
 
-        Runs of consecutive chunks (about 4 MiB each) are read and hashed on ``workers`` threads
-        (BLAKE3 releases the GIL), each with one scratch buffer: at most ``workers`` chunks are in
-        memory, and at most ``2 * workers`` runs are queued. Raises the failure of the
-        lowest-numbered chunk that failed among those run; ``progress`` is called from this
-        thread, once per chunk, in chunk order.
-        """
-        c = self.content
-        groups = c.groups(range(c.n_chunks), GROUP_BYTES)
-        workers = max(1, min(workers or default_workers(), len(groups)))
-        if workers == 1:
-            serial = []
-            for ct, d in self.scan(check):
-                serial.append(d)
-                if progress is not None:
-                    progress(len(ct))
-            return serial
-        local = threading.local()
 
-        def job(group: list[int]) -> list[bytes]:
-            buf = getattr(local, "buf", None)
-            if buf is None:
-                buf = local.buf = self.scratch()
-            return [self.digest(i, self.read(i, buf), check) for i in group]
+def hash_streams(
+    streams: Sequence[tuple[ChunkStream, bool]],
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[bytes]]:
+    """Every chunk's digest of every ``(stream, check)``, in order (checked against the stream's
+    signed table where ``check``), on one pool for all the streams: the files of a directory keep
+    every core busy to the end instead of each file waiting for its own last run.
 
-        out: list[bytes] = []
-        pending: deque[Future[list[bytes]]] = deque()
+    Runs of consecutive chunks (about 4 MiB each) are read and hashed on ``workers`` threads
+    (BLAKE3 releases the GIL), each with one scratch buffer: at most ``workers`` chunks are in
+    memory, and at most ``2 * workers`` runs are queued. Raises the failure of the first failing
+    run in order (stream, then chunk) among those run; ``progress`` is called from this thread,
+    once per chunk, in that order.
+    """
+    jobs = [
+        (k, g) for k, (s, _) in enumerate(streams) for g in s.content.groups(range(s.content.n_chunks), GROUP_BYTES)
+    ]
+    if not jobs:
+        return [[] for _ in streams]
+    widest = max((s for s, _ in streams), key=lambda s: s.content.max_plain_len)  # its scratch fits any chunk
+    workers = max(1, min(workers or default_workers(), len(jobs)))
+    local = threading.local()
 
-        def take() -> None:
-            for d in pending.popleft().result():
-                out.append(d)
-                if progress is not None:
-                    progress(c.plain_len(len(out) - 1) + TAG_SIZE)
+    def job(k: int, group: list[int]) -> list[bytes]:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = widest.scratch()
+        s, check = streams[k]
+        return [s.digest(i, s.read(i, buf), check) for i in group]
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-hash") as pool:
-            try:
-                for group in groups:
-                    pending.append(pool.submit(job, group))
-                    if len(pending) > 2 * workers:
-                        take()
-                while pending:
-                    take()
-            finally:
-                for fut in pending:
-                    fut.cancel()
+    out: list[list[bytes]] = [[] for _ in streams]
+
+    def take(k: int, digests: list[bytes]) -> None:
+        for d in digests:
+            out[k].append(d)
+            if progress is not None:
+                progress(streams[k][0].content.plain_len(len(out[k]) - 1) + TAG_SIZE)
+
+    if workers == 1:
+        for k, group in jobs:
+            take(k, job(k, group))
         return out
+    pending: deque[tuple[int, Future[list[bytes]]]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealedckpt-hash") as pool:
+        try:
+            for k, group in jobs:
+                pending.append((k, pool.submit(job, k, group)))
+                if len(pending) > 2 * workers:
+                    k0, fut = pending.popleft()
+                    take(k0, fut.result())
+            while pending:
+                k0, fut = pending.popleft()
+                take(k0, fut.result())
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+    return out

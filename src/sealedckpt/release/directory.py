@@ -10,6 +10,7 @@ Verification needs no decryption key and no torch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -26,7 +27,6 @@ from typing import Any
 
 from .. import container
 from .._fs import atomic_write
-from .._pool import run_all
 from ..container import signatures as csig
 from ..container import statement
 from ..crypto import SigningKey
@@ -316,11 +316,27 @@ def verify_dir(
     return DirVerifyResult(entries, signers, meta, digest)
 
 
-def _check_entries(d: Path, entries: Sequence[DirEntry], files_at_once: int = 2) -> None:
-    """``check_entry`` on every entry, ``files_at_once`` files at a time (each file's chunks are
-    hashed on threads too; memory stays a few chunk buffers per file). Raises the failure of the
-    first failing entry in manifest order; files not yet started are then skipped."""
-    run_all(lambda e: check_entry(d, e), entries, files_at_once, "sealedckpt-verify-dir")
+def _check_entries(d: Path, entries: Sequence[DirEntry]) -> None:
+    """Raise :class:`IntegrityError` unless every file has the manifest's digest and size.
+
+    Public files are checked first, then the sealed ones, ``_FILES_AT_ONCE`` at a time with all
+    their chunks hashed on one pool (every core busy to the end of a batch; memory stays one
+    chunk buffer per thread). The failure raised is the first in manifest order among the
+    public files, else among the sealed ones."""
+    for e in entries:
+        if e.kind == "public":
+            check_entry(d, e)
+    sealed = [e for e in entries if e.kind != "public"]
+    for at in range(0, len(sealed), _FILES_AT_ONCE):
+        batch = sealed[at : at + _FILES_AT_ONCE]
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(open_regular(d / e.path)) for e in batch]
+            roots = container.compute_roots(files)
+        for e, (root, content) in zip(batch, roots, strict=True):
+            _check_root(e, root, content)
+
+
+_FILES_AT_ONCE = 64  # sealed files open at once while a directory is verified
 
 
 def check_entry(d: Path, e: DirEntry) -> None:
@@ -332,6 +348,10 @@ def check_entry(d: Path, e: DirEntry) -> None:
         return
     with open_regular(p) as f:
         root, content = container.compute_root(f)
+    _check_root(e, root, content)
+
+
+def _check_root(e: DirEntry, root: bytes, content: container.format.Content) -> None:
     if "root:" + root.hex() != e.digest or content.payload_len != e.size:
         raise IntegrityError(f"{e.path}: content differs from the manifest (renamed, swapped or edited)")
 
