@@ -267,8 +267,12 @@ def chunk_aligned_order(items: list[T], chunk: int, nbytes: Callable[[T], int]) 
     each group in the order given. The data section's chunks start at its first byte (FORMAT.md
     §6), so every item of the first group starts on a chunk boundary and a lazy read of it
     decrypts exactly its own chunks. A layout choice of the writer; readers take any order."""
-    whole = [it for it in items if nbytes(it) and nbytes(it) % chunk == 0]
-    return whole + [it for it in items if not (nbytes(it) and nbytes(it) % chunk == 0)]
+    whole: list[T] = []
+    rest: list[T] = []
+    for it in items:
+        n = nbytes(it)
+        (whole if n and n % chunk == 0 else rest).append(it)
+    return whole + rest
 
 
 def _shape_entry(rec: _Storage) -> None:
