@@ -293,3 +293,39 @@ def test_payload_header_spanning_several_chunks(key: sealedckpt.SymmetricKey) ->
     with sealedckpt.open(io.BytesIO(data), key=key) as f:
         assert torch.equal(f.get_tensor("layer.2999.w"), obj["layer.2999.w"])
         assert torch.equal(f.get_tensor("layer.0.w"), obj["layer.0.w"])
+
+
+def test_whole_chunk_entries_first_keeps_every_kind_of_tensor(key: sealedckpt.SymmetricKey) -> None:
+    """Moving whole-chunk storages ahead changes no value: tied weights, views, bool, bf16,
+    Parameters and small tensors come back equal from a load and from lazy reads."""
+    mib = 1 << 20
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(mib // 4, generator=gen)  # 1 MiB fp32: a whole chunk
+    ck = {
+        "norm": torch.randn(10, generator=gen),
+        "w": w,
+        "tied": w,  # the same storage, stored once
+        "rows": w.view(256, 1024)[3:5],  # a view into it
+        "mask": torch.rand(2 * mib, generator=gen) > 0.5,  # 2 MiB bool
+        "half": torch.randn(mib, generator=gen).to(torch.bfloat16),  # 2 MiB bf16
+        "p": torch.nn.Parameter(torch.randn(3, 4, generator=gen)),
+        "odd": torch.randn(mib // 4 + 1, generator=gen),  # just over a chunk: not first
+        "epoch": 3,
+    }
+    buf = io.BytesIO()
+    sealedckpt.save(ck, buf, key=key)
+    data = buf.getvalue()
+    out = sealedckpt.load(io.BytesIO(data), key=key)
+    assert list(out) == list(ck) and out["epoch"] == 3
+    for k, v in ck.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(out[k], v) and out[k].dtype == v.dtype and type(out[k]) is type(v), k
+    assert out["tied"].data_ptr() == out["w"].data_ptr()
+    with sealedckpt.open(io.BytesIO(data), key=key) as sf:
+        entries = list(sf._index.entries.values())
+        cs = sf._reader.content.chunk_size
+        for k in ("w", "mask", "half", "odd", "norm"):
+            assert torch.equal(sf[k], ck[k]), k
+    whole = [e for e in entries if e.end - e.begin and (e.end - e.begin) % cs == 0]
+    assert entries[: len(whole)] == whole and {e.name for e in whole} == {"w", "mask", "half"}
+    assert all(e.begin % cs == 0 for e in whole)

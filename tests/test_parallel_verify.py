@@ -179,3 +179,34 @@ def test_verify_dir_refuses_a_tampered_chunk_of_any_shard(
         data[off] ^= 1
         path.write_bytes(bytes(data))
     distdir.verify_dir(out, trusted_signers=[signing.public])
+
+
+def test_verify_dir_hashes_sealed_files_in_batches_on_one_pool(
+    tmp_path: Path, sym: SymmetricKey, signing: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealed files are hashed ``_FILES_AT_ONCE`` at a time, each batch on one pool; a file
+    tampered in a later batch is still found and named."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for s in range(5):
+        st.save_file({f"w{s}": torch.full((30_000,), float(s))}, str(src / f"model-{s}.safetensors"))
+    (src / "config.json").write_text("{}")
+    out = tmp_path / "sealed"
+    distdir.seal_dir(src, out, keys=[sym], signers=[signing])
+    batches: list[int] = []
+    roots = container.compute_roots
+
+    def spy(files: Any, workers: Any = None) -> Any:
+        batches.append(len(files))
+        return roots(files, workers)
+
+    monkeypatch.setattr(distdir, "_FILES_AT_ONCE", 2)
+    monkeypatch.setattr(container, "compute_roots", spy)
+    assert len(distdir.verify_dir(out, trusted_signers=[signing.public]).entries) == 6
+    assert batches == [2, 2, 2]  # config.json is sealed too
+    victim = out / "model-3.safetensors.sealed"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    with pytest.raises(sealedckpt.IntegrityError, match=r"model-3\.safetensors"):
+        distdir.verify_dir(out, trusted_signers=[signing.public])
