@@ -145,15 +145,12 @@ def compute_root(
 ) -> tuple[bytes, fmt.Content]:
     """The content root of any sealed file, signed or not, without a key (hashes every chunk on
     ``workers`` threads, default one per core up to 4)."""
-    src = Source(f)
-    header = read_header(src)
-    trailer = read_trailer(src, header, ())
-    c = header.content
-    digests = ChunkStream(src, header.size, c, trailer.table).digests(trailer.root is not None, workers, progress)
-    return content_root(header.content_bytes, c.n_chunks, b"".join(digests)), c
+    return compute_roots([f], workers, progress)[0]
 
 
-def compute_roots(files: Sequence[BinaryIO], workers: int | None = None) -> list[tuple[bytes, fmt.Content]]:
+def compute_roots(
+    files: Sequence[BinaryIO], workers: int | None = None, progress: Progress | None = None
+) -> list[tuple[bytes, fmt.Content]]:
     """:func:`compute_root` of several files (a directory's shards), their chunks hashed on one
     pool of ``workers`` threads, so that no core idles while another file finishes."""
     heads = []
@@ -162,7 +159,7 @@ def compute_roots(files: Sequence[BinaryIO], workers: int | None = None) -> list
         header = read_header(src)
         trailer = read_trailer(src, header, ())
         heads.append((header, ChunkStream(src, header.size, header.content, trailer.table), trailer.root is not None))
-    digests = hash_streams([(stream, check) for _, stream, check in heads], workers)
+    digests = hash_streams([(stream, check) for _, stream, check in heads], workers, progress)
     return [
         (content_root(h.content_bytes, h.content.n_chunks, b"".join(d)), h.content)
         for (h, _, _), d in zip(heads, digests, strict=True)
